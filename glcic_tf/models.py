@@ -1,0 +1,178 @@
+"""The paper's networks (Tables 1 and 2) and the two functions around the completion network.
+
+The tables below are the single source of the architecture: the builders only read them.
+`width` scales every hidden channel count (1.0 is the paper); input sizes are parameters
+whose defaults are the paper's, so tests and demos build the same code at a smaller scale.
+"""
+
+from typing import NamedTuple, Sequence
+
+import keras
+import tensorflow as tf
+
+# Per-channel RGB mean in [0, 1] stored in the authors' completionnet_places2.t7 (as read
+# out of it by public ports of the released model). The hole is filled with it.
+PLACES2_MEAN_PIXEL = (0.4560, 0.4472, 0.4155)
+
+# Torch's BatchNorm defaults, which the authors trained with (Torch momentum 0.1 is Keras 0.9).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+class ConvSpec(NamedTuple):
+    """One row of Table 1. For a "deconv" row, stride 2 means upsampling by 2 (stride 1/2)."""
+
+    kind: str  # "conv", "dilated_conv" or "deconv"
+    kernel: int
+    dilation: int
+    stride: int
+    filters: int
+
+
+# Paper Table 1. Every row but the last is followed by BatchNorm + ReLU; the last by a sigmoid.
+COMPLETION_NETWORK = (
+    ConvSpec("conv", 5, 1, 1, 64),
+    ConvSpec("conv", 3, 1, 2, 128),
+    ConvSpec("conv", 3, 1, 1, 128),
+    ConvSpec("conv", 3, 1, 2, 256),
+    ConvSpec("conv", 3, 1, 1, 256),
+    ConvSpec("conv", 3, 1, 1, 256),
+    ConvSpec("dilated_conv", 3, 2, 1, 256),
+    ConvSpec("dilated_conv", 3, 4, 1, 256),
+    ConvSpec("dilated_conv", 3, 8, 1, 256),
+    ConvSpec("dilated_conv", 3, 16, 1, 256),
+    ConvSpec("conv", 3, 1, 1, 256),
+    ConvSpec("conv", 3, 1, 1, 256),
+    ConvSpec("deconv", 4, 1, 2, 128),
+    ConvSpec("conv", 3, 1, 1, 128),
+    ConvSpec("deconv", 4, 1, 2, 64),
+    ConvSpec("conv", 3, 1, 1, 32),
+    ConvSpec("conv", 3, 1, 1, 3),  # output
+)
+
+# Paper Table 2: every conv is 5x5, stride 2, followed by BatchNorm + ReLU, then one FC layer.
+DISCRIMINATOR_KERNEL = 5
+DISCRIMINATOR_STRIDE = 2
+LOCAL_DISCRIMINATOR_FILTERS = (64, 128, 256, 512, 512)
+GLOBAL_DISCRIMINATOR_FILTERS = (64, 128, 256, 512, 512, 512)
+DISCRIMINATOR_FC_UNITS = 1024
+
+# Input sizes of the discriminators (paper: 256x256 image, 128x128 patch around the hole).
+GLOBAL_SIZE = 256
+LOCAL_SIZE = 128
+
+# The completion network halves the size twice, so its input sides must be multiples of this.
+SIZE_MULTIPLE = 4
+
+
+def _scaled(filters: int, width: float) -> int:
+    return max(1, round(filters * width))
+
+
+def _batchnorm_relu(x, name: str):
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def completion_network(width: float = 1.0, name: str = "completion_network") -> keras.Model:
+    """Table 1 as a Keras functional model: (B, H, W, 4) -> (B, H, W, 3) in [0, 1].
+
+    The input is `completion_input(image, mask)`. H and W may be any multiples of 4 (the
+    network is fully convolutional); other sizes must be padded first.
+    """
+    inputs = keras.Input((None, None, 4), name="masked_image_and_mask")
+    x = inputs
+    last = len(COMPLETION_NETWORK)
+    for index, spec in enumerate(COMPLETION_NETWORK, start=1):
+        layer_name = f"{spec.kind}{index}"
+        if index == last:
+            # The output layer has no BatchNorm, so it keeps its bias; float32 under mixed precision.
+            x = keras.layers.Conv2D(3, spec.kernel, padding="same", dtype="float32", name="output_conv")(x)
+            x = keras.layers.Activation("sigmoid", dtype="float32", name="output_sigmoid")(x)
+            break
+        filters = _scaled(spec.filters, width)
+        if spec.kind == "deconv":
+            layer = keras.layers.Conv2DTranspose(
+                filters, spec.kernel, strides=spec.stride, padding="same", use_bias=False, name=layer_name
+            )
+        else:
+            layer = keras.layers.Conv2D(
+                filters,
+                spec.kernel,
+                strides=spec.stride,
+                dilation_rate=spec.dilation,
+                padding="same",
+                use_bias=False,  # BatchNorm's offset makes a bias redundant
+                name=layer_name,
+            )
+        x = _batchnorm_relu(layer(x), layer_name)
+    return keras.Model(inputs, x, name=name)
+
+
+def _context_discriminator(size: int, filters: Sequence[int], width: float, name: str) -> keras.Model:
+    """One branch of Table 2: strided 5x5 convs, then FC 1024 (followed by ReLU, see README)."""
+    inputs = keras.Input((size, size, 3), name=f"{name}_input")
+    x = inputs
+    for index, channels in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(
+            _scaled(channels, width),
+            DISCRIMINATOR_KERNEL,
+            strides=DISCRIMINATOR_STRIDE,
+            padding="same",
+            use_bias=False,
+            name=f"conv{index}",
+        )(x)
+        x = _batchnorm_relu(x, f"conv{index}")
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(_scaled(DISCRIMINATOR_FC_UNITS, width), activation="relu", name="fc")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def local_discriminator(local_size: int = LOCAL_SIZE, width: float = 1.0) -> keras.Model:
+    """The local context discriminator of Table 2: (B, 128, 128, 3) -> (B, 1024) features."""
+    return _context_discriminator(local_size, LOCAL_DISCRIMINATOR_FILTERS, width, "local_discriminator")
+
+
+def global_discriminator(global_size: int = GLOBAL_SIZE, width: float = 1.0) -> keras.Model:
+    """The global context discriminator of Table 2: (B, 256, 256, 3) -> (B, 1024) features."""
+    return _context_discriminator(global_size, GLOBAL_DISCRIMINATOR_FILTERS, width, "global_discriminator")
+
+
+def discriminator(
+    global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_SIZE, width: float = 1.0, name: str = "discriminator"
+) -> keras.Model:
+    """Both context discriminators joined: [global image, local patch] -> P(real), shape (B, 1).
+
+    As in the paper, the two 1024-d feature vectors are concatenated (local first) and one
+    fully connected layer with a sigmoid gives the probability that the image is real.
+    """
+    global_image = keras.Input((global_size, global_size, 3), name="global_image")
+    local_patch = keras.Input((local_size, local_size, 3), name="local_patch")
+    features = keras.layers.Concatenate(name="concatenation")(
+        [local_discriminator(local_size, width)(local_patch), global_discriminator(global_size, width)(global_image)]
+    )
+    probability = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="real_probability")(features)
+    return keras.Model([global_image, local_patch], probability, name=name)
+
+
+def completion_input(image, mask, mean_pixel: Sequence[float] = PLACES2_MEAN_PIXEL) -> tf.Tensor:
+    """The completion network's input: the hole filled with the mean pixel, plus the hole channel.
+
+    image: (..., H, W, 3) in [0, 1]; mask: (..., H, W, 1), 1 inside the hole. The image is
+    centred on the mean first, so the hole holds 0: the paper's "fill with the mean pixel",
+    shifted by the mean, which is the authors' released convention and lets their weights load.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    mask = tf.convert_to_tensor(mask, tf.float32)
+    centred = (image - tf.constant(mean_pixel, tf.float32)) * (1.0 - mask)
+    return tf.concat([centred, mask], axis=-1)
+
+
+def composite(completed, image, mask) -> tf.Tensor:
+    """The network's pixels inside the hole (mask > 0.5), the input's own pixels everywhere else.
+
+    Pixels outside the hole come back bit-identical to `image`.
+    """
+    completed = tf.convert_to_tensor(completed, tf.float32)
+    image = tf.convert_to_tensor(image, tf.float32)
+    return tf.where(tf.convert_to_tensor(mask) > 0.5, completed, image)

@@ -1,0 +1,37 @@
+"""Packaging for glcic_tf. TensorFlow comes from an extra: `.[cpu]` or `.[gpu]`."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("glcic_tf/__init__.py").read_text()).group(1)
+
+setup(
+    name="glcic-tf",
+    version=VERSION,
+    description="Globally and Locally Consistent Image Completion (Iizuka et al., SIGGRAPH 2017) in TensorFlow 2 / Keras 3",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["glcic_tf", "glcic_tf.*"]),
+    python_requires=">=3.10",
+    # TensorFlow itself is not listed here: `tensorflow` and `tensorflow-cpu` both provide the
+    # `tensorflow` module, and listing one would install it beside the other. Pick an extra.
+    install_requires=[
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.9",
+        "pillow>=10",
+        "tensorflow-datasets>=4.9.4",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.21"],
+        "gpu": ["tensorflow[and-cuda]>=2.21"],
+        "test": ["pytest>=8", "scikit-image>=0.22"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)
