@@ -27,6 +27,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21"],
         "gpu": ["tensorflow[and-cuda]>=2.21"],
+        # scikit-image ships the photographs of glcic_tf.sample_data (demos and tests).
+        "demo": ["scikit-image>=0.22"],
         "test": ["pytest>=8", "scikit-image>=0.22"],
     },
     classifiers=[

@@ -1,5 +1,23 @@
-"""Shared test setup: quiet TensorFlow's C++ logging before it is imported."""
+"""Shared test setup: quiet TensorFlow, two logical CPUs for tf.distribute, sample photographs."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so MirroredStrategy tests have two replicas on a one-CPU machine.
+# This must happen before TensorFlow initialises its devices, hence here.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@pytest.fixture(scope="session")
+def sample_folder(tmp_path_factory):
+    """glcic_tf.sample_data written once: <folder>/train and <folder>/test."""
+    from glcic_tf import sample_data
+
+    folder = tmp_path_factory.mktemp("sample_data")
+    sample_data.write_sample_data(str(folder))
+    return folder

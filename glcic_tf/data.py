@@ -1,0 +1,325 @@
+"""The input pipeline: images from tensorflow-datasets or a folder, cut as the paper trains.
+
+A source is one string:
+
+- `tfds:NAME[:SPLIT]`, any tensorflow-datasets image data set (`tfds:places365_small:train`,
+  `tfds:celeb_a:train`), read from `data_dir` (TFDS's default folder when None);
+- `folder:PATH`, every JPEG/PNG/BMP/GIF/WebP image under PATH, searched recursively.
+
+Training examples follow the paper (../shared/PAPER.md, Training): shortest edge resized to a
+random size in [256, 384], a random 256x256 crop, one hole with sides in [96, 128], the local
+discriminator's 128x128 box around it and a random 128x128 box for the real image
+(`glcic_tf.masks`). Every size is a parameter with the paper's value as default.
+
+Randomness is stateless and keyed by `(seed, example index)`, so a seed fixes every crop and
+hole whatever the number of parallel calls; `deterministic=True` also fixes the batch order.
+Shuffling happens on encoded bytes (or file names), before decoding, to keep buffers small.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from glcic_tf import masks, models
+from glcic_tf.errors import UserError
+
+# Paper: "the smallest edge of each image is resized to a random size in [256, 384], then a
+# random 256x256 crop is taken".
+SHORTEST_EDGE_RANGE = (256, 384)
+CROP_SIZE = models.GLOBAL_SIZE
+LOCAL_SIZE = models.LOCAL_SIZE
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SHUFFLE_BUFFER = 10_000
+AUTOTUNE = tf.data.AUTOTUNE
+
+# File signatures of the formats that tf.io.decode_image reads.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+    b"BM": "bmp",
+}
+# What a complete file of the format ends with (JPEG's EOI marker, PNG's IEND chunk, GIF's trailer).
+_TRAILERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82", "gif": b";"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A parsed source string: `kind` is "tfds" or "folder"; `split` is for TFDS only."""
+
+    kind: str
+    name: str
+    split: str = "train"
+
+    def __str__(self):
+        return f"tfds:{self.name}:{self.split}" if self.kind == "tfds" else f"folder:{self.name}"
+
+
+def parse_source(spec: str) -> Source:
+    """`tfds:NAME[:SPLIT]` or `folder:PATH` -> Source; anything else is a UserError."""
+    kind, _, rest = spec.partition(":")
+    if kind == "folder" and rest:
+        return Source("folder", os.path.expanduser(rest))
+    if kind == "tfds" and rest:
+        name, _, split = rest.partition(":")
+        return Source("tfds", name, split or "train")
+    raise UserError(f"source {spec!r} is not of the form tfds:NAME[:SPLIT] or folder:PATH")
+
+
+# --- Folders -------------------------------------------------------------------------------
+
+
+def _problem_with(path: str) -> Optional[str]:
+    """Why the file at `path` is not a readable image, or None if it is (cheap checks first)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            head = file.read(12)
+            file.seek(max(0, size - 64))
+            tail = file.read()
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if size == 0:
+        return "empty file"
+    kind = next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "webp"
+    if kind is None:
+        return "not a JPEG, PNG, BMP, GIF or WebP file"
+    trailer = _TRAILERS.get(kind)
+    if trailer is None or trailer in tail:
+        return None
+    # No end marker where expected: truncated, or trailing bytes after a complete image. Decode to tell.
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+        return f"truncated or corrupt {kind.upper()}"
+    return None
+
+
+def list_image_files(folder: str) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """All readable images under `folder` (sorted) and the skipped files with the reason.
+
+    Files with an image extension that are not readable images (a truncated JPEG, a text file
+    named .png) are skipped with a warning naming each of them; they never end a run.
+    """
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise UserError(f"image folder {folder} {what}")
+    candidates = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder, followlinks=True)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not candidates:
+        raise UserError(f"image folder {folder} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        problems = list(pool.map(_problem_with, candidates, chunksize=256))
+    files = [path for path, problem in zip(candidates, problems) if problem is None]
+    skipped = [(path, problem) for path, problem in zip(candidates, problems) if problem is not None]
+    for path, problem in skipped:
+        logging.warning("skipping %s: %s", path, problem)
+    if skipped:
+        logging.warning("skipped %d of %d files in %s that are not readable images", len(skipped), len(candidates), folder)
+    if not files:
+        raise UserError(f"image folder {folder} holds no readable images ({len(skipped)} files skipped)")
+    logging.info("found %d images in %s", len(files), folder)
+    return files, skipped
+
+
+# --- TensorFlow Datasets -------------------------------------------------------------------
+
+
+def _tfds_builder(source: Source, data_dir: Optional[str]):
+    try:
+        return tfds.builder(source.name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise UserError(f"tensorflow-datasets has no data set named {source.name!r} (see tfds.list_builders())") from None
+
+
+def _image_feature(builder) -> str:
+    for key, feature in builder.info.features.items():
+        if isinstance(feature, tfds.features.Image):
+            return key
+    raise UserError(f"data set {builder.name} has no image feature (features: {list(builder.info.features)})")
+
+
+def _tfds_encoded_images(source, data_dir, shuffle, seed, input_context) -> tf.data.Dataset:
+    """Encoded image bytes of a TFDS split; fails at once if the data set is not prepared."""
+    builder = _tfds_builder(source, data_dir)
+    key = _image_feature(builder)
+    read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context)
+    try:
+        dataset = builder.as_dataset(
+            split=source.split,
+            shuffle_files=shuffle,
+            decoders={key: tfds.decode.SkipDecoding()},
+            read_config=read_config,
+        )
+    except AssertionError:  # what TFDS raises for a data set that was never prepared
+        raise UserError(
+            f"TFDS data set {source.name} is not prepared in {builder.data_dir}: prepare it once with "
+            f"`tfds build {source.name} --data_dir={os.path.dirname(os.path.dirname(builder.data_dir))}` "
+            f"(downloads the data; some data sets need a manual download, see "
+            f"https://www.tensorflow.org/datasets/catalog/{source.name}), pass --data_dir=<where it is "
+            f"prepared>, or use a folder source: folder:PATH"
+        ) from None
+    except (ValueError, KeyError) as error:
+        raise UserError(f"cannot read split {source.split!r} of TFDS data set {source.name}: {error}") from None
+    return dataset.map(lambda example: example[key], num_parallel_calls=AUTOTUNE)
+
+
+# --- Decoding and the paper's transformations ----------------------------------------------
+
+
+def decode_rgb(encoded) -> tf.Tensor:
+    """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> (H, W, 3) uint8; grayscale and RGBA become RGB."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_shortest_edge(image, edge) -> tf.Tensor:
+    """Scale so that the shortest edge becomes `edge` pixels; float32 in [0, 1] out."""
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.cast(edge, tf.float32) / tf.reduce_min(shape)
+    size = tf.cast(tf.round(shape * scale), tf.int32)
+    resized = tf.image.resize(image, tf.maximum(size, edge), method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def random_rescale_crop(image, seed, edge_range=SHORTEST_EDGE_RANGE, crop_size=CROP_SIZE) -> tf.Tensor:
+    """The paper's augmentation: shortest edge to a random size in `edge_range`, random square crop."""
+    if not crop_size <= edge_range[0] <= edge_range[1]:
+        raise ValueError(f"edge range {edge_range} must start at or above the crop size {crop_size}")
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    edge = tf.random.stateless_uniform([], seeds[0], edge_range[0], edge_range[1] + 1, dtype=tf.int32)
+    resized = resize_shortest_edge(image, edge)
+    return tf.image.stateless_random_crop(resized, [crop_size, crop_size, 3], seeds[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSizes:
+    """The sizes of the paper's data protocol; the defaults are the paper's values."""
+
+    crop_size: int = CROP_SIZE
+    edge_range: Tuple[int, int] = SHORTEST_EDGE_RANGE
+    hole_range: Tuple[int, int] = masks.HOLE_SIDE_RANGE
+    local_size: int = LOCAL_SIZE
+
+    def __post_init__(self):
+        if not self.hole_range[1] <= self.local_size <= self.crop_size:
+            raise ValueError(f"need largest hole side <= local size <= crop size, got {self}")
+
+
+def training_example(image, seed, sizes: TrainingSizes = TrainingSizes()) -> dict:
+    """One training example from a decoded image and a stateless seed (shape [2]).
+
+    Returns image (S, S, 3) float32 in [0, 1], mask (S, S, 1) with 1 in the hole, and int32
+    boxes [y, x, height, width]: hole_box, local_box (centred on the hole, inside the image)
+    and real_local_box (random), both local boxes local_size square.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    crop = random_rescale_crop(image, seeds[0], sizes.edge_range, sizes.crop_size)
+    hole_box = masks.sample_hole(seeds[1], sizes.crop_size, sizes.hole_range)
+    return {
+        "image": crop,
+        "mask": masks.box_mask(hole_box, sizes.crop_size, sizes.crop_size),
+        "hole_box": hole_box,
+        "local_box": masks.local_box_around(hole_box, sizes.crop_size, sizes.local_size),
+        "real_local_box": masks.random_local_box(seeds[2], sizes.crop_size, sizes.local_size),
+    }
+
+
+# --- Whole pipelines -----------------------------------------------------------------------
+
+
+def encoded_images(
+    source: str,
+    data_dir: Optional[str] = None,
+    shuffle: bool = True,
+    seed: Optional[int] = None,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+) -> tf.data.Dataset:
+    """One pass over a source as encoded image bytes (shuffled, and sharded per input pipeline)."""
+    parsed = parse_source(source)
+    if parsed.kind == "tfds":
+        dataset = _tfds_encoded_images(parsed, data_dir, shuffle, seed, input_context)
+    else:
+        files, _ = list_image_files(parsed.name)
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if shuffle:
+            # File names are small: shuffle them all, then read.
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset
+
+
+def training_dataset(
+    source: str,
+    batch_size: int,
+    seed: int,
+    data_dir: Optional[str] = None,
+    sizes: TrainingSizes = TrainingSizes(),
+    deterministic: bool = False,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+) -> tf.data.Dataset:
+    """Endless batches of `training_example` dicts, decoded and cut in parallel, prefetched.
+
+    Files that fail to decode during the run are dropped with a logged warning.
+    """
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    pipelines = input_context.num_input_pipelines if input_context else 1
+
+    def make_example(index, encoded):
+        example_seed = tf.stack([tf.constant(seed, tf.int64), index * pipelines + pipeline_id])
+        return training_example(decode_rgb(encoded), example_seed, sizes)
+
+    dataset = encoded_images(source, data_dir, True, seed, input_context, shuffle_buffer).repeat().enumerate()
+    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options)
+
+
+def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_size: int, **kwargs):
+    """`training_dataset` split across the strategy's replicas, one input pipeline per worker."""
+
+    def dataset_fn(input_context):
+        batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+        return training_dataset(batch_size=batch_size, input_context=input_context, **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+    """Every image of a source once, in a fixed order, as (H, W, 3) uint8."""
+    dataset = encoded_images(source, data_dir, shuffle=False)
+    return dataset.map(decode_rgb, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors(log_warning=True)
+
+
+def estimate_mean_pixel(source: str, data_dir: Optional[str] = None, max_images: int = 10_000) -> Tuple[float, float, float]:
+    """The mean RGB value in [0, 1] over the first `max_images` images (each image weighs the same)."""
+    per_image = images(source, data_dir).take(max_images).map(
+        lambda image: tf.reduce_mean(tf.image.convert_image_dtype(image, tf.float32), axis=[0, 1]),
+        num_parallel_calls=AUTOTUNE,
+    )
+    means = np.array(list(per_image.as_numpy_iterator()))
+    return tuple(float(value) for value in means.mean(axis=0))

@@ -1,0 +1,156 @@
+"""Where the holes come from: the paper's training holes and the seeded test-time masks.
+
+Masks are float32 with 1 inside the hole and 0 elsewhere, shaped (H, W, 1). Boxes are int32
+`[y, x, height, width]` (top-left corner first).
+
+Training holes (paper, Training): one rectangle per 256x256 crop with each side uniform in
+[96, 128]; the local discriminator's 128x128 box centred on it and moved inside the image; a
+random 128x128 box for the real image. They are drawn with stateless TensorFlow ops from a
+per-example seed, so a seed fixes them whatever the parallelism.
+
+Test-time masks are drawn with NumPy's PCG64 from `(seed, image index)` and drawn with
+OpenCV's integer rasterisation, so the same seed gives the same masks on every machine.
+"""
+
+from typing import Callable, Dict, Tuple
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+# Paper: "a random rectangle whose sides are each in [96, 128]" on a 256x256 crop.
+HOLE_SIDE_RANGE = (96, 128)
+
+
+# --- Training holes (TensorFlow, inside tf.data) -------------------------------------------
+
+
+def _uniform_int(seed, low, high):
+    """One int32 uniform in [low, high] (both inclusive) from a stateless seed."""
+    return tf.random.stateless_uniform([], seed, minval=low, maxval=high + 1, dtype=tf.int32)
+
+
+def sample_hole(seed, image_size: int, hole_range: Tuple[int, int] = HOLE_SIDE_RANGE) -> tf.Tensor:
+    """The paper's training hole: a box with sides uniform in `hole_range`, inside the image."""
+    low, high = hole_range
+    if not 0 < low <= high <= image_size:
+        raise ValueError(f"hole sides {hole_range} must satisfy 0 < min <= max <= image size {image_size}")
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    height = _uniform_int(seeds[0], low, high)
+    width = _uniform_int(seeds[1], low, high)
+    y = _uniform_int(seeds[2], 0, image_size - height)
+    x = _uniform_int(seeds[3], 0, image_size - width)
+    return tf.stack([y, x, height, width])
+
+
+def local_box_around(hole_box, image_size: int, local_size: int) -> tf.Tensor:
+    """The local discriminator's square box centred on the hole, moved (if needed) inside the image.
+
+    A hole no larger than `local_size` stays wholly inside the moved box.
+    """
+    y, x, height, width = tf.unstack(hole_box)
+    top = tf.clip_by_value(y + height // 2 - local_size // 2, 0, image_size - local_size)
+    left = tf.clip_by_value(x + width // 2 - local_size // 2, 0, image_size - local_size)
+    return tf.stack([top, left, local_size, local_size])
+
+
+def random_local_box(seed, image_size: int, local_size: int) -> tf.Tensor:
+    """A random square box inside the image: the real image's local patch."""
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    top = _uniform_int(seeds[0], 0, image_size - local_size)
+    left = _uniform_int(seeds[1], 0, image_size - local_size)
+    return tf.stack([top, left, local_size, local_size])
+
+
+def box_mask(box, height: int, width: int) -> tf.Tensor:
+    """A (height, width, 1) float32 mask that is 1 inside `box`."""
+    y, x, box_height, box_width = tf.unstack(box)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    inside = (rows >= y) & (rows < y + box_height) & (cols >= x) & (cols < x + box_width)
+    return tf.cast(inside, tf.float32)[..., None]
+
+
+# --- Test-time masks (NumPy + OpenCV, seeded) ----------------------------------------------
+
+
+def _rectangles(rng: np.random.Generator, height: int, width: int, count, side) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(rng.integers(count[0], count[1], endpoint=True)):
+        box_h = min(int(rng.integers(side[0], side[1], endpoint=True)), height)
+        box_w = min(int(rng.integers(side[0], side[1], endpoint=True)), width)
+        y = int(rng.integers(0, height - box_h, endpoint=True))
+        x = int(rng.integers(0, width - box_w, endpoint=True))
+        mask[y : y + box_h, x : x + box_w] = 1
+    return mask
+
+
+def paper_hole_mask(rng, height, width, side=HOLE_SIDE_RANGE) -> np.ndarray:
+    """One rectangle with sides in [96, 128]: the paper's training hole, used for evaluation."""
+    return _rectangles(rng, height, width, (1, 1), side)[..., None].astype(np.float32)
+
+
+def rectangles_mask(rng, height, width, count=(2, 4), side=(32, 128)) -> np.ndarray:
+    """Several rectangles that may overlap; the defaults are those of the authors' inpaint.lua."""
+    return _rectangles(rng, height, width, count, side)[..., None].astype(np.float32)
+
+
+def strokes_mask(rng, height, width, coverage=(0.1, 0.3), brush=(0.02, 0.06)) -> np.ndarray:
+    """Irregular brush strokes covering a fraction of the image drawn uniformly from `coverage`.
+
+    Strokes are chains of thick line segments; `brush` is the brush width as a fraction of the
+    shorter side. A segment that would push the coverage above the range is redrawn, so the
+    result always lies inside `coverage`.
+    """
+    low, high = coverage
+    if not 0 < low <= high < 1:
+        raise ValueError(f"coverage {coverage} must satisfy 0 < min <= max < 1")
+    target = rng.uniform(low, high)
+    short_side = min(height, width)
+    mask = np.zeros((height, width), np.uint8)
+    point = (int(rng.integers(width)), int(rng.integers(height)))
+    covered = 0.0
+    for _ in range(100_000):
+        if covered >= target:
+            break
+        if rng.random() < 0.1:  # start a new stroke elsewhere
+            point = (int(rng.integers(width)), int(rng.integers(height)))
+        angle = rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(0.05, 0.25) * short_side
+        thickness = max(1, int(round(rng.uniform(*brush) * short_side)))
+        end = (
+            int(np.clip(point[0] + length * np.cos(angle), 0, width - 1)),
+            int(np.clip(point[1] + length * np.sin(angle), 0, height - 1)),
+        )
+        candidate = cv2.line(mask.copy(), point, end, 1, thickness)
+        candidate_covered = float(candidate.mean())
+        if candidate_covered <= high:
+            mask, covered, point = candidate, candidate_covered, end
+    return mask[..., None].astype(np.float32)
+
+
+def centre_square_mask(rng, height, width, fraction=0.5) -> np.ndarray:
+    """A centred square whose side is `fraction` of the shorter side (`rng` is unused)."""
+    del rng
+    side = int(round(min(height, width) * fraction))
+    mask = np.zeros((height, width, 1), np.float32)
+    top, left = (height - side) // 2, (width - side) // 2
+    mask[top : top + side, left : left + side] = 1.0
+    return mask
+
+
+# Test-time mask protocols by name, as chosen by `--mask_protocol`.
+MASK_PROTOCOLS: Dict[str, Callable[..., np.ndarray]] = {
+    "paper": paper_hole_mask,
+    "rectangles": rectangles_mask,
+    "strokes": strokes_mask,
+    "centre": centre_square_mask,
+}
+
+
+def protocol_mask(protocol: str, seed: int, index: int, height: int, width: int, **options) -> np.ndarray:
+    """The mask of image number `index` under a named protocol: a pure function of its arguments."""
+    if protocol not in MASK_PROTOCOLS:
+        raise ValueError(f"unknown mask protocol {protocol!r}; choose one of {sorted(MASK_PROTOCOLS)}")
+    rng = np.random.default_rng([seed, index])
+    return MASK_PROTOCOLS[protocol](rng, height, width, **options)

@@ -1,0 +1,73 @@
+"""A small folder of real photographs for demos and tests, taken from scikit-image's own files.
+
+scikit-image ships a few photographs inside its package (skimage/data); nothing is downloaded.
+`write_sample_data(folder)` copies them into `folder/train` and `folder/test`, so that
+`folder:<folder>/train` is a training source and `folder/test` holds held-out photographs.
+
+    python -m glcic_tf.sample_data /tmp/glcic_sample
+"""
+
+import os
+import shutil
+import sys
+from typing import Dict, List
+
+from glcic_tf.errors import UserError
+
+# Photographs (not drawings or synthetic images) that scikit-image ships. Grayscale ones
+# exercise the grayscale-to-RGB path; the JPEGs the JPEG decoder.
+TRAIN_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "motorcycle_left.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "clock_motion.png",
+)
+TEST_PHOTOS = ("chelsea.png", "camera.png", "coins.png")
+
+
+def skimage_data_folder() -> str:
+    """The folder of photographs inside the installed scikit-image package."""
+    try:
+        import skimage  # noqa: PLC0415 (optional dependency, only needed here)
+    except ImportError:
+        raise UserError("the sample data comes from scikit-image: pip install 'glcic-tf[demo]' (or scikit-image)") from None
+    return os.path.join(os.path.dirname(skimage.__file__), "data")
+
+
+def write_sample_data(folder: str) -> Dict[str, List[str]]:
+    """Copy the photographs into `folder/train` and `folder/test`; returns the written paths."""
+    source = skimage_data_folder()
+    written = {}
+    for split, names in (("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)):
+        os.makedirs(os.path.join(folder, split), exist_ok=True)
+        written[split] = []
+        for name in names:
+            if not os.path.exists(os.path.join(source, name)):
+                raise UserError(f"scikit-image at {source} lacks {name}: install scikit-image>=0.22")
+            target = os.path.join(folder, split, name)
+            shutil.copyfile(os.path.join(source, name), target)
+            written[split].append(target)
+    return written
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit("usage: python -m glcic_tf.sample_data FOLDER")
+    try:
+        written = write_sample_data(argv[1])
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    for split, paths in written.items():
+        print(f"{len(paths)} {split} photographs in {os.path.join(argv[1], split)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,170 @@
+"""The input pipeline on real photographs (scikit-image's) and on TFDS mock data, offline."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from glcic_tf import data
+from glcic_tf.errors import UserError
+
+SMALL = data.TrainingSizes(crop_size=64, edge_range=(64, 96), hole_range=(24, 32), local_size=32)
+
+
+def _batch(source, seed=0, batch_size=4, sizes=SMALL, **kwargs):
+    dataset = data.training_dataset(source, batch_size, seed, sizes=sizes, deterministic=True, **kwargs)
+    return {key: value.numpy() for key, value in next(iter(dataset)).items()}
+
+
+def test_batches_have_the_paper_shapes_and_types(sample_folder):
+    batch = _batch(f"folder:{sample_folder}/train", sizes=data.TrainingSizes())  # the paper's sizes
+    assert batch["image"].shape == (4, 256, 256, 3) and batch["image"].dtype == np.float32
+    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["mask"].shape == (4, 256, 256, 1)
+    for key in ("hole_box", "local_box", "real_local_box"):
+        assert batch[key].shape == (4, 4) and batch[key].dtype == np.int32
+    assert (batch["local_box"][:, 2:] == 128).all()
+    sides = batch["hole_box"][:, 2:]
+    assert ((96 <= sides) & (sides <= 128)).all()
+
+
+def test_mask_is_the_hole_box_and_the_local_box_holds_the_hole(sample_folder):
+    batch = _batch(f"folder:{sample_folder}/train", batch_size=16)
+    for mask, (y, x, h, w), (ly, lx, lh, lw) in zip(batch["mask"], batch["hole_box"], batch["local_box"]):
+        assert mask.sum() == h * w and mask[y : y + h, x : x + w].all()
+        assert 24 <= h <= 32 and 24 <= w <= 32 and y + h <= 64 and x + w <= 64
+        assert lh == lw == 32 and ly <= y and lx <= x and y + h <= ly + 32 and x + w <= lx + 32
+
+
+def test_crops_come_from_the_photographs_not_from_padding(sample_folder):
+    batch = _batch(f"folder:{sample_folder}/train", batch_size=8)
+    # Real photographs: every crop has texture, none is constant.
+    assert (batch["image"].reshape(8, -1).std(axis=1) > 0.01).all()
+
+
+def test_same_seed_same_batches_other_seed_other_holes(sample_folder):
+    source = f"folder:{sample_folder}/train"
+    first, again, other = _batch(source, seed=3), _batch(source, seed=3), _batch(source, seed=4)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["hole_box"], other["hole_box"])
+
+
+def _save(path, array):
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def folder_with_bad_files(tmp_path, sample_folder):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(sample_folder / "train" / "rocket.jpg", folder / "good.jpg")
+    shutil.copy(sample_folder / "train" / "astronaut.png", folder / "nested" / "good.png")
+    jpeg = (sample_folder / "train" / "rocket.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "notes.png").write_text("this is not a picture")
+    (folder / "readme.txt").write_text("ignored: not an image extension")
+    return folder
+
+
+def test_corrupt_files_are_skipped_named_and_counted(folder_with_bad_files, caplog):
+    files, skipped = data.list_image_files(str(folder_with_bad_files))
+    assert [os.path.basename(f) for f in files] == ["good.jpg", "good.png"]
+    assert sorted((os.path.basename(path), reason) for path, reason in skipped) == [
+        ("notes.png", "not a JPEG, PNG, BMP, GIF or WebP file"),
+        ("truncated.jpg", "truncated or corrupt JPEG"),
+    ]
+    assert "skipped 2 of 4 files" in caplog.text and "truncated.jpg" in caplog.text
+    batch = _batch(f"folder:{folder_with_bad_files}", batch_size=6)  # more than the two good files
+    assert batch["image"].shape == (6, 64, 64, 3)
+
+
+def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path, sample_folder):
+    jpeg = (sample_folder / "train" / "rocket.jpg").read_bytes()
+    (tmp_path / "padded.jpg").write_bytes(jpeg + b"\0" * 4096)
+    files, skipped = data.list_image_files(str(tmp_path))
+    assert len(files) == 1 and not skipped
+
+
+def test_grayscale_rgba_palette_and_bmp_images_become_rgb(tmp_path):
+    gray = np.full((70, 90), 200, np.uint8)
+    _save(tmp_path / "gray.png", gray)
+    _save(tmp_path / "rgba.png", np.dstack([np.full((70, 90, 3), 10, np.uint8), np.zeros((70, 90), np.uint8)]))
+    Image.fromarray(gray).convert("P").save(tmp_path / "palette.gif")
+    Image.fromarray(np.dstack([gray] * 3)).save(tmp_path / "photo.bmp")
+    decoded = {
+        os.path.basename(path): data.decode_rgb(tf.io.read_file(path)).numpy()
+        for path in data.list_image_files(str(tmp_path))[0]
+    }
+    assert sorted(decoded) == ["gray.png", "palette.gif", "photo.bmp", "rgba.png"]
+    for name, image in decoded.items():
+        assert image.shape == (70, 90, 3), name
+    assert (decoded["gray.png"] == 200).all() and (decoded["rgba.png"] == 10).all()
+
+
+def test_shortest_edge_is_resized_into_the_range_before_the_crop():
+    image = tf.zeros((300, 600, 3), tf.uint8)
+    resized = data.resize_shortest_edge(image, 256)
+    assert resized.shape == (256, 512, 3) and resized.dtype == tf.float32
+
+
+@pytest.mark.parametrize("name,split", [("places365_small", "train"), ("celeb_a", "test")])
+def test_tfds_sources_work_offline_with_mock_data(name, split):
+    with tfds.testing.mock_data(num_examples=6):
+        batch = _batch(f"tfds:{name}:{split}", batch_size=3, sizes=data.TrainingSizes())
+    assert batch["image"].shape == (3, 256, 256, 3)
+
+
+def test_distributed_dataset_gives_each_replica_its_share_of_the_global_batch(sample_folder):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    dataset = data.distributed_training_dataset(
+        strategy, global_batch_size=6, source=f"folder:{sample_folder}/train", seed=0, sizes=SMALL
+    )
+    per_replica = strategy.experimental_local_results(next(iter(dataset))["image"])
+    assert [images.shape[0] for images in per_replica] == [3, 3]
+
+
+def test_mean_pixel_estimate_is_exact_on_flat_images(tmp_path):
+    _save(tmp_path / "a.png", np.full((8, 8, 3), (255, 0, 51), np.uint8))
+    _save(tmp_path / "b.png", np.full((4, 6, 3), (0, 0, 153), np.uint8))
+    np.testing.assert_allclose(data.estimate_mean_pixel(f"folder:{tmp_path}"), (0.5, 0.0, 0.4), atol=1e-6)
+
+
+# --- One-line errors that say what to do ---------------------------------------------------
+
+
+def _error(source, **kwargs):
+    with pytest.raises(UserError) as raised:
+        data.training_dataset(source, 2, 0, sizes=SMALL, **kwargs)
+    message = str(raised.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_folder_is_a_one_line_error(tmp_path):
+    assert _error(f"folder:{tmp_path}/nope") == f"image folder {tmp_path}/nope does not exist"
+
+
+def test_empty_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    assert "holds no jpg/jpeg/png" in _error(f"folder:{tmp_path}")
+
+
+def test_folder_of_only_broken_images_is_a_one_line_error(tmp_path):
+    (tmp_path / "x.jpg").write_text("not a jpeg")
+    assert "holds no readable images (1 files skipped)" in _error(f"folder:{tmp_path}")
+
+
+def test_unprepared_tfds_data_set_names_it_the_folder_and_how_to_prepare(tmp_path):
+    message = _error("tfds:places365_small:train", data_dir=str(tmp_path))
+    assert "places365_small is not prepared in" in message and str(tmp_path) in message
+    assert f"tfds build places365_small --data_dir={tmp_path}" in message and "folder:PATH" in message
+
+
+def test_unknown_tfds_name_and_malformed_source_are_one_line_errors():
+    assert "no data set named 'places366'" in _error("tfds:places366")
+    assert "is not of the form" in _error("/some/path")

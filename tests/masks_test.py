@@ -1,0 +1,115 @@
+"""The paper's training holes and the seeded test-time masks."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import masks
+
+
+def _many_boxes(count, image_size=256, hole_range=(96, 128), local_size=128):
+    """(hole, local, real_local) boxes for `count` seeds, drawn inside tf.data like training."""
+
+    def draw(index):
+        seed = tf.stack([tf.constant(7, tf.int64), index])
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        hole = masks.sample_hole(seeds[0], image_size, hole_range)
+        return hole, masks.local_box_around(hole, image_size, local_size), masks.random_local_box(seeds[1], image_size, local_size)
+
+    batch = next(iter(tf.data.Dataset.range(count).map(draw).batch(count)))
+    return [box.numpy() for box in batch]
+
+
+def test_paper_holes_have_sides_in_96_128_and_lie_inside_the_crop():
+    holes, _, _ = _many_boxes(3000)
+    y, x, h, w = holes.T
+    assert h.min() == 96 and h.max() == 128 and w.min() == 96 and w.max() == 128  # both ends reachable
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= 256).all() and (x + w <= 256).all()
+    assert y.min() == 0 and (y + h).max() == 256  # holes reach every border
+
+
+def test_local_box_is_128_square_inside_the_image_and_contains_the_whole_hole():
+    holes, local, real = _many_boxes(3000)
+    for boxes in (local, real):
+        ly, lx, lh, lw = boxes.T
+        assert (lh == 128).all() and (lw == 128).all()
+        assert (ly >= 0).all() and (lx >= 0).all() and (ly + 128 <= 256).all() and (lx + 128 <= 256).all()
+    y, x, h, w = holes.T
+    ly, lx = local[:, 0], local[:, 1]
+    assert (ly <= y).all() and (lx <= x).all() and (y + h <= ly + 128).all() and (x + w <= lx + 128).all()
+    # Centred on the hole unless the border forced a move.
+    free = (y + h // 2 - 64 >= 0) & (y + h // 2 + 64 <= 256)
+    assert free.any() and (ly[free] == (y + h // 2 - 64)[free]).all()
+    # The real image's box is random, not centred on the hole.
+    assert len({tuple(box) for box in real[:, :2]}) > 1000
+
+
+def test_box_mask_is_one_exactly_inside_the_box():
+    mask = masks.box_mask(tf.constant([3, 5, 4, 2]), 12, 10).numpy()
+    expected = np.zeros((12, 10, 1), np.float32)
+    expected[3:7, 5:7] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_hole_range_larger_than_the_image_is_refused():
+    with pytest.raises(ValueError, match="hole sides"):
+        masks.sample_hole(tf.constant([1, 2], tf.int64), 64, (96, 128))
+
+
+@pytest.mark.parametrize("protocol", sorted(masks.MASK_PROTOCOLS))
+def test_protocols_are_binary_and_a_pure_function_of_seed_and_index(protocol):
+    first = masks.protocol_mask(protocol, seed=1, index=3, height=96, width=128)
+    assert first.shape == (96, 128, 1) and first.dtype == np.float32
+    assert set(np.unique(first)) == {0.0, 1.0}
+    np.testing.assert_array_equal(first, masks.protocol_mask(protocol, seed=1, index=3, height=96, width=128))
+    if protocol != "centre":
+        assert not np.array_equal(first, masks.protocol_mask(protocol, seed=2, index=3, height=96, width=128))
+        assert not np.array_equal(first, masks.protocol_mask(protocol, seed=1, index=4, height=96, width=128))
+
+
+# Fingerprints of masks drawn on this machine. A change means the protocols (and every number
+# measured with them) are no longer comparable with earlier reports.
+GOLDEN = {
+    ("paper", 0): "9a54a43bb2ac71ca",
+    ("rectangles", 0): "689d538d8d3fa929",
+    ("strokes", 0): "faf76303657d409d",
+}
+
+
+def _fingerprint(mask):
+    return hashlib.sha256(np.packbits(mask.astype(bool)).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("protocol,seed", sorted(GOLDEN))
+def test_masks_are_the_same_on_every_machine(protocol, seed):
+    assert _fingerprint(masks.protocol_mask(protocol, seed, 0, 256, 256)) == GOLDEN[(protocol, seed)]
+
+
+@pytest.mark.parametrize("coverage", [(0.05, 0.1), (0.2, 0.3), (0.4, 0.5)])
+def test_strokes_cover_a_fraction_inside_the_asked_range(coverage):
+    for index in range(8):
+        covered = masks.protocol_mask("strokes", 0, index, 128, 160, coverage=coverage).mean()
+        assert coverage[0] <= covered <= coverage[1]
+
+
+def test_rectangles_and_paper_masks_use_the_asked_sides():
+    mask = masks.protocol_mask("paper", 5, 0, 256, 256)[..., 0]
+    rows, cols = np.nonzero(mask)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert 96 <= height <= 128 and 96 <= width <= 128 and mask.sum() == height * width
+    several = masks.protocol_mask("rectangles", 5, 0, 256, 256, count=(3, 3), side=(10, 10))
+    assert 10 * 10 < several.sum() <= 3 * 10 * 10
+
+
+def test_centre_square_is_centred():
+    mask = masks.protocol_mask("centre", 0, 0, 8, 12, fraction=0.5)[..., 0]
+    expected = np.zeros((8, 12))
+    expected[2:6, 4:8] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_unknown_protocol_names_the_choices():
+    with pytest.raises(ValueError, match="centre"):
+        masks.protocol_mask("circles", 0, 0, 8, 8)
