@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26",
         "opencv-python-headless>=4.9",
         "pillow>=10",
+        "tensorboard>=2.20",  # tf.summary needs it; tensorflow-cpu 2.21 no longer brings it
         "tensorflow-datasets>=4.9.4",
     ],
     extras_require={

@@ -4,14 +4,15 @@ A source is one string:
 
 - `tfds:NAME[:SPLIT]`, any tensorflow-datasets image data set (`tfds:places365_small:train`,
   `tfds:celeb_a:train`), read from `data_dir` (TFDS's default folder when None);
-- `folder:PATH`, every JPEG/PNG/BMP/GIF/WebP image under PATH, searched recursively.
+- `folder:PATH`, every JPEG/PNG/BMP/GIF/WebP image under PATH, searched recursively;
+- `sample:train` or `sample:test`, the photographs of `glcic_tf.sample_data` (for demos).
 
 Training examples follow the paper (../shared/PAPER.md, Training): shortest edge resized to a
 random size in [256, 384], a random 256x256 crop, one hole with sides in [96, 128], the local
 discriminator's 128x128 box around it and a random 128x128 box for the real image
 (`glcic_tf.masks`). Every size is a parameter with the paper's value as default.
 
-Randomness is stateless and keyed by `(seed, example index)`, so a seed fixes every crop and
+Randomness is stateless and keyed by `(seed, example position)`, so a seed fixes every crop and
 hole whatever the number of parallel calls; `deterministic=True` also fixes the batch order.
 Shuffling happens on encoded bytes (or file names), before decoding, to keep buffers small.
 """
@@ -26,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from glcic_tf import masks, models
+from glcic_tf import masks, models, sample_data
 from glcic_tf.errors import UserError
 
 # Paper: "the smallest edge of each image is resized to a random size in [256, 384], then a
@@ -68,10 +69,12 @@ def parse_source(spec: str) -> Source:
     kind, _, rest = spec.partition(":")
     if kind == "folder" and rest:
         return Source("folder", os.path.expanduser(rest))
+    if kind == "sample" and rest in ("train", "test"):
+        return Source("folder", os.path.join(sample_data.ensure_sample_data(), rest))
     if kind == "tfds" and rest:
         name, _, split = rest.partition(":")
         return Source("tfds", name, split or "train")
-    raise UserError(f"source {spec!r} is not of the form tfds:NAME[:SPLIT] or folder:PATH")
+    raise UserError(f"source {spec!r} is not of the form tfds:NAME[:SPLIT], folder:PATH or sample:train|test")
 
 
 # --- Folders -------------------------------------------------------------------------------
@@ -256,18 +259,48 @@ def encoded_images(
     parsed = parse_source(source)
     if parsed.kind == "tfds":
         dataset = _tfds_encoded_images(parsed, data_dir, shuffle, seed, input_context)
-    else:
-        files, _ = list_image_files(parsed.name)
-        dataset = tf.data.Dataset.from_tensor_slices(files)
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        if shuffle:
-            # File names are small: shuffle them all, then read.
-            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+        return dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
+    files = _pipeline_files(parsed.name, input_context)
+    dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+
+
+def _pipeline_files(folder: str, input_context) -> List[str]:
+    """This input pipeline's share of the folder's images."""
+    files, _ = list_image_files(folder)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        files = files[input_context.input_pipeline_id :: input_context.num_input_pipelines]
+        if not files:
+            raise UserError(f"image folder {folder} holds fewer images than the {input_context.num_input_pipelines} input pipelines")
+    return files
+
+
+def _positioned_stream(source, data_dir, seed, start, input_context, shuffle_buffer) -> tf.data.Dataset:
+    """(position, encoded image) pairs, endless, from this pipeline's example number `start` on.
+
+    Folders: position p is file `perm_e(p mod N)` of epoch e = p // N, where perm_e is a stateless
+    permutation seeded by (seed, e), so a restarted run continues with exactly the images it
+    would have read (no iterator state to save). TFDS: the reading order comes from TFDS's
+    file shuffling and a shuffle buffer; a restart draws a new order seeded by (seed, start).
+    """
+    positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    parsed = parse_source(source)
+    if parsed.kind == "tfds":
+        stream_seed = seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
+        encoded = encoded_images(source, data_dir, True, stream_seed, input_context, shuffle_buffer).repeat()
+        return tf.data.Dataset.zip(positions, encoded)
+    files = _pipeline_files(parsed.name, input_context)
+    table = tf.constant(files)
+    count = len(files)
+
+    def read(position):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), position // count])
+        index = tf.random.experimental.index_shuffle(position % count, epoch_seed, count - 1)
+        return position, tf.io.read_file(tf.gather(table, index))
+
+    return positions.map(read, num_parallel_calls=AUTOTUNE)
 
 
 def training_dataset(
@@ -279,19 +312,22 @@ def training_dataset(
     deterministic: bool = False,
     input_context: Optional[tf.distribute.InputContext] = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
+    start_position: int = 0,
 ) -> tf.data.Dataset:
     """Endless batches of `training_example` dicts, decoded and cut in parallel, prefetched.
 
-    Files that fail to decode during the run are dropped with a logged warning.
+    `start_position` is the number of examples this input pipeline has already delivered (a
+    resumed run passes step * examples per step). Files that fail to decode during the run are
+    dropped with a logged warning.
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     pipelines = input_context.num_input_pipelines if input_context else 1
 
-    def make_example(index, encoded):
-        example_seed = tf.stack([tf.constant(seed, tf.int64), index * pipelines + pipeline_id])
+    def make_example(position, encoded):
+        example_seed = tf.stack([tf.constant(seed, tf.int64), position * pipelines + pipeline_id])
         return training_example(decode_rgb(encoded), example_seed, sizes)
 
-    dataset = encoded_images(source, data_dir, True, seed, input_context, shuffle_buffer).repeat().enumerate()
+    dataset = _positioned_stream(source, data_dir, seed, start_position, input_context, shuffle_buffer)
     dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
@@ -299,12 +335,16 @@ def training_dataset(
     return dataset.with_options(options)
 
 
-def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_size: int, **kwargs):
-    """`training_dataset` split across the strategy's replicas, one input pipeline per worker."""
+def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_size: int, start_step: int = 0, **kwargs):
+    """`training_dataset` split across the strategy's replicas, one input pipeline per worker.
+
+    `start_step` is the training step to continue from: each pipeline skips what it delivered.
+    """
 
     def dataset_fn(input_context):
         batch_size = input_context.get_per_replica_batch_size(global_batch_size)
-        return training_dataset(batch_size=batch_size, input_context=input_context, **kwargs)
+        start_position = start_step * (global_batch_size // input_context.num_input_pipelines)
+        return training_dataset(batch_size=batch_size, input_context=input_context, start_position=start_position, **kwargs)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 

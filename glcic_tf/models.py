@@ -70,7 +70,11 @@ def _scaled(filters: int, width: float) -> int:
 
 
 def _batchnorm_relu(x, name: str):
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    # synchronized: under tf.distribute the statistics are those of the global batch, so N
+    # replicas train like one device with the same batch (no effect on a single device).
+    x = keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=f"{name}_bn"
+    )(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

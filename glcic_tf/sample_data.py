@@ -3,6 +3,7 @@
 scikit-image ships a few photographs inside its package (skimage/data); nothing is downloaded.
 `write_sample_data(folder)` copies them into `folder/train` and `folder/test`, so that
 `folder:<folder>/train` is a training source and `folder/test` holds held-out photographs.
+The sources `sample:train` and `sample:test` do the same in a cache folder on first use.
 
     python -m glcic_tf.sample_data /tmp/glcic_sample
 """
@@ -56,6 +57,21 @@ def write_sample_data(folder: str) -> Dict[str, List[str]]:
             shutil.copyfile(os.path.join(source, name), target)
             written[split].append(target)
     return written
+
+
+def default_folder() -> str:
+    """Where the `sample:train` and `sample:test` sources keep the photographs."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "glcic_tf", "sample_data")
+
+
+def ensure_sample_data(folder: str = None) -> str:
+    """The sample folder, written first if any photograph is missing."""
+    folder = folder or default_folder()
+    expected = [os.path.join(folder, "train", n) for n in TRAIN_PHOTOS] + [os.path.join(folder, "test", n) for n in TEST_PHOTOS]
+    if not all(os.path.exists(path) for path in expected):
+        write_sample_data(folder)
+    return folder
 
 
 def main(argv):

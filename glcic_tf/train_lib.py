@@ -1,0 +1,430 @@
+"""The paper's training procedure (Algorithm 1): three phases of compiled steps, checkpointed.
+
+Phase 1 (steps [0, T_C)): the completion network alone, hole MSE.
+Phase 2 (steps [T_C, T_C + T_D)): the discriminators alone, BCE on real and completed images,
+    with the completion network fixed (inference mode, so none of its variables change).
+Phase 3 (steps [T_C + T_D, T_train)): each step updates the discriminators, then the
+    completion network with MSE + alpha * GAN, both on the same batch.
+
+Discriminators see the completion with the input's own pixels put back outside the hole, the
+whole 256x256 image globally and the 128x128 box around the hole locally; real images are
+seen with a random 128x128 box. Losses are in `glcic_tf.losses`.
+
+Everything runs under a tf.distribute strategy (the default one on a single device). The
+checkpoint holds both networks, both optimizers, the step and the phase; the input pipeline
+is a function of the seed and the step (`glcic_tf.data`), so a restarted run continues exactly
+where it stopped.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from glcic_tf import data, losses, models
+from glcic_tf.errors import UserError
+
+# Paper, Training: T_C, T_D, T_train, alpha, batch size.
+COMPLETION_STEPS = 90_000
+DISCRIMINATOR_STEPS = 10_000
+TOTAL_STEPS = 500_000
+ALPHA = 0.0004
+BATCH_SIZE = 96
+
+# ADADELTA as in Torch's optim.adadelta, which the authors used: no learning-rate scaling
+# (1.0), rho 0.9, epsilon 1e-6. Keras's defaults (0.001, 0.95, 1e-7) would train ~1000x slower.
+OPTIMIZERS = {
+    "adadelta": (keras.optimizers.Adadelta, {"learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6}),
+    "adam": (keras.optimizers.Adam, {"learning_rate": 1e-4}),
+}
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("none", "mixed_bfloat16", "mixed_float16")
+
+_NOT_FINITE = "training loss is NaN or infinite"
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the latest checkpoint is the last good one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of a run; the defaults are the paper's."""
+
+    source: str
+    data_dir: Optional[str] = None
+    batch_size: int = BATCH_SIZE
+    completion_steps: int = COMPLETION_STEPS
+    discriminator_steps: int = DISCRIMINATOR_STEPS
+    total_steps: int = TOTAL_STEPS
+    alpha: float = ALPHA
+    optimizer: str = "adadelta"
+    learning_rate: Optional[float] = None  # None: the optimizer's entry in OPTIMIZERS
+    sizes: data.TrainingSizes = data.TrainingSizes()
+    width: float = 1.0
+    mean_pixel: Tuple[float, float, float] = models.PLACES2_MEAN_PIXEL
+    seed: int = 0
+    deterministic: bool = False
+    shuffle_buffer: int = data.SHUFFLE_BUFFER
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    summary_every: int = 100
+    image_every: int = 1000
+    init_checkpoint: Optional[str] = None
+    mixed_precision: str = "none"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise UserError(f"unknown mixed precision {self.mixed_precision!r}; choose one of {PRECISIONS}")
+        if not 0 <= self.completion_steps <= self.completion_steps + self.discriminator_steps <= self.total_steps:
+            raise UserError("need 0 <= completion_steps <= completion_steps + discriminator_steps <= total_steps")
+        if min(self.batch_size, self.checkpoint_every, self.log_every, self.summary_every, self.image_every) < 1:
+            raise UserError("batch size and every *_every interval must be positive")
+
+    def phase_at(self, step: int) -> int:
+        """The phase (1, 2 or 3) that step number `step` (counted from 0) belongs to."""
+        if step < self.completion_steps:
+            return 1
+        return 2 if step < self.completion_steps + self.discriminator_steps else 3
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default (one device), mirrored (this machine's devices) or multi_worker (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def crop_patches(images, boxes, size: int) -> tf.Tensor:
+    """The `size` x `size` patches of `images` (B, H, W, C) at the boxes' corners (B, [y, x, ...])."""
+    rows = boxes[:, 0:1] + tf.range(size)
+    cols = boxes[:, 1:2] + tf.range(size)
+    patches = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(patches, cols, axis=2, batch_dims=1)
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def check_model_dir(model_dir: str) -> None:
+    """Fail before any compute if `model_dir` cannot hold checkpoints."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise UserError(f"--model_dir {model_dir} is a file, not a folder")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=model_dir):
+            pass
+    except OSError as error:
+        raise UserError(f"--model_dir {model_dir} cannot be written: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
+    """Within the block, SIGTERM/SIGINT set the returned flag instead of killing the process."""
+    requested = {"signal": None}
+
+    def handler(number, _frame):
+        requested["signal"] = signal.Signals(number).name
+
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield requested
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+class Trainer:
+    """Builds the networks, optimizers, input and checkpoint of a run, and runs its steps."""
+
+    def __init__(self, config: Config, model_dir: str, strategy: Optional[tf.distribute.Strategy] = None):
+        self.config = config
+        self.model_dir = model_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.is_chief = _is_chief(self.strategy)
+        if self.is_chief:
+            check_model_dir(model_dir)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        keras.mixed_precision.set_global_policy("float32" if config.mixed_precision == "none" else config.mixed_precision)
+        sizes = config.sizes
+        with self.strategy.scope():
+            self.completion = models.completion_network(config.width)
+            self.discriminator = models.discriminator(sizes.crop_size, sizes.local_size, config.width)
+            self.completion_optimizer = self._optimizer()
+            self.discriminator_optimizer = self._optimizer()
+            # Create the optimizers' slots now, in the scope (see ../shared/TF_NOTES.md).
+            self.completion_optimizer.build(self.completion.trainable_variables)
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.phase = tf.Variable(1, dtype=tf.int64, trainable=False, name="phase")
+        keras.mixed_precision.set_global_policy("float32")
+        self.checkpoint = tf.train.Checkpoint(
+            step=self.step,
+            phase=self.phase,
+            completion=self.completion,
+            discriminator=self.discriminator,
+            completion_optimizer=self.completion_optimizer,
+            discriminator_optimizer=self.discriminator_optimizer,
+        )
+        directory = model_dir if self.is_chief else tempfile.mkdtemp(prefix="glcic_worker_checkpoint_")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=config.keep_checkpoints)
+        self.restored_from = self._restore()
+        # The input continues where the restored step left it (see data.training_dataset).
+        self.dataset = data.distributed_training_dataset(
+            self.strategy,
+            config.batch_size,
+            start_step=int(self.step.numpy()),
+            source=config.source,
+            seed=config.seed,
+            data_dir=config.data_dir,
+            sizes=sizes,
+            deterministic=config.deterministic,
+            shuffle_buffer=config.shuffle_buffer,
+        )
+        self.iterator = iter(self.dataset)
+        self._steps = {1: self._compiled(self._phase1), 2: self._compiled(self._phase2), 3: self._compiled(self._phase3)}
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _optimizer(self):
+        cls, defaults = OPTIMIZERS[self.config.optimizer]
+        options = dict(defaults)
+        if self.config.learning_rate is not None:
+            options["learning_rate"] = self.config.learning_rate
+        optimizer = cls(**options)
+        if self.config.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def _restore(self) -> Optional[str]:
+        latest = self.manager.restore_or_initialize()
+        if latest:
+            logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
+        elif self.config.init_checkpoint:
+            path = self.config.init_checkpoint
+            if tf.io.gfile.isdir(path):
+                path = tf.train.latest_checkpoint(path) or path
+            try:
+                tf.train.Checkpoint(completion=self.completion).read(path).expect_partial()
+            except (tf.errors.NotFoundError, ValueError) as error:
+                raise UserError(f"--init_checkpoint {self.config.init_checkpoint}: no completion network there ({error})") from None
+            logging.info("completion network initialised from %s; discriminators start anew", path)
+        return latest
+
+    # --- the three steps -----------------------------------------------------------------
+
+    def _compiled(self, replica_step: Callable) -> Callable:
+        def step(iterator):
+            batch = next(iterator)
+            per_replica = self.strategy.run(replica_step, args=(batch,))
+            return {
+                name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for name, value in per_replica.items()
+            }
+
+        # No AutoGraph: the steps have no tensor-dependent Python control flow, and tracing
+        # then never re-reads source files (which a code edit during a run would shift).
+        return tf.function(step, autograph=False)
+
+    def _mean(self, per_example):
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
+
+    def _apply(self, optimizer, tape, loss, model):
+        tf.debugging.assert_all_finite(loss, _NOT_FINITE)
+        variables = model.trainable_variables
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            loss = optimizer.scale_loss(loss)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+
+    def _complete(self, batch, training: bool):
+        """The completion with the input's pixels put back outside the hole."""
+        inputs = models.completion_input(batch["image"], batch["mask"], self.config.mean_pixel)
+        completed = self.completion(inputs, training=training)
+        return completed, models.composite(completed, batch["image"], batch["mask"])
+
+    def _discriminate(self, images, boxes):
+        local = crop_patches(images, boxes, self.config.sizes.local_size)
+        return self.discriminator([images, local], training=True)
+
+    def _discriminator_update(self, batch, fake) -> Dict[str, tf.Tensor]:
+        fake = tf.stop_gradient(fake)
+        with tf.GradientTape() as tape:
+            real_probability = self._discriminate(batch["image"], batch["real_local_box"])
+            fake_probability = self._discriminate(fake, batch["local_box"])
+            loss = self._mean(losses.discriminator_loss(real_probability, fake_probability))
+        self._apply(self.discriminator_optimizer, tape, loss, self.discriminator)
+        return {
+            "discriminator_loss": loss,
+            "d_real_mean": self._mean(tf.reshape(real_probability, [-1])),
+            "d_fake_mean": self._mean(tf.reshape(fake_probability, [-1])),
+        }
+
+    def _phase1(self, batch):
+        with tf.GradientTape() as tape:
+            completed, _ = self._complete(batch, training=True)
+            mse = self._mean(losses.hole_mse(completed, batch["image"], batch["mask"]))
+        self._apply(self.completion_optimizer, tape, mse, self.completion)
+        return {"mse": mse}
+
+    def _phase2(self, batch):
+        _, fake = self._complete(batch, training=False)
+        return self._discriminator_update(batch, fake)
+
+    def _phase3(self, batch):
+        with tf.GradientTape() as tape:
+            completed, fake = self._complete(batch, training=True)
+            with tape.stop_recording():
+                metrics = self._discriminator_update(batch, fake)
+            mse = self._mean(losses.hole_mse(completed, batch["image"], batch["mask"]))
+            gan = self._mean(losses.completion_gan_loss(self._discriminate(fake, batch["local_box"])))
+            joint = mse + self.config.alpha * gan
+        self._apply(self.completion_optimizer, tape, joint, self.completion)
+        return {"mse": mse, "gan_loss": gan, "joint_loss": joint, **metrics}
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def save(self) -> Optional[str]:
+        step = int(self.step.numpy())
+        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
+            return self.manager.latest_checkpoint
+        path = self.manager.save(checkpoint_number=step)
+        logging.info("saved checkpoint %s", path)
+        return path
+
+    def run(self, until_step: Optional[int] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> Dict[str, float]:
+        """Train up to `until_step` (default: total_steps) or a stop request; returns the last metrics.
+
+        Checkpoints every `checkpoint_every` steps and when it returns. A NaN or infinite loss
+        raises TrainingDiverged without saving, so the latest checkpoint stays the last good one.
+        """
+        config = self.config
+        until_step = min(until_step or config.total_steps, config.total_steps)
+        writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train")) if self.is_chief else tf.summary.create_noop_writer()
+        preview = self._preview_batch() if self.is_chief else None
+        step = int(self.step.numpy())
+        metrics: Dict[str, float] = {}
+        clock = _Throughput(config.batch_size)
+        with writer.as_default():
+            while step < until_step:
+                reason = stop_requested()
+                if reason:
+                    logging.info("%s received at step %d: saving and stopping", reason, step)
+                    break
+                phase = config.phase_at(step)
+                try:
+                    values = self._steps[phase](self.iterator)
+                except tf.errors.InvalidArgumentError as error:
+                    if _NOT_FINITE not in error.message:
+                        raise
+                    raise TrainingDiverged(
+                        f"the phase {phase} loss became NaN or infinite at step {step}; nothing was saved after it, "
+                        f"so the latest checkpoint ({self.manager.latest_checkpoint or 'none'}) is the last good one: "
+                        f"lower the learning rate or check the data"
+                    ) from None
+                step += 1
+                self.step.assign(step)
+                self.phase.assign(config.phase_at(step) if step < config.total_steps else phase)
+                clock.tick()
+                if step % config.summary_every == 0 or step % config.log_every == 0 or step == until_step:
+                    metrics = {name: float(value) for name, value in values.items()}
+                    rate = clock.rate()
+                    if step % config.summary_every == 0:
+                        self._write_scalars(step, phase, metrics, rate)
+                    if step % config.log_every == 0 or step == until_step:
+                        logging.info("%s", _progress_line(step, phase, config.total_steps, metrics, rate, config.batch_size))
+                if preview is not None and (step % config.image_every == 0 or step == until_step):
+                    self._write_images(step, preview)
+                if step % config.checkpoint_every == 0:
+                    self.save()
+            self.save()
+            writer.flush()
+        return metrics
+
+    def _write_scalars(self, step, phase, metrics, images_per_second):
+        for name, value in metrics.items():
+            tf.summary.scalar(f"phase{phase}/{name}", value, step=step)
+        tf.summary.scalar("images_per_second", images_per_second, step=step)
+        tf.summary.scalar("phase", phase, step=step)
+
+    def _preview_batch(self):
+        """Four fixed examples, the same at every image summary, to watch one completion improve."""
+        dataset = data.training_dataset(
+            self.config.source, 4, self.config.seed + 1, self.config.data_dir, self.config.sizes, deterministic=True
+        )
+        return next(iter(dataset))
+
+    def _write_images(self, step, batch):
+        tf.summary.image("input | completion | target", preview_grid(self, batch), step=step)
+
+
+def preview_grid(trainer: Trainer, batch) -> tf.Tensor:
+    """One image, a row per example: input with the hole filled | completion | target."""
+    _, completion = trainer._complete(batch, training=False)
+    image, mask = batch["image"], batch["mask"]
+    hole_filled = image * (1.0 - mask) + mask * tf.constant(trainer.config.mean_pixel, tf.float32)
+    rows = tf.concat([hole_filled, completion, image], axis=2)  # (B, H, 3W, 3)
+    return tf.reshape(rows, [1, -1, rows.shape[2], 3])
+
+
+class _Throughput:
+    """Images per second over the steps since the previous reading."""
+
+    def __init__(self, batch_size):
+        self.batch_size = batch_size
+        self.start, self.steps, self.last_rate = time.perf_counter(), 0, 0.0
+
+    def tick(self):
+        self.steps += 1
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        if self.steps:
+            self.last_rate = self.steps * self.batch_size / max(now - self.start, 1e-9)
+        self.start, self.steps = now, 0
+        return self.last_rate
+
+
+def _progress_line(step, phase, total_steps, metrics, rate, batch_size) -> str:
+    seconds_left = (total_steps - step) * batch_size / rate if rate else float("nan")
+    losses_text = " ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
+    return f"step {step}/{total_steps} phase {phase} | {losses_text} | {rate:.1f} img/s | {_duration(seconds_left)} left"
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def write_config(config: Config, model_dir: str) -> None:
+    """The run's settings as JSON beside its checkpoints."""
+    with open(os.path.join(model_dir, "config.json"), "w") as file:
+        json.dump(dataclasses.asdict(config), file, indent=2)

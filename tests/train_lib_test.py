@@ -1,0 +1,202 @@
+"""The three-phase trainer on tiny networks: what each phase changes, exact resume, tf.distribute."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import data, losses, train_lib
+from glcic_tf.errors import UserError
+
+TINY = data.TrainingSizes(crop_size=32, edge_range=(32, 40), hole_range=(8, 12), local_size=16)
+
+
+def _config(source, **overrides):
+    settings = dict(
+        source=source,
+        batch_size=4,
+        completion_steps=2,
+        discriminator_steps=2,
+        total_steps=6,
+        sizes=TINY,
+        width=0.125,
+        optimizer="adadelta",  # the paper's; near-linear in small gradients, unlike Adam's sign-like steps
+        deterministic=True,
+        checkpoint_every=1000,
+        log_every=1000,
+        summary_every=1000,
+        image_every=1000,
+    )
+    settings.update(overrides)
+    return train_lib.Config(**settings)
+
+
+@pytest.fixture
+def source(sample_folder):
+    return f"folder:{sample_folder}/train"
+
+
+def _values(model):
+    return {variable.path: variable.numpy().copy() for variable in model.variables}
+
+
+def _changed(before, model, trainable_only=False):
+    names = {v.path for v in model.trainable_variables} if trainable_only else set(before)
+    after = _values(model)
+    return {name for name in names if not np.array_equal(before[name], after[name])}
+
+
+def test_phases_switch_at_the_configured_steps():
+    config = _config("folder:x", completion_steps=3, discriminator_steps=2, total_steps=9)
+    assert [config.phase_at(step) for step in range(9)] == [1, 1, 1, 2, 2, 3, 3, 3, 3]
+
+
+def test_each_phase_changes_exactly_the_networks_it_should(source, tmp_path):
+    trainer = train_lib.Trainer(_config(source), str(tmp_path))
+    completion, discriminator = trainer.completion, trainer.discriminator
+    trainable = {v.path for v in completion.trainable_variables}
+
+    c_before, d_before = _values(completion), _values(discriminator)
+    trainer.run(until_step=1)  # phase 1
+    assert _changed(c_before, completion, trainable_only=True) == trainable  # every weight of C moved
+    assert not _changed(d_before, discriminator)
+    assert int(trainer.phase.numpy()) == 1
+
+    trainer.run(until_step=2)  # the last phase-1 step
+    assert int(trainer.phase.numpy()) == 2
+    c_before, d_before = _values(completion), _values(discriminator)
+    trainer.run(until_step=3)  # phase 2: C fixed, not even its BatchNorm statistics move
+    assert not _changed(c_before, completion)
+    assert _changed(d_before, discriminator, trainable_only=True) == {v.path for v in discriminator.trainable_variables}
+
+    trainer.run(until_step=4)
+    c_before, d_before = _values(completion), _values(discriminator)
+    trainer.run(until_step=5)  # phase 3: both
+    assert int(trainer.phase.numpy()) == 3
+    assert _changed(c_before, completion, trainable_only=True) == trainable
+    assert _changed(d_before, discriminator, trainable_only=True) == {v.path for v in discriminator.trainable_variables}
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.completion.weights + trainer.discriminator.weights]
+
+
+def _trained_weights(source, model_dir, stops, strategy=None):
+    """Weights after running to each step in `stops`, a new Trainer (a restart) for each."""
+    for stop in stops:
+        trainer = train_lib.Trainer(_config(source), str(model_dir), strategy)
+        trainer.run(until_step=stop)
+    return int(trainer.step.numpy()), _weights(trainer)
+
+
+@pytest.fixture(scope="module")
+def straight_run(sample_folder, tmp_path_factory):
+    """Six steps (two per phase) in one run on one device, with op determinism."""
+    model_dir = tmp_path_factory.mktemp("straight")
+    initial = _weights(train_lib.Trainer(_config(f"folder:{sample_folder}/train"), str(tmp_path_factory.mktemp("initial"))))
+    step, weights = _trained_weights(f"folder:{sample_folder}/train", model_dir, [6])
+    return step, weights, initial
+
+
+def test_resume_across_phase_boundaries_gives_the_same_weights_as_one_run(source, tmp_path, straight_run):
+    step, straight, initial = straight_run
+    resumed_step, resumed = _trained_weights(source, tmp_path, [3, 6])  # stop in phase 2, go on into phase 3
+    assert step == resumed_step == 6
+    assert len(straight) == len(resumed)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    # Training moved the weights, so the equality above is not the trivial one.
+    assert sum(not np.array_equal(a, b) for a, b in zip(straight, initial)) > len(initial) // 2
+
+
+def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(source, tmp_path):
+    # One step per phase from the same initial weights: the losses (which expose a wrong loss
+    # scaling) and the updates (which expose BatchNorm statistics that are not the global
+    # batch's) must agree. Longer runs drift apart chaotically, through round-off amplified by
+    # nearly constant BatchNorm channels, as two single-device runs on different hardware would.
+    config = _config(source, completion_steps=1, discriminator_steps=1, total_steps=3)
+    runs = {}
+    for name, strategy in (("one", None), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        trainer = train_lib.Trainer(config, str(tmp_path / name), strategy)
+        initial = _weights(trainer)
+        metrics = [trainer.run(until_step=step) for step in (1, 2, 3)]
+        runs[name] = (initial, metrics, _weights(trainer))
+    (initial, metrics_one, single), (_, metrics_two, mirrored) = runs["one"], runs["two"]
+    assert sorted(metrics_one[2]) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]
+    for one, two in zip(metrics_one, metrics_two):
+        assert one.keys() == two.keys()
+        for name in one:
+            assert two[name] == pytest.approx(one[name], rel=1e-4), name
+    for a, b, start in zip(single, mirrored, initial):
+        np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * np.abs(a - start).max() + 1e-7)
+
+
+def test_a_short_run_on_the_sample_photographs_lowers_the_hole_mse(source, tmp_path):
+    config = _config(
+        source, completion_steps=80, discriminator_steps=0, total_steps=80, batch_size=8, optimizer="adam", learning_rate=1e-3
+    )
+    trainer = train_lib.Trainer(config, str(tmp_path))
+    fixed = next(iter(data.training_dataset(source, 32, seed=5, sizes=TINY, deterministic=True)))  # unseen crops
+
+    def hole_mse():
+        completed, _ = trainer._complete(fixed, training=False)
+        return float(tf.reduce_mean(losses.hole_mse(completed, fixed["image"], fixed["mask"])))
+
+    before = hole_mse()  # an untrained network fills the hole with about 0.5 gray
+    trainer.run()
+    assert hole_mse() < 0.75 * before  # measured: 0.0050 -> 0.0034
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(source, tmp_path):
+    trainer = train_lib.Trainer(_config(source, checkpoint_every=1), str(tmp_path))
+    trainer.run(until_step=1)
+    poisoned = data.training_dataset(source, 4, seed=0, sizes=TINY).map(lambda b: {**b, "image": b["image"] * np.nan})
+    trainer.iterator = iter(poisoned)
+    with pytest.raises(train_lib.TrainingDiverged, match="phase 1 loss became NaN or infinite at step 1.*ckpt-1"):
+        trainer.run(until_step=6)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-1")
+    reloaded = train_lib.Trainer(_config(source), str(tmp_path))
+    assert int(reloaded.step.numpy()) == 1
+    assert all(np.isfinite(v.numpy()).all() for v in reloaded.completion.weights)
+
+
+def test_init_checkpoint_loads_only_the_completion_network(source, tmp_path):
+    first = train_lib.Trainer(_config(source), str(tmp_path / "places"))
+    first.run(until_step=3)
+    tuned = train_lib.Trainer(_config(source, init_checkpoint=str(tmp_path / "places"), seed=7), str(tmp_path / "tuned"))
+    assert int(tuned.step.numpy()) == 0
+    for a, b in zip(first.completion.weights, tuned.completion.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.discriminator.weights, tuned.discriminator.weights))
+
+
+def test_tensorboard_logs_and_checkpoints_are_written(source, tmp_path):
+    trainer = train_lib.Trainer(_config(source, summary_every=1, image_every=3, checkpoint_every=2), str(tmp_path))
+    trainer.run()
+    tags = set()
+    for event_file in tf.io.gfile.glob(str(tmp_path / "train" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"phase1/mse", "phase2/discriminator_loss", "phase3/gan_loss", "phase3/d_real_mean", "images_per_second"} <= tags
+    assert "input | completion | target" in tags
+    assert sorted(os.path.basename(p) for p in tf.io.gfile.glob(str(tmp_path / "ckpt-*.index"))) == [
+        "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"
+    ]
+
+
+def test_crop_patches_cuts_the_boxes():
+    images = tf.reshape(tf.range(2 * 6 * 5, dtype=tf.float32), (2, 6, 5, 1))
+    patches = train_lib.crop_patches(images, tf.constant([[1, 2, 3, 3], [3, 0, 3, 3]]), 3)
+    np.testing.assert_array_equal(patches[0], images[0, 1:4, 2:5])
+    np.testing.assert_array_equal(patches[1], images[1, 3:6, 0:3])
+
+
+def test_bad_settings_and_model_dirs_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="completion_steps"):
+        _config("folder:x", completion_steps=10, discriminator_steps=0, total_steps=5)
+    with pytest.raises(UserError, match="unknown optimizer"):
+        _config("folder:x", optimizer="sgd")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        train_lib.check_model_dir(str(tmp_path / "file"))
