@@ -308,6 +308,10 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------
 
+    def run_step(self, phase: int, iterator=None) -> Dict[str, tf.Tensor]:
+        """One compiled step of `phase` on the next batch of `iterator` (default: the run's input)."""
+        return self._steps[phase](iterator or self.iterator)
+
     def save(self) -> Optional[str]:
         step = int(self.step.numpy())
         if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
@@ -337,7 +341,7 @@ class Trainer:
                     break
                 phase = config.phase_at(step)
                 try:
-                    values = self._steps[phase](self.iterator)
+                    values = self.run_step(phase)
                 except tf.errors.InvalidArgumentError as error:
                     if _NOT_FINITE not in error.message:
                         raise
