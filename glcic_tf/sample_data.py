@@ -13,6 +13,8 @@ import shutil
 import sys
 from typing import Dict, List
 
+from PIL import Image
+
 from glcic_tf.errors import UserError
 
 # Photographs (not drawings or synthetic images) that scikit-image ships. Grayscale ones
@@ -54,7 +56,14 @@ def write_sample_data(folder: str) -> Dict[str, List[str]]:
             if not os.path.exists(os.path.join(source, name)):
                 raise UserError(f"scikit-image at {source} lacks {name}: install scikit-image>=0.22")
             target = os.path.join(folder, split, name)
-            shutil.copyfile(os.path.join(source, name), target)
+            if name.endswith(".png"):
+                # Re-encoded without their colour profile chunk: some carry an sRGB profile that
+                # libpng warns about on every decode, which would flood training logs.
+                with Image.open(os.path.join(source, name)) as photo:
+                    photo.info.pop("icc_profile", None)
+                    photo.save(target)
+            else:
+                shutil.copyfile(os.path.join(source, name), target)
             written[split].append(target)
     return written
 

@@ -21,3 +21,25 @@ def sample_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sample_data")
     sample_data.write_sample_data(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_folder, tmp_path_factory):
+    """A train.py-style run folder (checkpoint + config.json) of a tiny network, 3 phase-1 steps."""
+    from glcic_tf import data, train_lib
+
+    folder = tmp_path_factory.mktemp("trained_run")
+    config = train_lib.Config(
+        source=f"folder:{sample_folder}/train",
+        batch_size=4,
+        completion_steps=3,
+        discriminator_steps=0,
+        total_steps=3,
+        sizes=data.TrainingSizes(crop_size=32, edge_range=(32, 40), hole_range=(8, 12), local_size=16),
+        width=0.125,
+        optimizer="adam",
+        learning_rate=1e-3,
+    )
+    train_lib.Trainer(config, str(folder)).run()
+    train_lib.write_config(config, str(folder))
+    return folder

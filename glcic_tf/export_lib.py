@@ -1,0 +1,82 @@
+"""The SavedModel that tensorflow_model_server serves: `<export_dir>/<version>/`.
+
+Signatures:
+- `serving_default`: image float32 [batch, height, width, 3] in [0, 1], mask float32
+  [batch, height, width, 1] (1 = hole) -> inpainted float32 [batch, height, width, 3];
+- `inpaint_bytes`: image_bytes and mask_bytes, string [batch] (PNG/JPEG/BMP/GIF files; white
+  mask pixels are the hole) -> inpainted_bytes, string [batch] (PNG). The `_bytes` names let
+  TF Serving's REST API take and give `{"b64": ...}`.
+
+The mean pixel and the BatchNorm statistics are constants of the export (inference mode). The
+version is written into a temporary folder and renamed into place, so a server watching
+`export_dir` never sees a partial version.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from glcic_tf.errors import UserError
+from glcic_tf.inference import Inpainter
+
+BYTES_SIGNATURE = "inpaint_bytes"
+
+
+def _png_of_one(inpainter, pair):
+    image_bytes, mask_bytes = pair
+    image = tf.image.convert_image_dtype(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), tf.float32)
+    mask = tf.io.decode_image(mask_bytes, channels=1, expand_animations=False)
+    mask = tf.cast(tf.image.convert_image_dtype(mask, tf.float32) >= 0.5, tf.float32)
+    tf.debugging.assert_equal(tf.shape(mask)[:2], tf.shape(image)[:2], message="mask and image sizes differ")
+    inpainted = inpainter(image[None], mask[None])[0]
+    return tf.io.encode_png(tf.image.convert_image_dtype(inpainted, tf.uint8, saturate=True))
+
+
+def export_saved_model(network, mean_pixel, export_dir: str, version: int, overwrite: bool = False) -> str:
+    """Write the SavedModel of `network` into `export_dir/version`; returns that path."""
+    if version < 0:
+        raise UserError(f"--version must be a non-negative integer, not {version}")
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise UserError(f"{target} exists already: choose another --version or pass --overwrite")
+    os.makedirs(export_dir, exist_ok=True)
+    inpainter = Inpainter(network, mean_pixel)
+
+    archive = keras.export.ExportArchive()
+    archive.track(network)
+    archive.inpainter = inpainter  # keeps the mean pixel constant tracked with the weights
+    archive.add_endpoint(
+        "serving_default",
+        lambda image, mask: {"inpainted": inpainter(image, mask)},
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="mask"),
+        ],
+    )
+    archive.add_endpoint(
+        BYTES_SIGNATURE,
+        lambda image_bytes, mask_bytes: {
+            "inpainted_bytes": tf.map_fn(
+                lambda pair: _png_of_one(inpainter, pair),
+                (image_bytes, mask_bytes),
+                fn_output_signature=tf.TensorSpec([], tf.string),
+            )
+        },
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.string, name="mask_bytes"),
+        ],
+    )
+    # A hidden temporary folder beside the target, renamed into place once complete.
+    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=export_dir)
+    try:
+        archive.write_out(staging, verbose=False)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

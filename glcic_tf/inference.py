@@ -1,0 +1,184 @@
+"""Completing images with a trained completion network: any size, any holes, optional post-processing.
+
+`Inpainter` runs the network compiled once for every size (pad to a multiple of 4, run, crop
+back, put the valid pixels back). `postprocess` is the paper's: OpenCV fast marching (Telea)
+then Poisson blending (seamlessClone) of the completed region, as the authors' inpaint.lua.
+"""
+
+import json
+import os
+from typing import Sequence, Tuple
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from glcic_tf import models
+from glcic_tf.errors import UserError
+
+# Largest image accepted by default (pixels): about 4096 x 4096. One request must not be able to
+# exhaust a server's memory (the network keeps ~2 KB of activations per input pixel).
+MAX_PIXELS = 4096 * 4096
+
+
+def load_completion_network(path: str):
+    """The completion network and mean pixel of a run folder (its latest checkpoint) or a checkpoint.
+
+    A run folder is what train.py writes: checkpoints plus config.json, which gives the width and
+    the mean pixel. A checkpoint path (`.../ckpt-1000`) reads config.json from its folder.
+    Returns (keras model, mean_pixel, step).
+    """
+    if tf.io.gfile.isdir(path):
+        folder, checkpoint = path, tf.train.latest_checkpoint(path)
+        if checkpoint is None:
+            raise UserError(f"{path} holds no checkpoint (expected what train.py writes into --model_dir)")
+    else:
+        folder, checkpoint = os.path.dirname(path), path
+        if not tf.io.gfile.exists(checkpoint + ".index"):
+            raise UserError(f"{path} is neither a run folder nor a checkpoint (no {os.path.basename(path)}.index)")
+    config_path = os.path.join(folder, "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise UserError(f"{config_path} is missing: the network's width and mean pixel are stored there by train.py")
+    with tf.io.gfile.GFile(config_path) as file:
+        config = json.load(file)
+    network = models.completion_network(config.get("width", 1.0))
+    step = tf.Variable(0, dtype=tf.int64)
+    try:
+        tf.train.Checkpoint(completion=network, step=step).read(checkpoint).expect_partial()
+    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise UserError(f"cannot load the completion network from {checkpoint}: {str(error).splitlines()[0]}") from None
+    return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
+
+
+class Inpainter(tf.Module):
+    """image (B, H, W, 3) in [0, 1] and mask (B, H, W, 1), 1 = hole -> completed image, any H and W.
+
+    Compiled once with unknown batch, height and width, so a new size does not retrace. The
+    image is padded (mirrored) to a multiple of 4, the network runs in inference mode, the
+    result is cropped back and the input's pixels are put back outside the holes.
+    """
+
+    def __init__(self, network, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL):
+        super().__init__()
+        self.network = network
+        self.mean_pixel = tf.constant(mean_pixel, tf.float32)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="mask"),
+        ]
+    )
+    def __call__(self, image, mask):
+        mask = tf.cast(mask > 0.5, tf.float32)
+        height, width = tf.shape(image)[1], tf.shape(image)[2]
+        pad_height = (-height) % models.SIZE_MULTIPLE
+        pad_width = (-width) % models.SIZE_MULTIPLE
+        paddings = [[0, 0], [0, pad_height], [0, pad_width], [0, 0]]
+        padded_image = tf.pad(image, paddings, mode="SYMMETRIC")
+        padded_mask = tf.pad(mask, paddings)
+        completed = self.network(models.completion_input(padded_image, padded_mask, self.mean_pixel), training=False)
+        return models.composite(completed[:, :height, :width, :], image, mask)
+
+
+def postprocess(image: np.ndarray, completed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The paper's post-processing of one image (H, W, 3) uint8: fast marching, then Poisson blending.
+
+    As the authors' inpaint.lua: `cv2.inpaint(completed, mask, 1, INPAINT_TELEA)` gives the
+    boundary, then `cv2.seamlessClone` blends the network's completion into it over the holes.
+    seamlessClone misbehaves when the mask touches the image border, so both images are padded
+    (mirrored) first and cropped after. Pixels outside the holes are returned unchanged.
+    """
+    hole = (mask.reshape(mask.shape[:2]) > 0.5).astype(np.uint8) * 255
+    if not hole.any():
+        return image.copy()
+    telea = cv2.inpaint(completed, hole, 1, cv2.INPAINT_TELEA)
+    pad = 16
+    padded = [cv2.copyMakeBorder(a, pad, pad, pad, pad, cv2.BORDER_REFLECT) for a in (completed, telea)]
+    padded_hole = cv2.copyMakeBorder(hole, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    x, y, w, h = cv2.boundingRect(padded_hole)
+    # seamlessClone puts the mask's bounding box at centre - size // 2: this centre keeps it in place.
+    centre = (x + w // 2, y + h // 2)
+    blended = cv2.seamlessClone(padded[0], padded[1], padded_hole, centre, cv2.NORMAL_CLONE)
+    blended = blended[pad:-pad, pad:-pad]
+    return np.where(hole[..., None] > 0, blended, image)
+
+
+def to_uint8(image) -> np.ndarray:
+    return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; grayscale and RGBA become RGB. UserError if unreadable."""
+    if not os.path.isfile(path):
+        raise UserError(f"image {path} does not exist")
+    encoded = np.fromfile(path, np.uint8)
+    _check_size(path, encoded, max_pixels)
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
+    if image is None:
+        raise UserError(f"image {path} is not a readable image file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_size(path, encoded, max_pixels):
+    """Refuse an image whose header announces more than max_pixels, before decoding it."""
+    try:
+        from PIL import Image  # noqa: PLC0415
+
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as probe:
+            width, height = probe.size
+    except Exception:  # noqa: BLE001 - not an image PIL knows: the decoder will say so
+        return
+    if width * height > max_pixels:
+        raise UserError(f"image {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+
+
+def read_mask(path: str, shape: Tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A mask image (white = hole) as (H, W, 1) float32 in {0, 1}; must have the image's size."""
+    if not os.path.isfile(path):
+        raise UserError(f"mask {path} does not exist")
+    encoded = np.fromfile(path, np.uint8)
+    _check_size(path, encoded, max_pixels)
+    mask = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE) if encoded.size else None
+    if mask is None:
+        raise UserError(f"mask {path} is not a readable image file")
+    if mask.shape != tuple(shape):
+        raise UserError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    if not np.isin(mask, (0, 255)).all():
+        logging.warning("mask %s is not binary: pixels of 128 or more are taken as hole", path)
+    return (mask >= 128).astype(np.float32)[..., None]
+
+
+def box_mask(shape: Tuple[int, int], boxes: Sequence[Tuple[int, int, int, int]]) -> np.ndarray:
+    """A (H, W, 1) mask with holes at boxes given as (x, y, width, height), clipped to the image."""
+    mask = np.zeros((*shape, 1), np.float32)
+    for x, y, w, h in boxes:
+        if w <= 0 or h <= 0:
+            raise UserError(f"box {x},{y},{w},{h} must have a positive width and height")
+        mask[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = 1.0
+    return mask
+
+
+def inpaint(inpainter: Inpainter, image: np.ndarray, mask: np.ndarray, post: bool = False) -> np.ndarray:
+    """One (H, W, 3) uint8 image and its (H, W, 1) mask -> the completed (H, W, 3) uint8 image."""
+    if not mask.any():
+        return image.copy()
+    completed = inpainter(tf.constant(image[None], tf.float32) / 255.0, tf.constant(mask[None]))
+    completed = to_uint8(completed[0])
+    completed = np.where(mask > 0.5, completed, image)  # exactly the input's pixels outside the holes
+    return postprocess(image, completed, mask) if post else completed
+
+
+def write_image(path: str, image: np.ndarray) -> None:
+    """Write atomically: a temporary file renamed into place, so no half-written output remains."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    extension = os.path.splitext(path)[1] or ".png"
+    ok, encoded = cv2.imencode(extension, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"cannot encode {path}: use .png or .jpg")
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")
+    encoded.tofile(temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,108 @@
+"""The exported SavedModel against the Keras model, its signatures, and export.py's folder rules."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import export_lib, inference
+from glcic_tf.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_network(trained_run):
+    return inference.load_completion_network(str(trained_run))
+
+
+@pytest.fixture(scope="module")
+def exported(run_network, tmp_path_factory):
+    network, mean_pixel, _ = run_network
+    base = tmp_path_factory.mktemp("export")
+    return export_lib.export_saved_model(network, mean_pixel, str(base), 3)
+
+
+def _inputs(height, width, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.random((2, height, width, 3), dtype=np.float32)
+    mask = np.zeros((2, height, width, 1), np.float32)
+    mask[:, 5:25, 10:30] = 1
+    return image, mask
+
+
+@pytest.mark.parametrize("height,width", [(97, 130), (64, 48)])
+def test_saved_model_matches_the_keras_model(run_network, exported, height, width):
+    network, mean_pixel, _ = run_network
+    image, mask = _inputs(height, width, seed=height)
+    served = tf.saved_model.load(exported).signatures["serving_default"](image=tf.constant(image), mask=tf.constant(mask))
+    eager = inference.Inpainter(network, mean_pixel)(image, mask)
+    np.testing.assert_allclose(served["inpainted"].numpy(), eager.numpy(), atol=1e-5)
+
+
+def test_signatures_have_the_documented_names_types_and_shapes(exported):
+    signatures = tf.saved_model.load(exported).signatures
+    assert set(signatures) == {"serving_default", "inpaint_bytes"}
+    _, inputs = signatures["serving_default"].structured_input_signature
+    assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in inputs.items()} == {
+        "image": (tf.float32, [None, None, None, 3]),
+        "mask": (tf.float32, [None, None, None, 1]),
+    }
+    outputs = signatures["serving_default"].structured_outputs
+    assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in outputs.items()} == {"inpainted": (tf.float32, [None, None, None, 3])}
+    _, inputs = signatures["inpaint_bytes"].structured_input_signature
+    assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in inputs.items()} == {
+        "image_bytes": (tf.string, [None]),
+        "mask_bytes": (tf.string, [None]),
+    }
+    assert list(signatures["inpaint_bytes"].structured_outputs) == ["inpainted_bytes"]
+
+
+def test_bytes_signature_round_trips_a_png(exported, sample_folder):
+    photo = tf.io.decode_png(tf.io.read_file(str(sample_folder / "test" / "chelsea.png")), channels=3)[:97, :130]
+    mask = np.zeros((97, 130, 1), np.uint8)
+    mask[20:50, 30:70] = 255
+    reply = tf.saved_model.load(exported).signatures["inpaint_bytes"](
+        image_bytes=tf.stack([tf.io.encode_png(photo)]), mask_bytes=tf.stack([tf.io.encode_png(mask)])
+    )["inpainted_bytes"]
+    result = tf.io.decode_png(reply[0]).numpy()
+    assert result.shape == (97, 130, 3)
+    outside = mask[..., 0] == 0
+    np.testing.assert_array_equal(result[outside], photo.numpy()[outside])
+    assert not np.array_equal(result[~outside], photo.numpy()[~outside])
+
+
+def test_saved_model_cli_shows_both_signatures(exported):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli), "show", "--dir", exported, "--all"], capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown and "signature_def['inpaint_bytes']" in shown
+    assert "outputs['inpainted'] tensor_info" in shown and "outputs['inpainted_bytes'] tensor_info" in shown
+
+
+def test_a_version_is_never_replaced_without_overwrite_and_no_partial_folder_remains(run_network, tmp_path):
+    network, mean_pixel, _ = run_network
+    export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1)
+    with pytest.raises(UserError, match="exists already"):
+        export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1)
+    export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, overwrite=True)
+    assert os.listdir(tmp_path) == ["1"]
+
+
+def test_export_command_versions_by_training_step(trained_run, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), f"--model_dir={trained_run}", f"--export_dir={tmp_path}"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "3" / "saved_model.pb").exists() and f"to {tmp_path / '3'}" in done.stdout
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), f"--model_dir={trained_run}", f"--export_dir={tmp_path}"],
+        capture_output=True, text=True,
+    )
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / '3'} exists already: choose another --version or pass --overwrite"
+    )

@@ -1,0 +1,108 @@
+"""Completing images of any size with any holes, post-processing, loading runs, reading files."""
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import inference
+from glcic_tf.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def inpainter(trained_run):
+    network, mean_pixel, step = inference.load_completion_network(str(trained_run))
+    assert step == 3 and len(mean_pixel) == 3
+    return inference.Inpainter(network, mean_pixel)
+
+
+@pytest.fixture(scope="module")
+def photo(sample_folder):
+    image = cv2.cvtColor(cv2.imread(str(sample_folder / "test" / "chelsea.png")), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image[:97, :130])  # a size that is not a multiple of 4
+
+
+def _holes(shape):
+    """Two holes, one touching the left and top borders."""
+    return inference.box_mask(shape, [(0, 0, 30, 20), (60, 40, 25, 30)])
+
+
+def test_any_size_keeps_its_size_and_the_pixels_outside_the_holes(inpainter, photo):
+    mask = _holes(photo.shape[:2])
+    image = photo[None].astype(np.float32) / 255
+    completed = inpainter(image, mask[None]).numpy()
+    assert completed.shape == (1, 97, 130, 3)
+    outside = mask[..., 0] == 0
+    np.testing.assert_array_equal(completed[0][outside], image[0][outside])
+    assert not np.array_equal(completed[0][~outside], image[0][~outside])
+
+
+@pytest.mark.parametrize("post", [False, True])
+def test_uint8_inpainting_with_and_without_postprocessing(inpainter, photo, post):
+    mask = _holes(photo.shape[:2])
+    result = inference.inpaint(inpainter, photo, mask, post=post)
+    assert result.shape == photo.shape and result.dtype == np.uint8
+    outside = mask[..., 0] == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+
+
+def test_postprocessing_changes_only_the_holes_and_smooths_the_seam(inpainter, photo):
+    mask = _holes(photo.shape[:2])
+    plain = inference.inpaint(inpainter, photo, mask)
+    post = inference.inpaint(inpainter, photo, mask, post=True)
+    inside = mask[..., 0] > 0
+    assert not np.array_equal(plain[inside], post[inside])
+
+
+def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(photo):
+    mask = inference.box_mask(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
+    completed = np.full_like(photo, 128)
+    result = inference.postprocess(photo, np.where(mask > 0, completed, photo), mask)
+    assert result.shape == photo.shape
+
+
+def test_a_new_size_does_not_retrace(inpainter):
+    for height, width in [(64, 64), (50, 77), (128, 96)]:
+        inpainter(tf.zeros((1, height, width, 3)), tf.zeros((1, height, width, 1)))
+    assert inpainter.__call__.experimental_get_tracing_count() == 1
+
+
+def test_an_empty_mask_returns_the_image_unchanged(inpainter, photo):
+    result = inference.inpaint(inpainter, photo, np.zeros((*photo.shape[:2], 1), np.float32))
+    np.testing.assert_array_equal(result, photo)
+
+
+def test_loading_a_checkpoint_path_and_bad_paths(trained_run, tmp_path):
+    network, _, step = inference.load_completion_network(str(trained_run / "ckpt-3"))
+    assert step == 3 and network.output_shape == (None, None, None, 3)
+    with pytest.raises(UserError, match="neither a run folder nor a checkpoint"):
+        inference.load_completion_network(str(tmp_path / "nothing"))
+    with pytest.raises(UserError, match="holds no checkpoint"):
+        inference.load_completion_network(str(tmp_path))
+
+
+def test_reading_masks_and_images(tmp_path, caplog):
+    cv2.imwrite(str(tmp_path / "soft.png"), np.array([[0, 100], [200, 255]], np.uint8))
+    with caplog.at_level(logging.WARNING):
+        mask = inference.read_mask(str(tmp_path / "soft.png"), (2, 2))
+    np.testing.assert_array_equal(mask[..., 0], [[0, 0], [1, 1]])
+    assert "not binary" in caplog.text
+    with pytest.raises(UserError, match="is 2x2 but the image is 3x2"):
+        inference.read_mask(str(tmp_path / "soft.png"), (2, 3))
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(UserError, match="not a readable image"):
+        inference.read_image(str(tmp_path / "junk.png"))
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((300, 400, 3), np.uint8))
+    with pytest.raises(UserError, match="is 400x300, over the limit of 100000 pixels"):
+        inference.read_image(str(tmp_path / "big.png"), max_pixels=100_000)
+    gray = inference.read_image(str(tmp_path / "soft.png"))
+    assert gray.shape == (2, 2, 3)
+
+
+def test_box_mask_uses_x_y_width_height_and_clips():
+    mask = inference.box_mask((4, 5), [(3, 1, 4, 2)])[..., 0]
+    expected = np.zeros((4, 5))
+    expected[1:3, 3:5] = 1
+    np.testing.assert_array_equal(mask, expected)

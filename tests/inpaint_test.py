@@ -1,0 +1,123 @@
+"""The inpaint command as users run it: files, boxes, folders, TF Serving's REST API, bad input."""
+
+import base64
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glcic_tf import export_lib, inference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def export_base(trained_run, tmp_path_factory):
+    network, mean_pixel, _ = inference.load_completion_network(str(trained_run))
+    base = tmp_path_factory.mktemp("served")
+    export_lib.export_saved_model(network, mean_pixel, str(base), 1)
+    export_lib.export_saved_model(network, mean_pixel, str(base), 3)
+    return base
+
+
+def _inpaint(*args):
+    return subprocess.run([sys.executable, str(ROOT / "inpaint.py"), *args], capture_output=True, text=True, timeout=300)
+
+
+def _read(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_completes_a_photograph_with_a_mask_file_and_keeps_the_rest(export_base, sample_folder, tmp_path):
+    photo = sample_folder / "test" / "chelsea.png"
+    original = _read(photo)
+    mask = np.zeros(original.shape[:2], np.uint8)
+    mask[100:160, 200:290] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    done = _inpaint(f"--model={export_base}", f"--image={photo}", f"--mask={tmp_path / 'mask.png'}", f"--output={tmp_path / 'out.png'}", "--postprocess")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = _read(tmp_path / "out.png")
+    assert result.shape == original.shape
+    np.testing.assert_array_equal(result[mask == 0], original[mask == 0])
+    assert not np.array_equal(result[mask > 0], original[mask > 0])
+
+
+def test_boxes_on_a_folder_write_one_output_per_image(export_base, sample_folder, tmp_path):
+    done = _inpaint(f"--model={export_base}", f"--image={sample_folder / 'test'}", "--box=10,20,40,30", "--box=0,0,8,8", f"--output={tmp_path / 'out'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.png", "chelsea.png", "coins.png"]
+
+
+class _FakeServing(http.server.BaseHTTPRequestHandler):
+    """TF Serving's REST predict API for the inpaint_bytes signature, backed by the SavedModel."""
+
+    signature = None
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        assert self.path == "/v1/models/glcic:predict"
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert request["signature_name"] == "inpaint_bytes"
+        images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
+        masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
+        outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
+        reply = json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_server_mode_speaks_tf_servings_rest_api(export_base, sample_folder, tmp_path):
+    _FakeServing.signature = tf.saved_model.load(str(export_base / "3")).signatures["inpaint_bytes"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeServing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        photo = sample_folder / "test" / "coins.png"
+        done = _inpaint(f"--server=127.0.0.1:{server.server_port}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'remote.png'}")
+        local = _inpaint(f"--model={export_base}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'local.png'}")
+    finally:
+        server.shutdown()
+    assert done.returncode == 0 and local.returncode == 0, done.stderr[-2000:] + local.stderr[-2000:]
+    difference = np.abs(_read(tmp_path / "remote.png").astype(int) - _read(tmp_path / "local.png").astype(int))
+    assert difference.max() <= 1  # the same model; PNG round trips may differ by one level
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing_image", "error: image {tmp}/nope.jpg does not exist"),
+        ("wrong_mask_size", "error: mask {tmp}/small.png is 10x10 but the image is 451x300"),
+        ("too_large", "error: image {photo} is 451x300, over the limit of 1000 pixels (--max_pixels)"),
+        ("corrupt", "error: image {tmp}/corrupt.png is not a readable image file"),
+        ("mask_and_box", "error: give either --mask or --box"),
+        ("bad_box", "error: --box '1,2,3' must be four integers x,y,width,height"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(export_base, sample_folder, tmp_path, case, expected):
+    photo = sample_folder / "test" / "chelsea.png"
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((10, 10), np.uint8))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    args = {
+        "missing_image": [f"--image={tmp_path}/nope.jpg", "--box=1,1,5,5"],
+        "wrong_mask_size": [f"--image={photo}", f"--mask={tmp_path}/small.png"],
+        "too_large": [f"--image={photo}", "--box=1,1,5,5", "--max_pixels=1000"],
+        "corrupt": [f"--image={tmp_path}/corrupt.png", "--box=1,1,5,5"],
+        "mask_and_box": [f"--image={photo}", f"--mask={tmp_path}/small.png", "--box=1,1,5,5"],
+        "bad_box": [f"--image={photo}", "--box=1,2,3"],
+    }[case]
+    done = _inpaint(f"--model={export_base}", *args, f"--output={tmp_path / 'out.png'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path, photo=photo)
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.png").exists()
