@@ -9,12 +9,10 @@ newer checkpoints get higher versions, which TF Serving serves). Signatures: `se
 glcic_tf/export_lib.py and BUILD.md.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 
 from glcic_tf import export_lib, inference
-from glcic_tf.errors import UserError
+from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A train.py run folder (its latest checkpoint) or one checkpoint (.../ckpt-N).")
@@ -26,15 +24,12 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
+    with one_line_errors():
         if not FLAGS.model_dir or not FLAGS.export_dir:
             raise UserError("--model_dir and --export_dir are required")
         network, mean_pixel, step = inference.load_completion_network(FLAGS.model_dir)
         version = step if FLAGS.version is None else FLAGS.version
         path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite)
-    except UserError as error:
-        logging.error("%s", error)
-        sys.exit(f"error: {error}")
     print(f"exported the completion network of step {step} to {path}")
 
 

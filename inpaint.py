@@ -10,13 +10,13 @@ and may be repeated. With a folder of images, --mask is a folder of masks with t
 names (or --box applies to every image) and --output a folder. --model takes a SavedModel
 (export.py's version folder or its base folder, whose highest version is used) or a train.py
 run folder. --server sends each image to tensorflow_model_server's REST API (the
-`inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs the `serving` extra).
+`inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs tensorflow-serving-api,
+installed with --no-deps: see BUILD.md).
 """
 
 import base64
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from glcic_tf import inference
-from glcic_tf.errors import UserError
+from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("image", None, "An image file or a folder of images.")
@@ -150,7 +150,7 @@ def _jobs():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
+    with one_line_errors():
         jobs = _jobs()
         boxes = [_parse_box(text) for text in FLAGS.box]
         if bool(FLAGS.model) == bool(FLAGS.server):
@@ -181,9 +181,6 @@ def main(argv):
             completed = run(image, mask)
             logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
             inference.write_image(output_path, completed)
-    except UserError as error:
-        logging.error("%s", error)
-        sys.exit(f"error: {error}")
     print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")
 
 

@@ -8,12 +8,11 @@ step and phase. SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 
 from glcic_tf import data, masks, models, train_lib
-from glcic_tf.errors import UserError
+from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 
@@ -105,7 +104,7 @@ def config_from_flags() -> train_lib.Config:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
+    with one_line_errors():
         if not FLAGS.model_dir:
             raise UserError("--model_dir is required")
         train_lib.check_model_dir(FLAGS.model_dir)
@@ -118,9 +117,6 @@ def main(argv):
                 file.write(FLAGS.flags_into_string())
         with train_lib.stop_on_signals() as stop:
             trainer.run(FLAGS.stop_at_step, lambda: stop["signal"])
-    except UserError as error:
-        logging.error("%s", error)
-        sys.exit(f"error: {error}")
     logging.info("done at step %d; checkpoints and TensorBoard logs in %s", trainer.step.numpy(), FLAGS.model_dir)
 
 

@@ -3,6 +3,21 @@
 Entry points print its message as a single line and exit with status 1, never a traceback.
 """
 
+import contextlib
+import sys
+
+from absl import logging
+
 
 class UserError(Exception):
     """A bad input or setting; the message says what is wrong and what to do."""
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """For entry points: a UserError inside becomes `error: <message>` on stderr and exit status 1."""
+    try:
+        yield
+    except UserError as error:
+        logging.error("%s", error)
+        sys.exit(f"error: {error}")

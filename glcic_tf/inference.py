@@ -7,12 +7,14 @@ then Poisson blending (seamlessClone) of the completed region, as the authors' i
 
 import json
 import os
+import warnings
 from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from PIL import Image
 
 from glcic_tf import models
 from glcic_tf.errors import UserError
@@ -109,41 +111,41 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
+def _decode(path: str, what: str, mode: int, max_pixels: int) -> np.ndarray:
+    """Decode an image file with OpenCV after checking its announced size; UserError otherwise."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist")
+    width, height = _announced_size(path)
+    if width * height > max_pixels:
+        raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    decoded = cv2.imdecode(np.fromfile(path, np.uint8), mode) if os.path.getsize(path) else None
+    if decoded is None:
+        raise UserError(f"{what} {path} is not a readable image file")
+    return decoded
+
+
+def _announced_size(path: str) -> Tuple[int, int]:
+    """Width and height from the file's header, read without decoding (a decompression bomb costs
+    nothing here); (0, 0) when Pillow does not recognise the file (the decoder then says so)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                return probe.size
+    except Image.DecompressionBombError:
+        return np.iinfo(np.int32).max, 1
+    except (OSError, ValueError, SyntaxError):
+        return 0, 0
+
+
 def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB; grayscale and RGBA become RGB. UserError if unreadable."""
-    if not os.path.isfile(path):
-        raise UserError(f"image {path} does not exist")
-    encoded = np.fromfile(path, np.uint8)
-    _check_size(path, encoded, max_pixels)
-    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
-    if image is None:
-        raise UserError(f"image {path} is not a readable image file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _check_size(path, encoded, max_pixels):
-    """Refuse an image whose header announces more than max_pixels, before decoding it."""
-    try:
-        from PIL import Image  # noqa: PLC0415
-
-        Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as probe:
-            width, height = probe.size
-    except Exception:  # noqa: BLE001 - not an image PIL knows: the decoder will say so
-        return
-    if width * height > max_pixels:
-        raise UserError(f"image {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    return cv2.cvtColor(_decode(path, "image", cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str, shape: Tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A mask image (white = hole) as (H, W, 1) float32 in {0, 1}; must have the image's size."""
-    if not os.path.isfile(path):
-        raise UserError(f"mask {path} does not exist")
-    encoded = np.fromfile(path, np.uint8)
-    _check_size(path, encoded, max_pixels)
-    mask = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE) if encoded.size else None
-    if mask is None:
-        raise UserError(f"mask {path} is not a readable image file")
+    mask = _decode(path, "mask", cv2.IMREAD_GRAYSCALE, max_pixels)
     if mask.shape != tuple(shape):
         raise UserError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
     if not np.isin(mask, (0, 255)).all():
