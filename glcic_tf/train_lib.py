@@ -258,7 +258,8 @@ class Trainer:
         tf.debugging.assert_all_finite(loss, _NOT_FINITE)
         variables = model.trainable_variables
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            loss = optimizer.scale_loss(loss)
+            with tape:  # back on the tape: the scaling must be differentiated through
+                loss = optimizer.scale_loss(loss)
         optimizer.apply(tape.gradient(loss, variables), variables)
 
     def _complete(self, batch, training: bool):

@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -200,3 +201,15 @@ def test_bad_settings_and_model_dirs_are_one_line_errors(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file, not a folder"):
         train_lib.check_model_dir(str(tmp_path / "file"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_every_phase_with_float32_outputs_and_finite_losses(source, tmp_path, policy):
+    trainer = train_lib.Trainer(_config(source, completion_steps=1, discriminator_steps=1, total_steps=3, mixed_precision=policy), str(tmp_path))
+    assert trainer.completion.get_layer("conv1").compute_dtype == policy.split("_")[1]
+    assert trainer.completion.output.dtype == "float32" and trainer.discriminator.output.dtype == "float32"
+    assert isinstance(trainer.completion_optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+    for step in (1, 2, 3):
+        metrics = trainer.run(until_step=step)
+        assert metrics and all(np.isfinite(value) for value in metrics.values())
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not leak out
