@@ -50,24 +50,6 @@ def _parse_box(text):
     return x, y, w, h
 
 
-def local_completer(path):
-    """A callable (image, mask) -> completed, both float batches, from a SavedModel or a run folder."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    if not os.path.isdir(path):
-        raise UserError(f"--model {path} does not exist")
-    if os.path.exists(os.path.join(path, "config.json")):
-        network, mean_pixel, _ = inference.load_completion_network(path)
-        return inference.Inpainter(network, mean_pixel)
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = [name for name in os.listdir(path) if name.isdigit() and os.path.exists(os.path.join(path, name, "saved_model.pb"))]
-        if not versions:
-            raise UserError(f"--model {path} holds no SavedModel, no version folders and no train.py run")
-        path = os.path.join(path, max(versions, key=int))
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    return lambda image, mask: signature(image=image, mask=mask)["inpainted"]
-
-
 def _encode_png(array):
     import cv2  # noqa: PLC0415
 
@@ -156,7 +138,7 @@ def main(argv):
         if bool(FLAGS.model) == bool(FLAGS.server):
             raise UserError("give either --model (run locally) or --server (TF Serving)")
         if FLAGS.model:
-            complete = local_completer(FLAGS.model)
+            complete = inference.load_completer(FLAGS.model)
 
             def run(image, mask):
                 return inference.inpaint(complete, image, mask, FLAGS.postprocess)

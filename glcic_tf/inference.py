@@ -53,6 +53,25 @@ def load_completion_network(path: str):
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 
+def load_completer(path: str):
+    """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
+
+    `path`: a SavedModel (export.py's version folder, or its base folder whose highest version
+    is used), a train.py run folder, or a checkpoint (.../ckpt-N).
+    """
+    saved_model = path
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = [v for v in os.listdir(path) if v.isdigit() and os.path.exists(os.path.join(path, v, "saved_model.pb"))]
+        saved_model = os.path.join(path, max(versions, key=int)) if versions else None
+    if saved_model and os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+        signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+        return lambda image, mask: signature(image=image, mask=mask)["inpainted"]
+    if os.path.isdir(path) and not tf.train.latest_checkpoint(path):
+        raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
+    network, mean_pixel, _ = load_completion_network(path)
+    return Inpainter(network, mean_pixel)
+
+
 class Inpainter(tf.Module):
     """image (B, H, W, 3) in [0, 1] and mask (B, H, W, 1), 1 = hole -> completed image, any H and W.
 

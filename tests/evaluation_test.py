@@ -1,0 +1,97 @@
+"""evaluate: the same holes and numbers for the same seed, every method in a report that parses."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from glcic_tf import evaluation, inference, masks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def images(sample_folder):
+    return evaluation.evaluation_images(f"folder:{sample_folder}/test", None, 128)
+
+
+@pytest.fixture(scope="module")
+def completer(trained_run):
+    return inference.load_completer(str(trained_run))
+
+
+def test_images_are_resized_and_centre_cropped_squares(images):
+    assert len(images) == 3 and all(image.shape == (128, 128, 3) and image.dtype == np.uint8 for image in images)
+
+
+def test_same_seed_same_masks_and_numbers_other_seed_other_holes(images, completer):
+    first, results = evaluation.evaluate(images, evaluation.METHODS, "rectangles", 7, completer)
+    again, results_again = evaluation.evaluate(images, evaluation.METHODS, "rectangles", 7, completer)
+    np.testing.assert_equal(first, again)  # NaN (MS-SSIM at 128 px) counts as equal
+    for index, (a, b) in enumerate(zip(results, results_again)):
+        np.testing.assert_array_equal(a["mask"], b["mask"])
+        np.testing.assert_array_equal(a["mask"], masks.protocol_mask("rectangles", 7, index, 128, 128))
+    other, _ = evaluation.evaluate(images, ["mean_fill"], "rectangles", 8, completer)
+    assert [row["hole_fraction"] for row in other] != [row["hole_fraction"] for row in first if row["method"] == "mean_fill"]
+
+
+def test_every_method_changes_only_the_hole(images, completer):
+    _, results = evaluation.evaluate(images[:1], evaluation.METHODS, "paper", 0, completer)
+    outside = results[0]["mask"][..., 0] == 0
+    for method in evaluation.METHODS:
+        np.testing.assert_array_equal(results[0][method][outside], images[0][outside], err_msg=method)
+
+
+def test_report_files_exist_and_parse_with_every_method(images, completer, tmp_path):
+    rows, results = evaluation.evaluate(images, evaluation.METHODS, "paper", 0, completer)
+    summary = evaluation.summarise(rows, evaluation.METHODS)
+    grid = evaluation.picture_grid(images, results, evaluation.METHODS, count=2)
+    paths = evaluation.write_report(str(tmp_path), rows, summary, {"seed": 0, "mask_protocol": "paper"}, grid)
+    with open(paths["per_image.csv"]) as file:
+        table = list(csv.DictReader(file))
+    assert len(table) == 3 * len(evaluation.METHODS) and {row["method"] for row in table} == set(evaluation.METHODS)
+    report = json.loads(Path(paths["summary.json"]).read_text())
+    assert set(report["methods"]) == set(evaluation.METHODS) and report["seed"] == 0 and report["psnr_cap_db"] == 100.0
+    assert report["methods"]["telea"]["psnr"]["mean"] > 0
+    markdown = Path(paths["results.md"]).read_text()
+    assert all(f"| {method} |" in markdown for method in evaluation.METHODS) and "MS-SSIM" not in markdown  # 128 px: no MS-SSIM
+    picture = cv2.imread(paths["examples.png"])
+    assert picture.shape == (28 + 2 * 128, (len(evaluation.METHODS) + 2) * 128, 3)
+
+
+def _evaluate(*args):
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_command_writes_the_report(trained_run, sample_folder, tmp_path):
+    done = _evaluate(f"--model={trained_run}", f"--source=folder:{sample_folder}/test", f"--output_dir={tmp_path}", "--num_images=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| model_postprocessed |" in done.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["num_images"] == 2
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("bad_model", "is neither a SavedModel (or a folder of versions) nor a train.py run folder"),
+        ("too_many", "has 3 readable images, fewer than the 5 asked for (--num_images)"),
+        ("empty", "holds no jpg/jpeg/png"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(trained_run, sample_folder, tmp_path, case, expected):
+    (tmp_path / "empty").mkdir()
+    args = {
+        "bad_model": [f"--model={tmp_path}", f"--source=folder:{sample_folder}/test"],
+        "too_many": [f"--model={trained_run}", f"--source=folder:{sample_folder}/test", "--num_images=5"],
+        "empty": [f"--model={trained_run}", f"--source=folder:{tmp_path / 'empty'}"],
+    }[case]
+    done = _evaluate(*args, f"--output_dir={tmp_path / 'report'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last
+    assert not (tmp_path / "report").exists()
