@@ -10,6 +10,10 @@ Signatures:
 The mean pixel and the BatchNorm statistics are constants of the export (inference mode). The
 version is written into a temporary folder and renamed into place, so a server watching
 `export_dir` never sees a partial version.
+
+Bad requests fail with InvalidArgumentError and a message (the server answers 400 and keeps
+serving): undecodable bytes, a file whose header announces more than `max_pixels` pixels
+(checked before decoding), a mask of another size, NaN or infinite float pixels.
 """
 
 import os
@@ -20,23 +24,35 @@ import keras
 import tensorflow as tf
 
 from glcic_tf.errors import UserError
-from glcic_tf.inference import Inpainter
+from glcic_tf.inference import MAX_PIXELS, Inpainter, announced_size
 
 BYTES_SIGNATURE = "inpaint_bytes"
 
 
-def _png_of_one(inpainter, pair):
+def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
+    pixels = tf.reduce_prod(announced_size(encoded))
+    check = tf.debugging.assert_less_equal(pixels, tf.constant(max_pixels, tf.int64), message=f"{what} is larger than {max_pixels} pixels")
+    with tf.control_dependencies([check]):  # decode only after the check passed
+        return tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+
+
+def _png_of_one(inpainter, pair, max_pixels: int):
     image_bytes, mask_bytes = pair
-    image = tf.image.convert_image_dtype(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), tf.float32)
-    mask = tf.io.decode_image(mask_bytes, channels=1, expand_animations=False)
+    image = tf.image.convert_image_dtype(_decode_checked(image_bytes, 3, "image", max_pixels), tf.float32)
+    mask = _decode_checked(mask_bytes, 1, "mask", max_pixels)
     mask = tf.cast(tf.image.convert_image_dtype(mask, tf.float32) >= 0.5, tf.float32)
     tf.debugging.assert_equal(tf.shape(mask)[:2], tf.shape(image)[:2], message="mask and image sizes differ")
     inpainted = inpainter(image[None], mask[None])[0]
     return tf.io.encode_png(tf.image.convert_image_dtype(inpainted, tf.uint8, saturate=True))
 
 
-def export_saved_model(network, mean_pixel, export_dir: str, version: int, overwrite: bool = False) -> str:
-    """Write the SavedModel of `network` into `export_dir/version`; returns that path."""
+def export_saved_model(
+    network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_pixels: int = MAX_PIXELS
+) -> str:
+    """Write the SavedModel of `network` into `export_dir/version`; returns that path.
+
+    The bytes signature refuses files whose header announces more than `max_pixels` pixels.
+    """
     if version < 0:
         raise UserError(f"--version must be a non-negative integer, not {version}")
     target = os.path.join(export_dir, str(version))
@@ -60,7 +76,7 @@ def export_saved_model(network, mean_pixel, export_dir: str, version: int, overw
         BYTES_SIGNATURE,
         lambda image_bytes, mask_bytes: {
             "inpainted_bytes": tf.map_fn(
-                lambda pair: _png_of_one(inpainter, pair),
+                lambda pair: _png_of_one(inpainter, pair, max_pixels),
                 (image_bytes, mask_bytes),
                 fn_output_signature=tf.TensorSpec([], tf.string),
             )

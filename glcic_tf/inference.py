@@ -7,14 +7,12 @@ then Poisson blending (seamlessClone) of the completed region, as the authors' i
 
 import json
 import os
-import warnings
 from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image
 
 from glcic_tf import models
 from glcic_tf.errors import UserError
@@ -76,8 +74,9 @@ class Inpainter(tf.Module):
     """image (B, H, W, 3) in [0, 1] and mask (B, H, W, 1), 1 = hole -> completed image, any H and W.
 
     Compiled once with unknown batch, height and width, so a new size does not retrace. The
-    image is padded (mirrored) to a multiple of 4, the network runs in inference mode, the
-    result is cropped back and the input's pixels are put back outside the holes.
+    image is padded to a multiple of 4 (its last row and column repeated), the network runs in
+    inference mode, the result is cropped back and the input's pixels are put back outside the
+    holes.
     """
 
     def __init__(self, network, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL):
@@ -92,13 +91,18 @@ class Inpainter(tf.Module):
         ]
     )
     def __call__(self, image, mask):
-        mask = tf.cast(mask > 0.5, tf.float32)
+        checks = [
+            tf.debugging.assert_equal(tf.shape(mask)[:3], tf.shape(image)[:3], message="mask and image sizes differ"),
+            tf.debugging.assert_all_finite(image, "the image holds NaN or infinite values"),
+        ]
+        with tf.control_dependencies(checks):  # nothing runs on inputs that failed a check
+            image, mask = tf.identity(image), tf.cast(mask > 0.5, tf.float32)
         height, width = tf.shape(image)[1], tf.shape(image)[2]
-        pad_height = (-height) % models.SIZE_MULTIPLE
-        pad_width = (-width) % models.SIZE_MULTIPLE
-        paddings = [[0, 0], [0, pad_height], [0, pad_width], [0, 0]]
-        padded_image = tf.pad(image, paddings, mode="SYMMETRIC")
-        padded_mask = tf.pad(mask, paddings)
+        # Pad by repeating the last row and column (works for any size, 1x1 included).
+        rows = tf.minimum(tf.range(height + (-height) % models.SIZE_MULTIPLE), height - 1)
+        cols = tf.minimum(tf.range(width + (-width) % models.SIZE_MULTIPLE), width - 1)
+        padded_image = tf.gather(tf.gather(image, rows, axis=1), cols, axis=2)
+        padded_mask = tf.gather(tf.gather(mask, rows, axis=1), cols, axis=2)
         completed = self.network(models.completion_input(padded_image, padded_mask, self.mean_pixel), training=False)
         return models.composite(completed[:, :height, :width, :], image, mask)
 
@@ -134,27 +138,54 @@ def _decode(path: str, what: str, mode: int, max_pixels: int) -> np.ndarray:
     """Decode an image file with OpenCV after checking its announced size; UserError otherwise."""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} does not exist")
-    width, height = _announced_size(path)
+    encoded = np.fromfile(path, np.uint8)
+    try:
+        width, height = (int(side) for side in announced_size(tf.constant(encoded.tobytes())))
+    except tf.errors.InvalidArgumentError:  # a header too broken to read: the decoder will refuse it
+        width = height = 0
     if width * height > max_pixels:
         raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
-    decoded = cv2.imdecode(np.fromfile(path, np.uint8), mode) if os.path.getsize(path) else None
+    decoded = cv2.imdecode(encoded, mode) if encoded.size else None
     if decoded is None:
         raise UserError(f"{what} {path} is not a readable image file")
     return decoded
 
 
-def _announced_size(path: str) -> Tuple[int, int]:
-    """Width and height from the file's header, read without decoding (a decompression bomb costs
-    nothing here); (0, 0) when Pillow does not recognise the file (the decoder then says so)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
-                return probe.size
-    except Image.DecompressionBombError:
-        return np.iinfo(np.int32).max, 1
-    except (OSError, ValueError, SyntaxError):
-        return 0, 0
+def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.Tensor:
+    dtype = tf.uint16 if size == 2 else tf.int32
+    raw = tf.io.decode_raw(tf.strings.substr(encoded, offset, size), dtype, little_endian=little_endian)
+    return tf.abs(tf.cast(raw[0], tf.int64))
+
+
+def announced_size(encoded) -> tf.Tensor:
+    """[width, height] as a PNG, JPEG, GIF or BMP header states it, read without decoding: the
+    guard against a small file announcing a huge image (a decompression bomb). [0, 0] for other
+    formats, which the decoder then judges. TensorFlow ops, so the export's signature uses it too.
+    """
+    encoded = tf.strings.join([encoded, tf.strings.reduce_join(tf.fill([32], "\0"))])  # no out-of-range reads
+    magic = tf.strings.substr(encoded, 0, 4)
+
+    def png():
+        return tf.stack([_header_integer(encoded, 16, 4, False), _header_integer(encoded, 20, 4, False)])
+
+    def gif():
+        return tf.stack([_header_integer(encoded, 6, 2, True), _header_integer(encoded, 8, 2, True)])
+
+    def bmp():
+        return tf.stack([_header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)])
+
+    def jpeg():
+        return tf.reverse(tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), [0])
+
+    return tf.case(
+        [
+            (tf.equal(magic, b"\x89PNG"), png),
+            (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), gif),
+            (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp),
+            (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), jpeg),
+        ],
+        default=lambda: tf.zeros([2], tf.int64),
+    )
 
 
 def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

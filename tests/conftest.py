@@ -26,7 +26,8 @@ def sample_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(sample_folder, tmp_path_factory):
     """A train.py-style run folder (checkpoint + config.json) of a tiny network, 3 phase-1 steps."""
-    from glcic_tf import data, train_lib
+    import tiny
+    from glcic_tf import train_lib
 
     folder = tmp_path_factory.mktemp("trained_run")
     config = train_lib.Config(
@@ -35,8 +36,8 @@ def trained_run(sample_folder, tmp_path_factory):
         completion_steps=3,
         discriminator_steps=0,
         total_steps=3,
-        sizes=data.TrainingSizes(crop_size=32, edge_range=(32, 40), hole_range=(8, 12), local_size=16),
-        width=0.125,
+        sizes=tiny.SIZES,
+        width=tiny.WIDTH,
         optimizer="adam",
         learning_rate=1e-3,
     )

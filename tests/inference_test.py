@@ -63,6 +63,16 @@ def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(phot
     assert result.shape == photo.shape
 
 
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (5, 4)])
+def test_tiny_images_work(inpainter, height, width):
+    image = np.random.default_rng(0).random((1, height, width, 3), dtype=np.float32)
+    mask = np.zeros((1, height, width, 1), np.float32)
+    mask[0, 0, 0] = 1
+    completed = inpainter(image, mask).numpy()
+    assert completed.shape == image.shape and np.isfinite(completed).all()
+    np.testing.assert_array_equal(completed[mask[..., 0] == 0], image[mask[..., 0] == 0])
+
+
 def test_a_new_size_does_not_retrace(inpainter):
     for height, width in [(64, 64), (50, 77), (128, 96)]:
         inpainter(tf.zeros((1, height, width, 3)), tf.zeros((1, height, width, 1)))

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tiny
 from glcic_tf import data, losses, train_lib
 from glcic_tf.errors import UserError
 
-TINY = data.TrainingSizes(crop_size=32, edge_range=(32, 40), hole_range=(8, 12), local_size=16)
+TINY = tiny.SIZES
 
 
 def _config(source, **overrides):
@@ -21,7 +22,7 @@ def _config(source, **overrides):
         discriminator_steps=2,
         total_steps=6,
         sizes=TINY,
-        width=0.125,
+        width=tiny.WIDTH,
         optimizer="adadelta",  # the paper's; near-linear in small gradients, unlike Adam's sign-like steps
         deterministic=True,
         checkpoint_every=1000,

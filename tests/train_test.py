@@ -17,21 +17,10 @@ from glcic_tf import data
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import tiny  # noqa: E402
 import train  # noqa: E402
 
-TINY_FLAGS = [
-    "--batch_size=4",
-    "--crop_size=32",
-    "--min_edge=32",
-    "--max_edge=40",
-    "--min_hole=8",
-    "--max_hole=12",
-    "--local_size=16",
-    "--width=0.125",
-    "--log_every=1",
-    "--summary_every=1000",
-    "--image_every=1000",
-]
+TINY_FLAGS = [*tiny.FLAGS, "--log_every=1"]
 
 
 def _config_from(*argv):

@@ -1,0 +1,201 @@
+"""Faults a long run and a serving deployment meet: kill -9, broken and hostile inputs."""
+
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tiny
+from glcic_tf import export_lib, inference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TRAIN_FLAGS = [
+    *tiny.FLAGS,
+    "--completion_steps=8",
+    "--discriminator_steps=4",
+    "--total_steps=24",
+    "--checkpoint_every=3",
+    "--deterministic",
+    "--log_every=1",
+]
+
+
+def _model_variables(model_dir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+    names = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(model_dir)))]
+    return {name: reader.get_tensor(name) for name in names if not name.startswith("save_counter")}
+
+
+def _train(args, model_dir):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, f"--model_dir={model_dir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def test_kill_9_at_random_moments_loses_at_most_one_interval_and_ends_with_the_same_weights(sample_folder, tmp_path):
+    args = [f"--source=folder:{sample_folder}/train", *TRAIN_FLAGS]
+    reference = _train(args, tmp_path / "uninterrupted")
+    assert reference.wait(timeout=600) == 0
+
+    rng = random.Random(3)
+    model_dir = tmp_path / "killed"
+    kills = 0
+    # Kill at a random moment, then as a checkpoint is being written (its step's line has just
+    # been printed: the save follows), then at a random moment again.
+    for during_save in (False, True, False):
+        process = _train(args, model_dir)
+        last_step = _latest_step(model_dir)
+        deadline = time.time() + rng.uniform(0.0, 2.0)
+        started = False
+        for line in process.stdout:
+            if " step " in line and "/24 phase" in line:
+                last_step = int(line.split(" step ")[1].split("/")[0])
+                started = True
+                if during_save and last_step % 3 == 0 and last_step > _latest_step(model_dir):
+                    break
+            if started and not during_save and time.time() >= deadline:
+                break
+        if process.poll() is not None:
+            break  # finished before the kill
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        kills += 1
+        kept = _latest_step(model_dir)
+        assert last_step - kept <= 3 + 1, (last_step, kept)  # the save interval, plus the step in flight
+    finishing = _train(args, model_dir)
+    output, _ = finishing.communicate(timeout=600)
+    assert finishing.returncode == 0, output[-3000:]
+    assert kills >= 2
+    killed, uninterrupted = _model_variables(model_dir), _model_variables(tmp_path / "uninterrupted")
+    assert killed.keys() == uninterrupted.keys()
+    for name in uninterrupted:
+        np.testing.assert_array_equal(killed[name], uninterrupted[name], err_msg=name)
+
+
+# --- Hostile files for the inpaint command and the exported signatures ---------------------
+
+
+def _png_header_only(width, height):
+    """A valid PNG signature and IHDR chunk announcing width x height, and no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def _jpeg_claiming(width, height):
+    """A tiny real JPEG whose frame header is rewritten to announce width x height."""
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+HOSTILE_FILES = {
+    "random_bytes": (os.urandom(2000), "is not a readable image file"),
+    "empty": (b"", "is not a readable image file"),
+    "truncated_png": (cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()[:60], "is not a readable image file"),
+    "png_bomb": (_png_header_only(100_000, 100_000), "is 100000x100000, over the limit"),
+    "jpeg_bomb": (_jpeg_claiming(60_000, 60_000), "is 60000x60000, over the limit"),
+}
+
+
+@pytest.fixture(scope="module")
+def export_dir(trained_run, tmp_path_factory):
+    network, mean_pixel, _ = inference.load_completion_network(str(trained_run))
+    base = tmp_path_factory.mktemp("hostile_export")
+    return export_lib.export_saved_model(network, mean_pixel, str(base), 1, max_pixels=1_000_000)
+
+
+def _inpaint(*args):
+    return subprocess.run([sys.executable, str(ROOT / "inpaint.py"), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_hostile_files_get_a_clear_error_from_the_inpaint_command_and_no_output(export_dir, tmp_path):
+    for name, (content, expected) in HOSTILE_FILES.items():
+        (tmp_path / f"{name}.png").write_bytes(content)
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((20, 30, 3), 100, np.uint8))
+    cases = [[f"--image={tmp_path / f'{name}.png'}", "--box=1,1,4,4"] for name in HOSTILE_FILES]
+    cases += [[f"--image={good}", f"--mask={tmp_path / f'{name}.png'}"] for name in HOSTILE_FILES]  # as masks
+    expectations = [expected for _, expected in HOSTILE_FILES.values()] * 2
+    for args, expected in zip(cases, expectations):
+        done = _inpaint(f"--model={export_dir}", *args, f"--output={tmp_path / 'out.png'}")
+        assert done.returncode == 1, (args, done.stderr[-1500:])
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and expected in last, (args, last)
+        assert not (tmp_path / "out.png").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_a_1x1_image_and_an_rgba_mask_work(export_dir, tmp_path):
+    cv2.imwrite(str(tmp_path / "dot.png"), np.full((1, 1, 3), 200, np.uint8))
+    rgba = np.zeros((1, 1, 4), np.uint8)
+    rgba[..., :] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), rgba)
+    done = _inpaint(f"--model={export_dir}", f"--image={tmp_path / 'dot.png'}", f"--mask={tmp_path / 'mask.png'}", f"--output={tmp_path / 'out.png'}")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (1, 1, 3)
+
+
+def test_hostile_requests_to_the_signatures_fail_cleanly_and_the_model_keeps_serving(export_dir):
+    loaded = tf.saved_model.load(export_dir)
+    by_bytes, by_floats = loaded.signatures["inpaint_bytes"], loaded.signatures["serving_default"]
+    good_png = tf.io.encode_png(tf.fill([9, 7, 3], tf.constant(90, tf.uint8))).numpy()
+    mask_png = tf.io.encode_png(tf.fill([9, 7, 1], tf.constant(255, tf.uint8))).numpy()
+    hostile = {name: (content, mask_png) for name, (content, _) in HOSTILE_FILES.items()}
+    hostile["mask_of_another_size"] = (good_png, tf.io.encode_png(tf.zeros([5, 5, 1], tf.uint8)).numpy())
+    hostile["mask_bomb"] = (good_png, _png_header_only(100_000, 100_000))
+    messages = {}
+    for name, (image, mask) in hostile.items():
+        with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+            by_bytes(image_bytes=tf.constant([image]), mask_bytes=tf.constant([mask]))
+        messages[name] = raised.value.message
+    assert "larger than 1000000 pixels" in messages["png_bomb"] and "larger than 1000000 pixels" in messages["jpeg_bomb"]
+    assert "larger than 1000000 pixels" in messages["mask_bomb"]
+    assert "mask and image sizes differ" in messages["mask_of_another_size"]
+    image = np.full((1, 8, 8, 3), 0.5, np.float32)
+    image[0, 2, 2, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+        by_floats(image=tf.constant(image), mask=tf.ones((1, 8, 8, 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask and image sizes differ"):
+        by_floats(image=tf.zeros((1, 8, 8, 3)), mask=tf.ones((1, 8, 4, 1)))
+    # After all that, a good request still works.
+    reply = by_bytes(image_bytes=tf.constant([good_png]), mask_bytes=tf.constant([mask_png]))
+    assert tf.io.decode_png(reply["inpainted_bytes"][0]).shape == (9, 7, 3)
+
+
+@pytest.mark.parametrize("case", ["inside_a_file", "read_only"])
+def test_a_model_dir_that_cannot_be_written_fails_before_any_compute(tmp_path, case):
+    if case == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders; the inside_a_file case covers the check")
+        (tmp_path / "locked").mkdir(mode=0o500)
+        model_dir = tmp_path / "locked" / "run"
+    else:
+        (tmp_path / "a_file").write_text("")
+        model_dir = tmp_path / "a_file" / "run"
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--source=sample:train", f"--model_dir={model_dir}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --model_dir {model_dir} cannot be written: ")
+    assert "found" not in done.stderr  # failed before even listing the images
+    assert time.time() - start < 60
