@@ -31,6 +31,8 @@ setup(
         # scikit-image ships the photographs of glcic_tf.sample_data (demos and tests).
         "demo": ["scikit-image>=0.22"],
         "test": ["pytest>=8", "scikit-image>=0.22"],
+        # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.
+        "bench": ["torch==2.13.0", "scikit-image>=0.22"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
