@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import models
+from glcic_tf import checkpoints, models
 from glcic_tf.errors import UserError
 
 # Largest image accepted by default (pixels): about 4096 x 4096. One request must not be able to
@@ -29,25 +29,15 @@ def load_completion_network(path: str):
     the mean pixel. A checkpoint path (`.../ckpt-1000`) reads config.json from its folder.
     Returns (keras model, mean_pixel, step).
     """
-    if tf.io.gfile.isdir(path):
-        folder, checkpoint = path, tf.train.latest_checkpoint(path)
-        if checkpoint is None:
-            raise UserError(f"{path} holds no checkpoint (expected what train.py writes into --model_dir)")
-    else:
-        folder, checkpoint = os.path.dirname(path), path
-        if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise UserError(f"{path} is neither a run folder nor a checkpoint (no {os.path.basename(path)}.index)")
-    config_path = os.path.join(folder, "config.json")
+    checkpoint = checkpoints.resolve(path)
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
     if not tf.io.gfile.exists(config_path):
         raise UserError(f"{config_path} is missing: the network's width and mean pixel are stored there by train.py")
     with tf.io.gfile.GFile(config_path) as file:
         config = json.load(file)
     network = models.completion_network(config.get("width", 1.0))
     step = tf.Variable(0, dtype=tf.int64)
-    try:
-        tf.train.Checkpoint(completion=network, step=step).read(checkpoint).expect_partial()
-    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
-        raise UserError(f"cannot load the completion network from {checkpoint}: {str(error).splitlines()[0]}") from None
+    checkpoints.read_completion_network(network, checkpoint, step=step)
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 

@@ -96,16 +96,24 @@ def completion_network(width: float = 1.0, name: str = "completion_network") -> 
             break
         filters = _scaled(spec.filters, width)
         if spec.kind == "deconv":
+            # "same" at kernel 4, stride 2 pads 1 on every side: Torch's SpatialFullConvolution(4, 2, 1).
             layer = keras.layers.Conv2DTranspose(
                 filters, spec.kernel, strides=spec.stride, padding="same", use_bias=False, name=layer_name
             )
         else:
+            # Torch pads (kernel - 1) / 2 * dilation on every side. Keras's "same" does too at
+            # stride 1, but at stride 2 on an even size it pads only the bottom and right, which
+            # shifts the output by a pixel: strided rows are padded explicitly, as the authors'.
+            padding = "same"
+            if spec.stride > 1:
+                x = keras.layers.ZeroPadding2D((spec.kernel - 1) // 2, name=f"{layer_name}_pad")(x)
+                padding = "valid"
             layer = keras.layers.Conv2D(
                 filters,
                 spec.kernel,
                 strides=spec.stride,
                 dilation_rate=spec.dilation,
-                padding="same",
+                padding=padding,
                 use_bias=False,  # BatchNorm's offset makes a bias redundant
                 name=layer_name,
             )

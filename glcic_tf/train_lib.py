@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import data, losses, models
+from glcic_tf import checkpoints, data, losses, models
 from glcic_tf.errors import UserError
 
 # Paper, Training: T_C, T_D, T_train, alpha, batch size.
@@ -226,13 +226,8 @@ class Trainer:
         if latest:
             logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
         elif self.config.init_checkpoint:
-            path = self.config.init_checkpoint
-            if tf.io.gfile.isdir(path):
-                path = tf.train.latest_checkpoint(path) or path
-            try:
-                tf.train.Checkpoint(completion=self.completion).read(path).expect_partial()
-            except (tf.errors.NotFoundError, ValueError) as error:
-                raise UserError(f"--init_checkpoint {self.config.init_checkpoint}: no completion network there ({error})") from None
+            path = checkpoints.resolve(self.config.init_checkpoint)
+            checkpoints.read_completion_network(self.completion, path)
             logging.info("completion network initialised from %s; discriminators start anew", path)
         return latest
 

@@ -3,6 +3,7 @@
 import logging
 
 import cv2
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,6 +92,17 @@ def test_loading_a_checkpoint_path_and_bad_paths(trained_run, tmp_path):
         inference.load_completion_network(str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="holds no checkpoint"):
         inference.load_completion_network(str(tmp_path))
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_not_loaded_half(trained_run, tmp_path):
+    # Same variable shapes, one layer fewer: expect_partial() alone would load part of it silently.
+    filters = inference.load_completion_network(str(trained_run))[0].get_layer("conv1").filters
+    inputs = keras.Input((None, None, 4))
+    other = keras.Model(inputs, keras.layers.Conv2D(filters, 5, padding="same", use_bias=False, name="conv1")(inputs))
+    tf.train.Checkpoint(completion=other).write(str(tmp_path / "other" / "ckpt-1"))
+    (tmp_path / "other" / "config.json").write_text((trained_run / "config.json").read_text())
+    with pytest.raises(UserError, match="does not hold this completion network's weights"):
+        inference.load_completion_network(str(tmp_path / "other" / "ckpt-1"))
 
 
 def test_reading_masks_and_images(tmp_path, caplog):

@@ -69,7 +69,11 @@ def test_completion_network_matches_table_1_layer_by_layer(completion):
         assert layer.dilation_rate == (dilation, dilation), layer.name
         assert layer.strides == (stride, stride), layer.name
         assert layer.filters == filters, layer.name
-        assert layer.padding == "same", layer.name
+        if stride == 1 or kind == "deconv":  # kernel 4, stride 2 "same" pads 1 everywhere, as Torch's
+            assert layer.padding == "same", layer.name
+        else:  # Torch's symmetric padding (Keras "same" would pad only bottom/right here)
+            padding = completion.get_layer(f"{layer.name}_pad")
+            assert padding.padding == ((1, 1), (1, 1)) and layer.padding == "valid", layer.name
     dilations = [layer.dilation_rate[0] for layer in convs if layer.dilation_rate[0] > 1]
     assert dilations == [2, 4, 8, 16]
 

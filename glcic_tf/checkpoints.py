@@ -1,0 +1,42 @@
+"""Reading a completion network out of a checkpoint, strictly: every one of its weights must be there.
+
+`tf.train.Checkpoint.read(...).expect_partial()` alone would leave unmatched weights at their
+random initial values without a word, so a checkpoint of another architecture (another glcic_tf
+version, another width) would load "successfully" and complete images with noise.
+"""
+
+import os
+
+import tensorflow as tf
+
+from glcic_tf.errors import UserError
+
+
+def resolve(path: str) -> str:
+    """A checkpoint prefix from a run folder (its latest checkpoint) or a checkpoint prefix."""
+    if tf.io.gfile.isdir(path):
+        checkpoint = tf.train.latest_checkpoint(path)
+        if checkpoint is None:
+            raise UserError(f"{path} holds no checkpoint (expected what train.py writes into --model_dir)")
+        return checkpoint
+    if not tf.io.gfile.exists(path + ".index"):
+        raise UserError(f"{path} is neither a run folder nor a checkpoint (no {os.path.basename(path)}.index)")
+    return path
+
+
+def read_completion_network(network, checkpoint: str, **others) -> None:
+    """Loads `network` (and any other trackables given, e.g. step=) from `checkpoint`.
+
+    Anything else the checkpoint holds (discriminators, optimizers) is ignored; a weight of
+    `network` that the checkpoint lacks, or of another shape, is a one-line UserError.
+    """
+    try:
+        status = tf.train.Checkpoint(completion=network, **others).read(checkpoint)
+        status.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise UserError(f"cannot load the completion network from {checkpoint}: {str(error).splitlines()[0]}") from None
+    except AssertionError:
+        raise UserError(
+            f"{checkpoint} does not hold this completion network's weights (a checkpoint of another "
+            "architecture, or written by an older glcic_tf whose layers differ)"
+        ) from None
