@@ -17,7 +17,7 @@ from glcic_tf.errors import UserError, one_line_errors
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A train.py run folder (its latest checkpoint) or one checkpoint (.../ckpt-N).")
 flags.DEFINE_string("export_dir", None, "Model base path: the SavedModel goes into <export_dir>/<version>/.")
-flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step.")
+flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step (1 for step 0).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 
 
@@ -28,7 +28,8 @@ def main(argv):
         if not FLAGS.model_dir or not FLAGS.export_dir:
             raise UserError("--model_dir and --export_dir are required")
         network, mean_pixel, step = inference.load_completion_network(FLAGS.model_dir)
-        version = step if FLAGS.version is None else FLAGS.version
+        # Step 0 (a converted or untrained network) becomes version 1: some serving tools skip 0.
+        version = max(step, 1) if FLAGS.version is None else FLAGS.version
         path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite)
     print(f"exported the completion network of step {step} to {path}")
 

@@ -30,7 +30,9 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.21"],
         # scikit-image ships the photographs of glcic_tf.sample_data (demos and tests).
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "scikit-image>=0.22"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1"],
+        # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
+        "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.
         "bench": ["torch==2.13.0", "scikit-image>=0.22"],
     },
