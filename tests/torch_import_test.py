@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tiny
 import torch7
-from glcic_tf import inference, models, torch_import
+from glcic_tf import inference, models, torch_import, train_lib
 from glcic_tf.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_converted_network_equals_the_numpy_reference_at_two_sizes(container, mo
         np.testing.assert_allclose(output, expected, rtol=0, atol=2e-6)
 
 
-def test_the_command_writes_a_run_that_export_and_inpainting_load(modules, sequential_t7, tmp_path):
+def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modules, sequential_t7, sample_folder, tmp_path):
     run, export = tmp_path / "authors_run", tmp_path / "export"
     command = [sys.executable, str(ROOT / "convert_torch_weights.py"), f"--t7={sequential_t7}", f"--output={run}"]
     done = subprocess.run([*command, f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
@@ -80,6 +81,13 @@ def test_the_command_writes_a_run_that_export_and_inpainting_load(modules, seque
     np.testing.assert_allclose(inference.Inpainter(network, mean_pixel)(image, mask).numpy(), expected, atol=2e-6)
     served = tf.saved_model.load(str(export / "1")).signatures["serving_default"]
     np.testing.assert_allclose(served(image=image, mask=mask)["inpainted"].numpy(), expected, atol=2e-6)
+
+    # Fine-tuning starts from it too (celeba.flags with --init_checkpoint=<converted run>).
+    config = train_lib.Config(source=f"folder:{sample_folder}/train", sizes=tiny.SIZES, width=CHANNELS_PER_64 / 64,
+                              init_checkpoint=str(run))
+    tuned = train_lib.Trainer(config, str(tmp_path / "tuned"))
+    for ours, converted in zip(tuned.completion.weights, network.weights):
+        np.testing.assert_array_equal(ours.numpy(), converted.numpy())
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr
