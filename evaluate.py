@@ -25,6 +25,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the holes: the same seed gives the same
 flags.DEFINE_list("methods", list(evaluation.METHODS), "Methods to compare.")
 flags.DEFINE_string("output_dir", None, "Where the report goes.")
 flags.DEFINE_integer("grid_images", 4, "Images shown in examples.png.")
+flags.DEFINE_integer("grid_tile", 0, "Side in pixels of each picture in examples.png (0: --image_size).")
 
 
 def main(argv):
@@ -51,7 +52,7 @@ def main(argv):
             "mask_protocol": FLAGS.mask_protocol,
             "seed": FLAGS.seed,
         }
-        grid = evaluation.picture_grid(images, results, methods, FLAGS.grid_images)
+        grid = evaluation.picture_grid(images, results, methods, FLAGS.grid_images, FLAGS.grid_tile)
         paths = evaluation.write_report(FLAGS.output_dir, rows, summary, settings, grid)
     print(evaluation.markdown_table(summary))
     print("report: " + ", ".join(paths.values()))

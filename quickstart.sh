@@ -36,7 +36,8 @@ step 4 "export the SavedModel that tensorflow_model_server serves"
 python export.py --model_dir="$OUT/run" --export_dir="$OUT/export" --overwrite
 
 step 5 "evaluate on the held-out photographs: the model against OpenCV's inpainting and a mean fill"
-python evaluate.py --model="$OUT/export" --source="folder:$OUT/sample_data/test" --output_dir="$OUT/evaluation"
+python evaluate.py --model="$OUT/export" --source="folder:$OUT/sample_data/test" --output_dir="$OUT/evaluation" \
+  --grid_tile=128
 
 step 6 "complete the held-out photographs with a 96x96 hole each (with the paper's post-processing)"
 python inpaint.py --model="$OUT/export" --image="$OUT/sample_data/test" --box=110,80,96,96 \

@@ -133,18 +133,28 @@ def markdown_table(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def picture_grid(images, results, methods, count: int = 4) -> np.ndarray:
-    """Rows of: input with the hole (white) | each method | original, with a labelled header."""
+def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
+    """Rows of: input with the hole (white) | each method | original, with a labelled header.
+
+    tile: side of each picture in pixels (0: the evaluation size), e.g. smaller for a README.
+    """
     columns = ["input"] + list(methods) + ["original"]
+    side = tile or images[0].shape[1]
     rows = []
     for image, result in list(zip(images, results))[:count]:
         holed = np.where(result["mask"] > 0.5, 255, image).astype(np.uint8)
-        rows.append(np.concatenate([holed] + [result[m] for m in methods] + [image], axis=1))
+        pictures = [holed] + [result[m] for m in methods] + [image]
+        if side != image.shape[1]:
+            pictures = [cv2.resize(picture, (side, side), interpolation=cv2.INTER_AREA) for picture in pictures]
+        rows.append(np.concatenate(pictures, axis=1))
     grid = np.concatenate(rows, axis=0)
-    side = images[0].shape[1]
-    header = np.full((28, grid.shape[1], 3), 255, np.uint8)
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    widest = max(cv2.getTextSize(label, font, 1.0, thickness)[0][0] for label in columns)
+    scale = min(0.5, (side - 8) / widest)  # every label fits its column
+    header = np.full((max(16, round(56 * scale)), grid.shape[1], 3), 255, np.uint8)
     for index, label in enumerate(columns):
-        cv2.putText(header, label, (index * side + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        baseline = header.shape[0] - round(16 * scale)
+        cv2.putText(header, label, (index * side + 4, baseline), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return np.concatenate([header, grid], axis=0)
 
 

@@ -61,7 +61,12 @@ def test_report_files_exist_and_parse_with_every_method(images, completer, tmp_p
     markdown = Path(paths["results.md"]).read_text()
     assert all(f"| {method} |" in markdown for method in evaluation.METHODS) and "MS-SSIM" not in markdown  # 128 px: no MS-SSIM
     picture = cv2.imread(paths["examples.png"])
-    assert picture.shape == (28 + 2 * 128, (len(evaluation.METHODS) + 2) * 128, 3)
+    assert picture.shape[1:] == ((len(evaluation.METHODS) + 2) * 128, 3) and 16 <= picture.shape[0] - 2 * 128 <= 28
+    small = evaluation.picture_grid(images, results, evaluation.METHODS, count=2, tile=64)  # e.g. for a README
+    header = small.shape[0] - 2 * 64
+    assert small.shape[1] == (len(evaluation.METHODS) + 2) * 64 and 16 <= header < 28
+    original = cv2.resize(images[1], (64, 64), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(small[header + 64:, -64:], original)
 
 
 def _evaluate(*args):
