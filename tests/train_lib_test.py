@@ -126,10 +126,14 @@ def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(so
         runs[name] = (initial, metrics, _weights(trainer))
     (initial, metrics_one, single), (_, metrics_two, mirrored) = runs["one"], runs["two"]
     assert sorted(metrics_one[2]) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]
-    for one, two in zip(metrics_one, metrics_two):
+    # Step 1's losses come from identical weights: only the reduction order differs (measured
+    # 4e-7). Later ones follow updates that agree to the tolerance below, not bit for bit
+    # (measured up to 1.1e-4, phase 3's gan_loss, taken after that step's discriminator update);
+    # a wrong loss scaling would be off by the replica count.
+    for step, (one, two) in enumerate(zip(metrics_one, metrics_two), start=1):
         assert one.keys() == two.keys()
         for name in one:
-            assert two[name] == pytest.approx(one[name], rel=1e-4), name
+            assert two[name] == pytest.approx(one[name], rel=1e-5 if step == 1 else 1e-3), (step, name)
     for a, b, start in zip(single, mirrored, initial):
         np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * np.abs(a - start).max() + 1e-7)
 
