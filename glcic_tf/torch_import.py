@@ -114,7 +114,7 @@ def read_t7(path: str) -> Tuple[List[TorchLayer], Tuple[float, float, float]]:
         raise UserError(f"{path}: 'mean' should be three numbers in [0, 1] (the RGB mean), not {mean.tolist()}")
     layers: List[TorchLayer] = []
     _flatten(contents.model, layers)
-    return layers, tuple(float(f"{value:.9g}") for value in mean)  # float32 digits, not float64 noise
+    return layers, tuple(float(str(value)) for value in mean)  # the shortest decimal of each float32
 
 
 def _expected(network) -> List[Tuple[str, object]]:

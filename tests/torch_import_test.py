@@ -89,6 +89,9 @@ def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modul
     for ours, converted in zip(tuned.completion.weights, network.weights):
         np.testing.assert_array_equal(ours.numpy(), converted.numpy())
 
+    listed = subprocess.run([*command[:3], "--list"], capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and " 50 nn.Sigmoid" in listed.stdout and "mean pixel (0.46, 0.45, 0.42)" in listed.stdout
+
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr
 
