@@ -35,6 +35,8 @@ def main(argv):
             return
         if not FLAGS.output:
             raise UserError("--output is required (a new folder for the converted run)")
+        if FLAGS.export_dir:  # refused now rather than after the run folder is written
+            export_lib.version_path(FLAGS.export_dir, FLAGS.version)
         converted = torch_import.convert(FLAGS.t7)
         checkpoint = torch_import.write_run_folder(converted, FLAGS.output, FLAGS.t7)
         print(f"converted {FLAGS.t7} (width {converted.width:g}, mean pixel {converted.mean_pixel}) to {checkpoint}")

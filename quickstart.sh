@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh clone to a trained demo model, a SavedModel, an evaluation report and completed
-# photographs, on a CPU, in about 10 minutes (2 cores) and with nothing downloaded but packages:
+# photographs, on a CPU, in about 7 minutes (2 cores) and with nothing downloaded but packages:
 #
 #   bash quickstart.sh [OUTPUT_DIR]        # default: quickstart_output
 #

@@ -11,7 +11,7 @@ import os
 
 from absl import app, flags, logging
 
-from glcic_tf import data, masks, models, train_lib
+from glcic_tf import checkpoints, data, masks, models, train_lib
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -107,7 +107,7 @@ def main(argv):
     with one_line_errors():
         if not FLAGS.model_dir:
             raise UserError("--model_dir is required")
-        train_lib.check_model_dir(FLAGS.model_dir)
+        checkpoints.check_folder(FLAGS.model_dir, "--model_dir")
         strategy = train_lib.make_strategy(FLAGS.strategy)  # before any other TensorFlow work
         config = config_from_flags()
         trainer = train_lib.Trainer(config, FLAGS.model_dir, strategy)

@@ -1,4 +1,5 @@
-"""Reading a completion network out of a checkpoint, strictly: every one of its weights must be there.
+"""Run folders: finding their checkpoint, checking they can be written, and reading a completion
+network out of a checkpoint strictly (every one of its weights must be there).
 
 `tf.train.Checkpoint.read(...).expect_partial()` alone would leave unmatched weights at their
 random initial values without a word, so a checkpoint of another architecture (another glcic_tf
@@ -6,6 +7,7 @@ version, another width) would load "successfully" and complete images with noise
 """
 
 import os
+import tempfile
 
 import tensorflow as tf
 
@@ -22,6 +24,18 @@ def resolve(path: str) -> str:
     if not tf.io.gfile.exists(path + ".index"):
         raise UserError(f"{path} is neither a run folder nor a checkpoint (no {os.path.basename(path)}.index)")
     return path
+
+
+def check_folder(path: str, flag: str) -> None:
+    """Fails before any compute if `path` (given as `flag`) cannot be created and written as a folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path} cannot be written: {error.strerror}") from None
 
 
 def read_completion_network(network, checkpoint: str, **others) -> None:

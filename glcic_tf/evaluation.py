@@ -152,8 +152,8 @@ def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.
     widest = max(cv2.getTextSize(label, font, 1.0, thickness)[0][0] for label in columns)
     scale = min(0.5, (side - 8) / widest)  # every label fits its column
     header = np.full((max(16, round(56 * scale)), grid.shape[1], 3), 255, np.uint8)
+    baseline = header.shape[0] - round(16 * scale)
     for index, label in enumerate(columns):
-        baseline = header.shape[0] - round(16 * scale)
         cv2.putText(header, label, (index * side + 4, baseline), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return np.concatenate([header, grid], axis=0)
 

@@ -46,6 +46,16 @@ def _png_of_one(inpainter, pair, max_pixels: int):
     return tf.io.encode_png(tf.image.convert_image_dtype(inpainted, tf.uint8, saturate=True))
 
 
+def version_path(export_dir: str, version: int, overwrite: bool = False) -> str:
+    """`export_dir/version`, refused if the version is negative or exists (without `overwrite`)."""
+    if version < 0:
+        raise UserError(f"--version must be a non-negative integer, not {version}")
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise UserError(f"{target} exists already: choose another --version or pass --overwrite")
+    return target
+
+
 def export_saved_model(
     network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_pixels: int = MAX_PIXELS
 ) -> str:
@@ -53,11 +63,7 @@ def export_saved_model(
 
     The bytes signature refuses files whose header announces more than `max_pixels` pixels.
     """
-    if version < 0:
-        raise UserError(f"--version must be a non-negative integer, not {version}")
-    target = os.path.join(export_dir, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise UserError(f"{target} exists already: choose another --version or pass --overwrite")
+    target = version_path(export_dir, version, overwrite)
     os.makedirs(export_dir, exist_ok=True)
     inpainter = Inpainter(network, mean_pixel)
 

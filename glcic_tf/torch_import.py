@@ -17,10 +17,11 @@ import json
 import os
 from typing import List, NamedTuple, Sequence, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import models
+from glcic_tf import checkpoints, models
 from glcic_tf.errors import UserError
 
 AUTHORS_LICENSE = "CC BY-NC-SA 4.0 (Iizuka, Simo-Serra, Ishikawa): non-commercial use only"
@@ -46,11 +47,8 @@ class TorchLayer(NamedTuple):
     def describe(self) -> str:
         f = self.fields
         if self.kind in CONVOLUTIONS | FULL_CONVOLUTIONS:
-            weight = _array(f.weight)
-            inputs, outputs = (weight.shape[0], weight.shape[1]) if self.kind in FULL_CONVOLUTIONS else (
-                f.nInputPlane, f.nOutputPlane)
             return (
-                f"{self.typename} {inputs}->{outputs}, {f.kH}x{f.kW}, stride {f.dH}x{f.dW}, "
+                f"{self.typename} {f.nInputPlane}->{f.nOutputPlane}, {f.kH}x{f.kW}, stride {f.dH}x{f.dW}, "
                 f"dilation {f.dilationH or 1}x{f.dilationW or 1}, padding {f.padH}x{f.padW}"
             )
         if self.kind in BATCHNORMS:
@@ -118,16 +116,15 @@ def read_t7(path: str) -> Tuple[List[TorchLayer], Tuple[float, float, float]]:
 
 
 def _expected(network) -> List[Tuple[str, object]]:
-    """Our network as the Torch layers it should come from: (Torch kind, Keras layer or None)."""
-    expected = []
-    for spec_index, spec in enumerate(models.COMPLETION_NETWORK, start=1):
-        if spec_index == len(models.COMPLETION_NETWORK):
-            expected += [("conv", network.get_layer("output_conv")), ("Sigmoid", None)]
-        else:
-            name = f"{spec.kind}{spec_index}"
-            kind = "full" if spec.kind == "deconv" else "conv"
-            expected += [(kind, network.get_layer(name)), ("bn", network.get_layer(f"{name}_bn")), ("ReLU", None)]
-    return expected
+    """Our network's layers in order, as the Torch modules they should come from: (kind, Keras layer)."""
+    kinds = (  # padding and input layers have no Torch module of their own
+        (keras.layers.Conv2DTranspose, "full"),
+        (keras.layers.Conv2D, "conv"),
+        (keras.layers.BatchNormalization, "bn"),
+        (keras.layers.ReLU, "ReLU"),
+        (keras.layers.Activation, "Sigmoid"),  # the output's
+    )
+    return [(kind, layer) for layer in network.layers for cls, kind in kinds if type(layer) is cls]
 
 
 def _describe_keras(kind: str, layer) -> str:
@@ -205,6 +202,7 @@ def convert(path: str) -> Converted:
     width = _width(layers, path)
     network = models.completion_network(width)
     expected = _expected(network)
+    conv_bias = np.zeros(0, np.float32)  # of the convolution before the current BatchNorm
     for index, (kind, keras_layer) in enumerate(expected):
         torch_layer = layers[index] if index < len(layers) else None
         if torch_layer is None or not _matches(kind, keras_layer, torch_layer):
@@ -213,12 +211,6 @@ def convert(path: str) -> Converted:
                 f"{path}: Torch layer {index + 1} ({found}) differs from Table 1, which expects "
                 f"{_describe_keras(kind, keras_layer)} there"
             )
-    if len(layers) > len(expected):
-        extra = layers[len(expected)]
-        raise UserError(f"{path}: Torch layer {extra.number} ({extra.describe()}) follows Table 1's last layer (sigmoid)")
-
-    conv_bias = np.zeros(0, np.float32)
-    for (kind, keras_layer), torch_layer in zip(expected, layers):
         f = torch_layer.fields
         if kind == "conv":
             weight = _array(f.weight).reshape(f.nOutputPlane, f.nInputPlane, f.kH, f.kW)
@@ -233,14 +225,17 @@ def convert(path: str) -> Converted:
             conv_bias = _array(f.bias)
         elif kind == "bn":
             keras_layer.set_weights(_batchnorm_weights(torch_layer, conv_bias))
+    if len(layers) > len(expected):
+        extra = layers[len(expected)]
+        raise UserError(f"{path}: Torch layer {extra.number} ({extra.describe()}) follows Table 1's last layer (sigmoid)")
     return Converted(network, mean_pixel, width)
 
 
 def write_run_folder(converted: Converted, output_dir: str, source: str) -> str:
     """Writes a checkpoint and config.json that export.py, evaluate.py and inpaint.py load like a run."""
-    if tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
-        raise UserError(f"{output_dir} is not empty; choose a new folder (nothing was written)")
-    tf.io.gfile.makedirs(output_dir)
+    checkpoints.check_folder(output_dir, "--output")
+    if os.listdir(output_dir):
+        raise UserError(f"--output {output_dir} is not empty; choose a new folder (nothing was written)")
     step = tf.Variable(0, dtype=tf.int64)  # no training step of ours; export.py then uses version 1
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(completion=converted.network, step=step), output_dir, 1)
     checkpoint = manager.save(checkpoint_number=0)

@@ -129,18 +129,6 @@ def _is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def check_model_dir(model_dir: str) -> None:
-    """Fail before any compute if `model_dir` cannot hold checkpoints."""
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise UserError(f"--model_dir {model_dir} is a file, not a folder")
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=model_dir):
-            pass
-    except OSError as error:
-        raise UserError(f"--model_dir {model_dir} cannot be written: {error.strerror}") from None
-
-
 @contextlib.contextmanager
 def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
     """Within the block, SIGTERM/SIGINT set the returned flag instead of killing the process."""
@@ -166,7 +154,7 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.is_chief = _is_chief(self.strategy)
         if self.is_chief:
-            check_model_dir(model_dir)
+            checkpoints.check_folder(model_dir, "--model_dir")
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)

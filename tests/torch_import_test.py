@@ -92,8 +92,20 @@ def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modul
     listed = subprocess.run([*command[:3], "--list"], capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0 and " 50 nn.Sigmoid" in listed.stdout and "mean pixel (0.46, 0.45, 0.42)" in listed.stdout
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+    exported = subprocess.run([sys.executable, str(ROOT / "export.py"), f"--model_dir={run}", f"--export_dir={tmp_path / 'cli'}"],
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0 and (tmp_path / "cli" / "1" / "saved_model.pb").exists()  # step 0 -> version 1
+
+    # Refusals: one line, exit 1, nothing written.
+    (tmp_path / "a_file").write_text("keep me")
+    for args, message in [
+        (command, "is not empty"),
+        ([*command[:3], f"--output={tmp_path / 'a_file'}"], "is a file, not a folder"),
+        ([*command[:3], f"--output={tmp_path / 'new'}", f"--export_dir={export}"], "exists already"),
+    ]:
+        refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and message in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert (tmp_path / "a_file").read_text() == "keep me" and not (tmp_path / "new").exists()
 
 
 def _modules_with(modules, number, **fields):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import data, losses, train_lib
+from glcic_tf import checkpoints, data, losses, train_lib
 from glcic_tf.errors import UserError
 
 TINY = tiny.SIZES
@@ -205,7 +205,7 @@ def test_bad_settings_and_model_dirs_are_one_line_errors(tmp_path):
         _config("folder:x", optimizer="sgd")
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file, not a folder"):
-        train_lib.check_model_dir(str(tmp_path / "file"))
+        checkpoints.check_folder(str(tmp_path / "file"), "--model_dir")
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
