@@ -1,5 +1,5 @@
-"""Run folders: finding their checkpoint, checking they can be written, and reading a completion
-network out of a checkpoint strictly (every one of its weights must be there).
+"""Run folders: finding their checkpoint, checking they can be written, and reading checkpoints
+strictly (every variable of what is read, a whole run or a completion network, must be there).
 
 `tf.train.Checkpoint.read(...).expect_partial()` alone would leave unmatched weights at their
 random initial values without a word, so a checkpoint of another architecture (another glcic_tf
@@ -38,19 +38,28 @@ def check_folder(path: str, flag: str) -> None:
         raise UserError(f"{flag} {path} cannot be written: {error.strerror}") from None
 
 
+def read_strictly(checkpoint: tf.train.Checkpoint, path: str, what: str = "this run's networks and optimizers") -> None:
+    """Reads `path` into `checkpoint`; every variable `checkpoint` tracks must be found there.
+
+    Values in the file that `checkpoint` does not track are ignored. A missing variable, or one
+    of another shape, is a one-line UserError naming `what` was expected.
+    """
+    try:
+        status = checkpoint.read(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise UserError(f"cannot load {what} from {path}: {str(error).splitlines()[0]}") from None
+    except AssertionError:
+        raise UserError(
+            f"{path} does not hold {what} (a checkpoint of another architecture or width, or written "
+            "by an older glcic_tf whose layers differ)"
+        ) from None
+
+
 def read_completion_network(network, checkpoint: str, **others) -> None:
     """Loads `network` (and any other trackables given, e.g. step=) from `checkpoint`.
 
     Anything else the checkpoint holds (discriminators, optimizers) is ignored; a weight of
     `network` that the checkpoint lacks, or of another shape, is a one-line UserError.
     """
-    try:
-        status = tf.train.Checkpoint(completion=network, **others).read(checkpoint)
-        status.expect_partial().assert_existing_objects_matched()
-    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
-        raise UserError(f"cannot load the completion network from {checkpoint}: {str(error).splitlines()[0]}") from None
-    except AssertionError:
-        raise UserError(
-            f"{checkpoint} does not hold this completion network's weights (a checkpoint of another "
-            "architecture, or written by an older glcic_tf whose layers differ)"
-        ) from None
+    read_strictly(tf.train.Checkpoint(completion=network, **others), checkpoint, "this completion network's weights")

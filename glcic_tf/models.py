@@ -153,18 +153,26 @@ def global_discriminator(global_size: int = GLOBAL_SIZE, width: float = 1.0) -> 
 def discriminator(
     global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_SIZE, width: float = 1.0, name: str = "discriminator"
 ) -> keras.Model:
-    """Both context discriminators joined: [global image, local patch] -> P(real), shape (B, 1).
+    """Both context discriminators joined: [global image, local patch] -> logit of P(real), (B, 1).
 
     As in the paper, the two 1024-d feature vectors are concatenated (local first) and one
-    fully connected layer with a sigmoid gives the probability that the image is real.
+    fully connected layer gives the probability that the image is real; the paper's sigmoid is
+    left to the losses (`glcic_tf.losses`, from logits) and to `real_probability`, because a
+    sigmoid followed by a clipped log loses the completion network's gradient exactly when the
+    discriminator is confident.
     """
     global_image = keras.Input((global_size, global_size, 3), name="global_image")
     local_patch = keras.Input((local_size, local_size, 3), name="local_patch")
     features = keras.layers.Concatenate(name="concatenation")(
         [local_discriminator(local_size, width)(local_patch), global_discriminator(global_size, width)(global_image)]
     )
-    probability = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="real_probability")(features)
-    return keras.Model([global_image, local_patch], probability, name=name)
+    logit = keras.layers.Dense(1, dtype="float32", name="real_logit")(features)
+    return keras.Model([global_image, local_patch], logit, name=name)
+
+
+def real_probability(logit) -> tf.Tensor:
+    """The discriminator's probability that an image is real: the paper's sigmoid on its logit."""
+    return tf.sigmoid(tf.cast(logit, tf.float32))
 
 
 def completion_input(image, mask, mean_pixel: Sequence[float] = PLACES2_MEAN_PIXEL) -> tf.Tensor:

@@ -129,6 +129,20 @@ def _is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def _cluster_resolver(strategy):
+    """The strategy's cluster when it spans several processes (TF_CONFIG), else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver if resolver is not None and resolver.cluster_spec().jobs else None
+
+
+class _StopAgreed(Exception):
+    """Every worker has saved at the step agreed after a stop request; the run returns."""
+
+
+def _raise_stop_agreed():
+    raise _StopAgreed()
+
+
 @contextlib.contextmanager
 def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
     """Within the block, SIGTERM/SIGINT set the returned flag instead of killing the process."""
@@ -179,9 +193,16 @@ class Trainer:
             completion_optimizer=self.completion_optimizer,
             discriminator_optimizer=self.discriminator_optimizer,
         )
-        directory = model_dir if self.is_chief else tempfile.mkdtemp(prefix="glcic_worker_checkpoint_")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=config.keep_checkpoints)
         self.restored_from = self._restore()
+        # Under MultiWorkerMirroredStrategy every worker must save (saving can take part in
+        # collectives), but only the chief writes into model_dir; the others write a throwaway copy.
+        if self.is_chief:
+            self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints)
+        else:
+            self._scratch = tempfile.TemporaryDirectory(prefix="glcic_worker_checkpoint_")
+            self.manager = tf.train.CheckpointManager(self.checkpoint, self._scratch.name, max_to_keep=1)
+        self._stop_reason: Callable[[], Optional[str]] = lambda: None  # set by run()
+        self._preemption = self._preemption_handler()
         # The input continues where the restored step left it (see data.training_dataset).
         self.dataset = data.distributed_training_dataset(
             self.strategy,
@@ -210,14 +231,42 @@ class Trainer:
         return optimizer
 
     def _restore(self) -> Optional[str]:
-        latest = self.manager.restore_or_initialize()
+        """Every worker restores the latest checkpoint of `model_dir` (only the chief writes there).
+
+        Strictly: a checkpoint that does not hold every variable of this run (another width,
+        another glcic_tf version) is a one-line error, never a run with some weights at random.
+        """
+        latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
+            checkpoints.read_strictly(self.checkpoint, latest)
             logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
         elif self.config.init_checkpoint:
             path = checkpoints.resolve(self.config.init_checkpoint)
             checkpoints.read_completion_network(self.completion, path)
             logging.info("completion network initialised from %s; discriminators start anew", path)
         return latest
+
+    def _preemption_handler(self):
+        """With several workers, TensorFlow's PreemptionCheckpointHandler stops them together.
+
+        A stop request on any worker (SIGTERM or SIGINT, seen by `run`'s `stop_requested`) is
+        shared through the cluster's coordination service; every worker then saves at the same
+        step (with `save`, so only the chief writes into model_dir) and `run` returns. A worker
+        that stopped alone would leave the others waiting in an all-reduce. One process needs
+        none of this: `run` checks `stop_requested` itself.
+        """
+        resolver = _cluster_resolver(self.strategy)
+        if resolver is None:
+            return None
+        termination = tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=lambda: self._stop_reason() is not None,
+            exit_fn=_raise_stop_agreed,
+            save_fn=lambda *args, **kwargs: self.save(),
+        )
+        # The handler restores the latest checkpoint of the folder it is given (the one just
+        # read strictly, on every worker alike); it writes only through save_fn.
+        reader = tf.train.CheckpointManager(self.checkpoint, self.model_dir, max_to_keep=None)
+        return tf.distribute.experimental.PreemptionCheckpointHandler(resolver, reader, termination_config=termination)
 
     # --- the three steps -----------------------------------------------------------------
 
@@ -252,20 +301,21 @@ class Trainer:
         return completed, models.composite(completed, batch["image"], batch["mask"])
 
     def _discriminate(self, images, boxes):
+        """The discriminators' logits for whole images and their local boxes."""
         local = crop_patches(images, boxes, self.config.sizes.local_size)
         return self.discriminator([images, local], training=True)
 
     def _discriminator_update(self, batch, fake) -> Dict[str, tf.Tensor]:
         fake = tf.stop_gradient(fake)
         with tf.GradientTape() as tape:
-            real_probability = self._discriminate(batch["image"], batch["real_local_box"])
-            fake_probability = self._discriminate(fake, batch["local_box"])
-            loss = self._mean(losses.discriminator_loss(real_probability, fake_probability))
+            real_logit = self._discriminate(batch["image"], batch["real_local_box"])
+            fake_logit = self._discriminate(fake, batch["local_box"])
+            loss = self._mean(losses.discriminator_loss(real_logit, fake_logit))
         self._apply(self.discriminator_optimizer, tape, loss, self.discriminator)
         return {
             "discriminator_loss": loss,
-            "d_real_mean": self._mean(tf.reshape(real_probability, [-1])),
-            "d_fake_mean": self._mean(tf.reshape(fake_probability, [-1])),
+            "d_real_mean": self._mean(tf.reshape(models.real_probability(real_logit), [-1])),
+            "d_fake_mean": self._mean(tf.reshape(models.real_probability(fake_logit), [-1])),
         }
 
     def _phase1(self, batch):
@@ -286,7 +336,7 @@ class Trainer:
                 metrics = self._discriminator_update(batch, fake)
             mse = self._mean(losses.hole_mse(completed, batch["image"], batch["mask"]))
             gan = self._mean(losses.completion_gan_loss(self._discriminate(fake, batch["local_box"])))
-            joint = mse + self.config.alpha * gan
+            joint = losses.joint_loss(mse, gan, self.config.alpha)
         self._apply(self.completion_optimizer, tape, joint, self.completion)
         return {"mse": mse, "gan_loss": gan, "joint_loss": joint, **metrics}
 
@@ -295,6 +345,13 @@ class Trainer:
     def run_step(self, phase: int, iterator=None) -> Dict[str, tf.Tensor]:
         """One compiled step of `phase` on the next batch of `iterator` (default: the run's input)."""
         return self._steps[phase](iterator or self.iterator)
+
+    def _run_step_or_stop(self, phase: int) -> Dict[str, tf.Tensor]:
+        """One step; with several workers, first a save and _StopAgreed if a stop was agreed."""
+        if self._preemption is None:
+            return self.run_step(phase)
+        # The handler also reports a failed step to every worker, so none waits in a collective.
+        return self._preemption.run(self.run_step, phase)
 
     def save(self) -> Optional[str]:
         step = int(self.step.numpy())
@@ -317,15 +374,21 @@ class Trainer:
         step = int(self.step.numpy())
         metrics: Dict[str, float] = {}
         clock = _Throughput(config.batch_size)
+        self._stop_reason = stop_requested
         with writer.as_default():
             while step < until_step:
                 reason = stop_requested()
-                if reason:
+                if reason and self._preemption is None:
                     logging.info("%s received at step %d: saving and stopping", reason, step)
                     break
                 phase = config.phase_at(step)
                 try:
-                    values = self.run_step(phase)
+                    values = self._run_step_or_stop(phase)
+                except _StopAgreed:
+                    reason = stop_requested()
+                    source = f"{reason} received" if reason else "another worker was asked to stop"
+                    logging.info("%s: every worker saved at step %d; stopping", source, step)
+                    break
                 except tf.errors.InvalidArgumentError as error:
                     if _NOT_FINITE not in error.message:
                         raise

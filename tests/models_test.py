@@ -116,22 +116,25 @@ def test_discriminator_branches_match_table_2(disc, branch, size, filters):
     assert model.output_shape == (None, 1024)
 
 
-def test_discriminator_joins_both_branches_into_one_sigmoid_probability(disc):
+def test_discriminator_joins_both_branches_into_one_logit(disc):
     assert [tuple(shape) for shape in disc.input_shape] == [(None, 256, 256, 3), (None, 128, 128, 3)]
     concatenation = disc.get_layer("concatenation")
     assert concatenation.output.shape == (None, 2048)
     head = disc.layers[-1]
     assert isinstance(head, keras.layers.Dense) and head.units == 1
-    assert head.get_config()["activation"] == "sigmoid"
+    # The paper's sigmoid is applied by the losses (from logits) and by real_probability.
+    assert head.get_config()["activation"] == "linear"
 
 
-def test_discriminator_gives_one_probability_per_image_at_small_sizes():
+def test_discriminator_gives_one_logit_per_image_at_small_sizes():
     disc = models.discriminator(global_size=64, local_size=32, width=0.125)
     rng = np.random.default_rng(0)
     global_images = rng.uniform(size=(3, 64, 64, 3)).astype("float32")
     local_patches = rng.uniform(size=(3, 32, 32, 3)).astype("float32")
-    probability = disc([global_images, local_patches], training=False).numpy()
-    assert probability.shape == (3, 1)
+    logit = disc([global_images, local_patches], training=False).numpy()
+    assert logit.shape == (3, 1)
+    probability = models.real_probability(logit).numpy()
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-logit)), rtol=1e-6)
     assert np.all((probability > 0) & (probability < 1))
 
 
