@@ -38,7 +38,7 @@ def check_folder(path: str, flag: str) -> None:
         raise UserError(f"{flag} {path} cannot be written: {error.strerror}") from None
 
 
-def read_strictly(checkpoint: tf.train.Checkpoint, path: str, what: str = "this run's networks and optimizers") -> None:
+def read_strictly(checkpoint: tf.train.Checkpoint, path: str, what: str, hint: str = "") -> None:
     """Reads `path` into `checkpoint`; every variable `checkpoint` tracks must be found there.
 
     Values in the file that `checkpoint` does not track are ignored. A missing variable, or one
@@ -52,7 +52,7 @@ def read_strictly(checkpoint: tf.train.Checkpoint, path: str, what: str = "this 
     except AssertionError:
         raise UserError(
             f"{path} does not hold {what} (a checkpoint of another architecture or width, or written "
-            "by an older glcic_tf whose layers differ)"
+            f"by an older glcic_tf whose layers differ){hint}"
         ) from None
 
 

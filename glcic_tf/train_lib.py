@@ -238,7 +238,12 @@ class Trainer:
         """
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
-            checkpoints.read_strictly(self.checkpoint, latest)
+            checkpoints.read_strictly(
+                self.checkpoint,
+                latest,
+                "this run's networks and optimizers",
+                "; to start from another run's completion network, pass it as --init_checkpoint with a new --model_dir",
+            )
             logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
         elif self.config.init_checkpoint:
             path = checkpoints.resolve(self.config.init_checkpoint)

@@ -54,6 +54,23 @@ def test_same_seed_same_batches_other_seed_other_holes(sample_folder):
     assert not np.array_equal(first["hole_box"], other["hole_box"])
 
 
+def test_random_rescale_crop_draws_every_shortest_edge_of_the_papers_range_and_no_other(monkeypatch):
+    edges = []
+
+    def recording_resize(image, edge):
+        edges.append(int(edge))
+        return tf.zeros([edge, edge, 3])
+
+    monkeypatch.setattr(data, "resize_shortest_edge", recording_resize)
+    image = tf.zeros([3, 5, 3], tf.uint8)
+    for index in range(2000):
+        crop = data.random_rescale_crop(image, tf.constant([index, 7], tf.int64))  # the paper's defaults
+    assert crop.shape == (256, 256, 3)
+    # Shortest edge in [256, 384], both ends included (129 values, each drawn about 15 times).
+    assert min(edges) == 256 and max(edges) == 384
+    assert len(set(edges)) == 129
+
+
 def _save(path, array):
     Image.fromarray(array).save(path)
 

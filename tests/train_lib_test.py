@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import checkpoints, data, losses, train_lib
+from glcic_tf import checkpoints, data, losses, models, train_lib
 from glcic_tf.errors import UserError
 
 TINY = tiny.SIZES
@@ -218,3 +218,90 @@ def test_mixed_precision_runs_every_phase_with_float32_outputs_and_finite_losses
         metrics = trainer.run(until_step=step)
         assert metrics and all(np.isfinite(value) for value in metrics.values())
     assert keras.mixed_precision.global_policy().name == "float32"  # the policy does not leak out
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(sample_folder):
+    batch = next(iter(data.training_dataset(f"folder:{sample_folder}/train", 4, seed=3, sizes=TINY, deterministic=True)))
+    # The fake patch's box and the real patch's box differ, so a swap would show.
+    assert not np.array_equal(batch["local_box"].numpy(), batch["real_local_box"].numpy())
+    return batch
+
+
+def _phase3_trainer(source, model_dir, **overrides):
+    return train_lib.Trainer(_config(source, completion_steps=0, discriminator_steps=0, total_steps=1, **overrides), str(model_dir))
+
+
+def _repeat(batch):
+    return iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+
+def test_phase_3_gan_term_reaches_the_completion_network(source, tmp_path, fixed_batch):
+    # The same initial weights (same seed) and batch, with and without the GAN term.
+    runs = {}
+    for alpha in (0.0, 0.5):
+        trainer = _phase3_trainer(source, tmp_path / str(alpha), alpha=alpha)
+        metrics = {name: float(value) for name, value in trainer.run_step(3, _repeat(fixed_batch)).items()}
+        runs[alpha] = metrics, [v.numpy() for v in trainer.completion.weights], [v.numpy() for v in trainer.discriminator.weights]
+    (metrics0, completion0, discriminator0), (metrics, completion, discriminator) = runs[0.0], runs[0.5]
+    for a, b in zip(discriminator0, discriminator):  # the discriminators' update comes first: alpha plays no part
+        np.testing.assert_array_equal(a, b)
+    assert metrics["mse"] == metrics0["mse"] and metrics["gan_loss"] == metrics0["gan_loss"]
+    assert metrics["joint_loss"] == pytest.approx(metrics["mse"] + 0.5 * metrics["gan_loss"], rel=1e-6)
+    assert metrics0["joint_loss"] == pytest.approx(metrics0["mse"], rel=1e-6)
+    moved = [not np.array_equal(a, b) for a, b in zip(completion0, completion)]
+    assert sum(moved) > len(moved) // 2  # the GAN gradient changed the completion network's update
+
+
+class _Spy:
+    """Stands in for the discriminator model and records what it is shown."""
+
+    def __init__(self, network):
+        self.network, self.seen = network, []
+        self.trainable_variables = network.trainable_variables
+
+    def __call__(self, inputs, training):
+        self.seen.append([tensor.numpy() for tensor in inputs])
+        return self.network(inputs, training=training)
+
+
+def _crop(images, boxes, size):
+    return np.stack([image[y : y + size, x : x + size] for image, (y, x, *_) in zip(images, boxes)])
+
+
+def test_phase_3_discriminators_see_the_composite_and_the_right_boxes(source, tmp_path, fixed_batch):
+    trainer = _phase3_trainer(source, tmp_path)
+    image, mask = fixed_batch["image"].numpy(), fixed_batch["mask"].numpy()
+    size = TINY.local_size
+    # What the completion network gives for this batch in training mode (batch statistics).
+    completion = trainer.completion(models.completion_input(image, mask, trainer.config.mean_pixel), training=True).numpy()
+    spy = trainer.discriminator = _Spy(trainer.discriminator)
+    tf.config.run_functions_eagerly(True)  # so the spy sees values, not graph tensors
+    try:
+        trainer.run_step(3, _repeat(fixed_batch))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert len(spy.seen) == 3  # real and completed for the discriminators, completed for the GAN term
+    (real_global, real_local), (fake_global, fake_local), (gan_global, gan_local) = spy.seen
+    np.testing.assert_array_equal(real_global, image)
+    np.testing.assert_array_equal(real_local, _crop(image, fixed_batch["real_local_box"].numpy(), size))
+    hole = np.broadcast_to(mask > 0.5, image.shape)
+    np.testing.assert_array_equal(fake_global[~hole], image[~hole])  # the input's own pixels outside the hole
+    np.testing.assert_allclose(fake_global[hole], completion[hole], atol=1e-6)  # the network's inside
+    assert not np.allclose(fake_global[hole], image[hole], atol=1e-3)
+    np.testing.assert_array_equal(fake_local, _crop(fake_global, fixed_batch["local_box"].numpy(), size))
+    np.testing.assert_array_equal(gan_global, fake_global)
+    np.testing.assert_array_equal(gan_local, fake_local)
+
+
+def test_resuming_a_checkpoint_of_another_run_is_a_one_line_error(source, tmp_path):
+    train_lib.Trainer(_config(source), str(tmp_path / "run")).run(until_step=1)
+    with pytest.raises(UserError, match=r"cannot load this run's networks and optimizers from .*ckpt-1: "):
+        train_lib.Trainer(_config(source, width=0.25), str(tmp_path / "run"))  # other shapes
+    # A folder whose checkpoint holds the completion network alone (as the converter writes):
+    # resuming from it would leave the discriminators and the optimizers at their initial values.
+    completion_only = tmp_path / "completion_only"
+    trainer = train_lib.Trainer(_config(source), str(tmp_path / "other"))
+    tf.train.CheckpointManager(tf.train.Checkpoint(completion=trainer.completion), str(completion_only), 1).save(0)
+    with pytest.raises(UserError, match="does not hold this run's networks and optimizers"):
+        train_lib.Trainer(_config(source), str(completion_only))

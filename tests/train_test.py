@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
@@ -114,26 +117,102 @@ def _free_ports(count):
     return ports
 
 
-def test_multi_worker_run_with_two_local_processes_completes(sample_folder, tmp_path):
+def _start_workers(worker_flags, run_dir, logs_prefix, *extra):
+    """Two train.py worker processes of one cluster on 127.0.0.1 (TF_CONFIG), logging to files."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes, logs = [], [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    processes, logs = [], []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        args = [
-            f"--source=folder:{sample_folder}/train",
-            f"--model_dir={tmp_path / 'run'}",
-            "--strategy=multi_worker",
-            "--completion_steps=2",
-            "--discriminator_steps=1",
-            "--total_steps=4",
-            *TINY_FLAGS,
-        ]
+        args = [f"--model_dir={run_dir}", "--strategy=multi_worker", *worker_flags, *extra]
+        logs.append(Path(f"{logs_prefix}{index}.log"))
         with open(logs[index], "w") as log:  # files, not pipes: a full pipe would stall one worker
             processes.append(_run(args, env={"TF_CONFIG": json.dumps(tf_config)}, stdout=log))
+    return processes, logs
+
+
+def _finish(processes, logs):
+    """Each worker's output, once both have exited with status 0."""
     for process in processes:
         process.wait(timeout=600)
     outputs = [log.read_text() for log in logs]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    assert "step 4/4 phase 3" in outputs[0]
-    assert Path(tmp_path, "run", "ckpt-4.index").exists()
+    return outputs
+
+
+def _checkpoint_values(prefix):
+    reader = tf.train.load_checkpoint(str(prefix))
+    names = [name for name in reader.get_variable_to_shape_map() if not name.startswith("save_counter")]
+    return {name: reader.get_tensor(name) for name in names}
+
+
+@pytest.fixture(scope="module")
+def multi_worker_flags(sample_folder):
+    # Phase 1 is steps 0-1, phase 2 step 2, phase 3 from step 3 on; deterministic, so two runs
+    # of the same steps end with the same weights.
+    return [
+        f"--source=folder:{sample_folder}/train",
+        "--completion_steps=2",
+        "--discriminator_steps=1",
+        "--total_steps=6",
+        "--deterministic",
+        *TINY_FLAGS,
+    ]
+
+
+@pytest.fixture(scope="module")
+def two_workers_straight(multi_worker_flags, tmp_path_factory):
+    """Two workers, six steps without a stop: the run folder and both workers' output."""
+    folder = tmp_path_factory.mktemp("two_workers_straight")
+    outputs = _finish(*_start_workers(multi_worker_flags, folder / "run", folder / "worker"))
+    return folder / "run", outputs, multi_worker_flags
+
+
+def test_multi_worker_run_with_two_local_processes_completes(two_workers_straight):
+    run, outputs, _ = two_workers_straight
+    for output in outputs:
+        assert "step 6/6 phase 3" in output
+    assert Path(run, "ckpt-6.index").exists()
+    assert not list(Path(run).glob("workertemp*"))  # the other worker never writes beside the chief's folder
+
+
+def test_two_workers_stopped_in_phase_3_and_started_again_end_as_an_uninterrupted_run(two_workers_straight, tmp_path):
+    straight, _, worker_flags = two_workers_straight
+    _finish(*_start_workers(worker_flags, tmp_path / "run", tmp_path / "first", "--stop_at_step=4"))
+    outputs = _finish(*_start_workers(worker_flags, tmp_path / "run", tmp_path / "again"))
+    for output in outputs:  # every worker continues from the chief's checkpoint, not from scratch
+        assert f"resuming from {tmp_path / 'run' / 'ckpt-4'} at step 4 (phase 3)" in output
+        assert "step 5/6 phase 3" in output and "step 1/6" not in output
+    expected, resumed = _checkpoint_values(Path(straight, "ckpt-6")), _checkpoint_values(tmp_path / "run" / "ckpt-6")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)
+
+
+def _wait_in_file(path, needle, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and needle in path.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {needle!r} in {path} within {timeout} s:\n{path.read_text()[-3000:]}")
+
+
+def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_the_restart_continues(multi_worker_flags, tmp_path):
+    run = tmp_path / "run"
+    processes, logs = _start_workers(multi_worker_flags, run, tmp_path / "first", "--total_steps=100000")
+    _wait_in_file(logs[1], "step 4/100000 phase 3", timeout=300)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = _finish(processes, logs)
+    stops = [re.search(r"every worker saved at step (\d+); stopping", output) for output in outputs]
+    assert all(stops), [output[-2000:] for output in outputs]
+    step = int(stops[0].group(1))
+    assert int(stops[1].group(1)) == step >= 4
+    assert "SIGTERM received: every worker saved" in outputs[1]
+    assert "another worker was asked to stop: every worker saved" in outputs[0]
+    assert tf.train.latest_checkpoint(str(run)).endswith(f"ckpt-{step}")
+
+    outputs = _finish(*_start_workers(multi_worker_flags, run, tmp_path / "again", "--total_steps=100000", f"--stop_at_step={step + 2}"))
+    for output in outputs:
+        assert f"resuming from {run / f'ckpt-{step}'} at step {step} (phase 3)" in output
+        assert f"step {step + 2}/100000 phase 3" in output and f"step {step}/100000" not in output
