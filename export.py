@@ -11,7 +11,7 @@ glcic_tf/export_lib.py and BUILD.md.
 
 from absl import app, flags
 
-from glcic_tf import export_lib, inference
+from glcic_tf import export_lib, inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -19,6 +19,11 @@ flags.DEFINE_string("model_dir", None, "A train.py run folder (its latest checkp
 flags.DEFINE_string("export_dir", None, "Model base path: the SavedModel goes into <export_dir>/<version>/.")
 flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step (1 for step 0).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
+flags.DEFINE_integer(
+    "max_pixels",
+    strategy.MAX_NETWORK_PIXELS,
+    "Largest image (pixels) one request may carry; the network needs about 670 bytes per pixel.",
+)
 
 
 def main(argv):
@@ -30,7 +35,7 @@ def main(argv):
         network, mean_pixel, step = inference.load_completion_network(FLAGS.model_dir)
         # Step 0 (a converted or untrained network) becomes version 1: some serving tools skip 0.
         version = max(step, 1) if FLAGS.version is None else FLAGS.version
-        path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite)
+        path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite, FLAGS.max_pixels)
     print(f"exported the completion network of step {step} to {path}")
 
 

@@ -24,7 +24,7 @@ import urllib.request
 import numpy as np
 from absl import app, flags, logging
 
-from glcic_tf import inference
+from glcic_tf import inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,15 @@ flags.DEFINE_string("model", None, "SavedModel (version folder or base folder) o
 flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
 flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "How to talk to --server.")
 flags.DEFINE_string("model_name", "glcic", "The model's name on the server.")
-flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this.")
+flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    strategy.STRATEGIES,
+    "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
+    "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
+)
+flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -56,6 +64,16 @@ def _encode_png(array):
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     return cv2.imencode(".png", array)[1].tobytes()
+
+
+def serving_completer(image, mask):
+    """TF Serving as a completer: float batches of one (as `Inpainter`), PNG files on the wire.
+
+    `inference.inpaint` crops around the holes before it calls this, so the server gets the
+    holes' neighbourhoods, not the whole photograph.
+    """
+    completed = remote_complete(inference.to_uint8(np.asarray(image)[0]), np.asarray(mask)[0])
+    return completed[None].astype(np.float32) / 255.0
 
 
 def remote_complete(image, mask):
@@ -129,6 +147,18 @@ def _jobs():
     return jobs
 
 
+def _complete_file(completer, image_path, mask_path, output_path, boxes):
+    image = inference.read_image(image_path, FLAGS.max_pixels)
+    if mask_path:
+        mask = inference.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
+    else:
+        mask = inference.box_mask(image.shape[:2], boxes)
+    start = time.perf_counter()
+    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.strategy, FLAGS.max_network_pixels)
+    logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
+    inference.write_image(output_path, completed)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -137,32 +167,20 @@ def main(argv):
         boxes = [_parse_box(text) for text in FLAGS.box]
         if bool(FLAGS.model) == bool(FLAGS.server):
             raise UserError("give either --model (run locally) or --server (TF Serving)")
-        if FLAGS.model:
-            complete = inference.load_completer(FLAGS.model)
-
-            def run(image, mask):
-                return inference.inpaint(complete, image, mask, FLAGS.postprocess)
-
-        else:
-
-            def run(image, mask):
-                if not mask.any():
-                    return image.copy()
-                completed = np.where(mask > 0.5, remote_complete(image, mask), image)
-                return inference.postprocess(image, completed, mask) if FLAGS.postprocess else completed
-
+        completer = inference.load_completer(FLAGS.model) if FLAGS.model else serving_completer
+        failures = []
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
         for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
-            image = inference.read_image(image_path, FLAGS.max_pixels)
-            if mask_path:
-                mask = inference.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
-            else:
-                mask = inference.box_mask(image.shape[:2], boxes)
-            start = time.perf_counter()
-            completed = run(image, mask)
-            logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
-            inference.write_image(output_path, completed)
+            try:
+                _complete_file(completer, image_path, mask_path, output_path, boxes)
+            except UserError as error:
+                if len(jobs) == 1:
+                    raise
+                logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
+                failures.append(image_path)
+        if failures:
+            raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {len(jobs) - len(failures)} were written to {FLAGS.output}")
     print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")
 
 

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import pipeline  # noqa: E402  (defines the pipeline's flags too)
+from benchmarks import machine, pipeline  # noqa: E402  (pipeline defines its flags too)
+from benchmarks.machine import roofline_gflops  # noqa: E402
 from glcic_tf import models  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -38,20 +39,7 @@ flags.DEFINE_bool("torch", True, "Time the PyTorch peer (needs the bench extra).
 
 
 def best_time(function, repeats=None):
-    function()
-    times = []
-    for _ in range(repeats or FLAGS.repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def roofline_gflops(n: int = 4096) -> float:
-    a = tf.random.uniform((n, n))
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    seconds = best_time(lambda: matmul(a).numpy(), repeats=5)
-    return 2 * n**3 / seconds / 1e9
+    return machine.best_time(function, repeats or FLAGS.repeats)
 
 
 def completion_flops(side: int) -> float:

@@ -6,8 +6,6 @@ Entry points print its message as a single line and exit with status 1, never a 
 import contextlib
 import sys
 
-from absl import logging
-
 
 class UserError(Exception):
     """A bad input or setting; the message says what is wrong and what to do."""
@@ -19,5 +17,4 @@ def one_line_errors():
     try:
         yield
     except UserError as error:
-        logging.error("%s", error)
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {error}")  # printed once, on stderr

@@ -3,7 +3,7 @@
 Signatures:
 - `serving_default`: image float32 [batch, height, width, 3] in [0, 1], mask float32
   [batch, height, width, 1] (1 = hole) -> inpainted float32 [batch, height, width, 3];
-- `inpaint_bytes`: image_bytes and mask_bytes, string [batch] (PNG/JPEG/BMP/GIF files; white
+- `inpaint_bytes`: image_bytes and mask_bytes, string [batch] (PNG/JPEG/BMP/GIF/WebP files; white
   mask pixels are the hole) -> inpainted_bytes, string [batch] (PNG). The `_bytes` names let
   TF Serving's REST API take and give `{"b64": ...}`.
 
@@ -12,8 +12,8 @@ version is written into a temporary folder and renamed into place, so a server w
 `export_dir` never sees a partial version.
 
 Bad requests fail with InvalidArgumentError and a message (the server answers 400 and keeps
-serving): undecodable bytes, a file whose header announces more than `max_pixels` pixels
-(checked before decoding), a mask of another size, NaN or infinite float pixels.
+serving): undecodable bytes, an image of more than `max_pixels` pixels (checked from the file's
+header before decoding, and after), a mask of another size, NaN or infinite float pixels.
 """
 
 import os
@@ -24,16 +24,21 @@ import keras
 import tensorflow as tf
 
 from glcic_tf.errors import UserError
-from glcic_tf.inference import MAX_PIXELS, Inpainter, announced_size
+from glcic_tf.inference import Inpainter, announced_size
+from glcic_tf.strategy import MAX_NETWORK_PIXELS
 
 BYTES_SIGNATURE = "inpaint_bytes"
 
 
 def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
-    pixels = tf.reduce_prod(announced_size(encoded))
-    check = tf.debugging.assert_less_equal(pixels, tf.constant(max_pixels, tf.int64), message=f"{what} is larger than {max_pixels} pixels")
-    with tf.control_dependencies([check]):  # decode only after the check passed
-        return tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+    """Decoded pixels, checked against `max_pixels` from the header before decoding and after."""
+    limit, message = tf.constant(max_pixels, tf.int64), f"{what} is larger than {max_pixels} pixels"
+    check = tf.debugging.assert_less_equal(tf.reduce_prod(announced_size(encoded)), limit, message=message)
+    with tf.control_dependencies([check]):  # decode only after the header's check passed
+        decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+    shape = tf.shape(decoded, out_type=tf.int64)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):
+        return tf.identity(decoded)
 
 
 def _png_of_one(inpainter, pair, max_pixels: int):
@@ -57,15 +62,18 @@ def version_path(export_dir: str, version: int, overwrite: bool = False) -> str:
 
 
 def export_saved_model(
-    network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_pixels: int = MAX_PIXELS
+    network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_pixels: int = MAX_NETWORK_PIXELS
 ) -> str:
     """Write the SavedModel of `network` into `export_dir/version`; returns that path.
 
-    The bytes signature refuses files whose header announces more than `max_pixels` pixels.
+    Both signatures refuse images of more than `max_pixels` pixels (the bytes signature checks
+    the header before decoding too): the server runs the network on the whole image it is sent,
+    at about 670 bytes per pixel, so the default (4 megapixels) keeps a request under 3 GB.
+    Clients send the holes' neighbourhoods (`glcic_tf.strategy`), not whole photographs.
     """
     target = version_path(export_dir, version, overwrite)
     os.makedirs(export_dir, exist_ok=True)
-    inpainter = Inpainter(network, mean_pixel)
+    inpainter = Inpainter(network, mean_pixel, max_pixels)
 
     archive = keras.export.ExportArchive()
     archive.track(network)

@@ -7,19 +7,22 @@ then Poisson blending (seamlessClone) of the completed region, as the authors' i
 
 import json
 import os
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import PIL.Image
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import checkpoints, models
+from glcic_tf import checkpoints, models, strategy as strategies
 from glcic_tf.errors import UserError
 
-# Largest image accepted by default (pixels): about 4096 x 4096. One request must not be able to
-# exhaust a server's memory (the network keeps ~2 KB of activations per input pixel).
-MAX_PIXELS = 4096 * 4096
+# Largest image `inpaint.py` and `read_image` accept by default: 100 megapixels (10000 x 10000).
+# The network never runs on more than strategy.MAX_NETWORK_PIXELS at once (about 2.8 GB); the
+# image, its mask and the result add about 25 bytes per pixel. Measured through inpaint.py with
+# a 10000x10000 JPEG, a 9000x8000 hole and --postprocess: 4.6 GB peak, within 8 GB.
+MAX_PIXELS = 10_000 * 10_000
 
 
 def load_completion_network(path: str):
@@ -66,13 +69,15 @@ class Inpainter(tf.Module):
     Compiled once with unknown batch, height and width, so a new size does not retrace. The
     image is padded to a multiple of 4 (its last row and column repeated), the network runs in
     inference mode, the result is cropped back and the input's pixels are put back outside the
-    holes.
+    holes. Images of more than `max_pixels` pixels are refused (InvalidArgumentError) before the
+    network runs: it needs about 670 bytes per pixel.
     """
 
-    def __init__(self, network, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL):
+    def __init__(self, network, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL, max_pixels: int = strategies.MAX_NETWORK_PIXELS):
         super().__init__()
         self.network = network
         self.mean_pixel = tf.constant(mean_pixel, tf.float32)
+        self.max_pixels = max_pixels
 
     @tf.function(
         input_signature=[
@@ -84,6 +89,11 @@ class Inpainter(tf.Module):
         checks = [
             tf.debugging.assert_equal(tf.shape(mask)[:3], tf.shape(image)[:3], message="mask and image sizes differ"),
             tf.debugging.assert_all_finite(image, "the image holds NaN or infinite values"),
+            tf.debugging.assert_less_equal(
+                tf.shape(image, out_type=tf.int64)[1] * tf.shape(image, out_type=tf.int64)[2],
+                tf.constant(self.max_pixels, tf.int64),
+                message=f"the image is larger than {self.max_pixels} pixels, the most the network runs on at once",
+            ),
         ]
         with tf.control_dependencies(checks):  # nothing runs on inputs that failed a check
             image, mask = tf.identity(image), tf.cast(mask > 0.5, tf.float32)
@@ -124,33 +134,57 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
+def header_size(path: str) -> Optional[Tuple[int, int]]:
+    """(width, height) as the file's header states it, read by Pillow without decoding the pixels
+    (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow knows); None if Pillow
+    cannot tell."""
+    limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # the caller judges the size
+    try:
+        with PIL.Image.open(path) as image:
+            return image.size
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
+
+
 def _decode(path: str, what: str, mode: int, max_pixels: int) -> np.ndarray:
-    """Decode an image file with OpenCV after checking its announced size; UserError otherwise."""
+    """Decode an image file with OpenCV; UserError if it cannot be read or is over `max_pixels`.
+
+    The size is checked twice: from the header before decoding (a small file announcing a huge
+    image must not be decoded at all), and on the decoded pixels, for any format whose header
+    was not read.
+    """
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} does not exist")
     encoded = np.fromfile(path, np.uint8)
-    try:
-        width, height = (int(side) for side in announced_size(tf.constant(encoded.tobytes())))
-    except tf.errors.InvalidArgumentError:  # a header too broken to read: the decoder will refuse it
-        width = height = 0
-    if width * height > max_pixels:
-        raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    # Pillow reads the headers of many formats; announced_size reads a few, but leniently (a
+    # file with nothing but a header still announces its size).
+    announced = [header_size(path), tuple(int(side) for side in announced_size(tf.constant(encoded.tobytes())))]
+    for width, height in filter(None, announced):
+        if width * height > max_pixels:
+            raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     decoded = cv2.imdecode(encoded, mode) if encoded.size else None
     if decoded is None:
         raise UserError(f"{what} {path} is not a readable image file")
+    height, width = decoded.shape[:2]
+    if width * height > max_pixels:
+        raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     return decoded
 
 
 def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.Tensor:
-    dtype = tf.uint16 if size == 2 else tf.int32
-    raw = tf.io.decode_raw(tf.strings.substr(encoded, offset, size), dtype, little_endian=little_endian)
-    return tf.abs(tf.cast(raw[0], tf.int64))
+    """The unsigned `size`-byte integer at `offset` of `encoded`, as int64."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, size), tf.uint8), tf.int64)
+    weights = tf.constant([256**index for index in range(size)], tf.int64)
+    return tf.reduce_sum(raw * (weights if little_endian else tf.reverse(weights, [0])))
 
 
 def announced_size(encoded) -> tf.Tensor:
-    """[width, height] as a PNG, JPEG, GIF or BMP header states it, read without decoding: the
-    guard against a small file announcing a huge image (a decompression bomb). [0, 0] for other
-    formats, which the decoder then judges. TensorFlow ops, so the export's signature uses it too.
+    """[width, height] as a PNG, JPEG, GIF, BMP or WebP header states it, read without decoding:
+    the guard against a small file announcing a huge image (a decompression bomb), in TensorFlow
+    ops for the export's bytes signature. These are all the formats `tf.io.decode_image` reads;
+    [0, 0] for anything else, which it refuses.
     """
     encoded = tf.strings.join([encoded, tf.strings.reduce_join(tf.fill([32], "\0"))])  # no out-of-range reads
     magic = tf.strings.substr(encoded, 0, 4)
@@ -167,12 +201,31 @@ def announced_size(encoded) -> tf.Tensor:
     def jpeg():
         return tf.reverse(tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), [0])
 
+    def webp():
+        # RIFF....WEBP, then the first chunk: VP8X (extended: 24-bit width - 1 and height - 1 at
+        # 24 and 27), VP8L (lossless: 14-bit width - 1 and height - 1 packed from byte 21) or
+        # "VP8 " (lossy: 14-bit width and height at 26 and 28).
+        chunk = tf.strings.substr(encoded, 12, 4)
+
+        def extended():
+            return tf.stack([_header_integer(encoded, 24, 3, True) + 1, _header_integer(encoded, 27, 3, True) + 1])
+
+        def lossless():
+            bits = _header_integer(encoded, 21, 4, True)
+            return tf.stack([bits % 2**14 + 1, bits // 2**14 % 2**14 + 1])
+
+        def lossy():
+            return tf.stack([_header_integer(encoded, 26, 2, True) % 2**14, _header_integer(encoded, 28, 2, True) % 2**14])
+
+        return tf.case([(tf.equal(chunk, b"VP8X"), extended), (tf.equal(chunk, b"VP8L"), lossless)], default=lossy)
+
     return tf.case(
         [
             (tf.equal(magic, b"\x89PNG"), png),
             (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), gif),
             (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp),
             (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), jpeg),
+            (tf.logical_and(tf.equal(magic, b"RIFF"), tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP")), webp),
         ],
         default=lambda: tf.zeros([2], tf.int64),
     )
@@ -203,14 +256,32 @@ def box_mask(shape: Tuple[int, int], boxes: Sequence[Tuple[int, int, int, int]])
     return mask
 
 
-def inpaint(inpainter: Inpainter, image: np.ndarray, mask: np.ndarray, post: bool = False) -> np.ndarray:
-    """One (H, W, 3) uint8 image and its (H, W, 1) mask -> the completed (H, W, 3) uint8 image."""
+def inpaint(
+    completer,
+    image: np.ndarray,
+    mask: np.ndarray,
+    post: bool = False,
+    strategy: str = "auto",
+    max_network_pixels: int = strategies.MAX_NETWORK_PIXELS,
+) -> np.ndarray:
+    """One (H, W, 3) uint8 image and its (H, W, 1) mask -> the completed (H, W, 3) uint8 image.
+
+    `completer` takes float batches (image (B, h, w, 3) in [0, 1], mask (B, h, w, 1)) and returns
+    the completed batch: an `Inpainter`, or what `load_completer` gives. `strategy` says how much
+    of the image it sees (`glcic_tf.strategy`): by default crops around the holes, so a phone
+    photograph with a small hole costs what the hole's neighbourhood costs. The post-processing
+    runs on the same crops, after the network (so on a downscaled copy where the network ran on
+    one, which keeps its memory bounded too).
+    """
     if not mask.any():
         return image.copy()
-    completed = inpainter(tf.constant(image[None], tf.float32) / 255.0, tf.constant(mask[None]))
-    completed = to_uint8(completed[0])
-    completed = np.where(mask > 0.5, completed, image)  # exactly the input's pixels outside the holes
-    return postprocess(image, completed, mask) if post else completed
+
+    def complete_one(crop, crop_mask):
+        completed = to_uint8(completer(tf.constant(crop[None], tf.float32) / 255.0, tf.constant(crop_mask[None]))[0])
+        completed = np.where(crop_mask > 0.5, completed, crop)  # exactly the input's pixels outside the holes
+        return postprocess(crop, completed, crop_mask) if post else completed
+
+    return strategies.complete(complete_one, image, mask, strategy, max_network_pixels=max_network_pixels)
 
 
 def write_image(path: str, image: np.ndarray) -> None:

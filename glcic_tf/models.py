@@ -65,6 +65,28 @@ LOCAL_SIZE = 128
 SIZE_MULTIPLE = 4
 
 
+def receptive_radius(table: Sequence[ConvSpec] = COMPLETION_NETWORK) -> int:
+    """How far (input pixels, in each direction) one output pixel of the network can see: 153 for Table 1.
+
+    A convolution adds (kernel - 1) / 2 x dilation of its input's spacing (jump, in input
+    pixels); a stride-2 convolution doubles the spacing. A transposed convolution (kernel 4,
+    stride 2, padding 1) reads at most one input position to either side, `jump` before it
+    halves the spacing. Most of the 153 comes from the dilated rows (2 + 4 + 8 + 16 at a
+    spacing of 4). Pixels farther than this from every hole cannot change the completion, so a
+    crop around the holes with this margin, aligned to SIZE_MULTIPLE, completes them exactly as
+    the whole image would.
+    """
+    radius, jump = 0, 1
+    for spec in table:
+        if spec.kind == "deconv":
+            radius += (spec.kernel // spec.stride - 1) * jump
+            jump //= spec.stride
+        else:
+            radius += (spec.kernel - 1) // 2 * spec.dilation * jump
+            jump *= spec.stride
+    return radius
+
+
 def _scaled(filters: int, width: float) -> int:
     return max(1, round(filters * width))
 

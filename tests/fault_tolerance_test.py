@@ -168,6 +168,22 @@ def test_hostile_requests_to_the_signatures_fail_cleanly_and_the_model_keeps_ser
     assert "larger than 1000000 pixels" in messages["png_bomb"] and "larger than 1000000 pixels" in messages["jpeg_bomb"]
     assert "larger than 1000000 pixels" in messages["mask_bomb"]
     assert "mask and image sizes differ" in messages["mask_of_another_size"]
+    # WebP, which tf.io.decode_image reads too: real files over the limit (lossy, lossless) and a
+    # small one whose header claims 16383 x 16383; one under the limit completes.
+    big = np.random.default_rng(0).integers(0, 256, (1000, 1100, 3), dtype=np.uint8)
+    webp_bomb = bytearray(cv2.imencode(".webp", np.zeros((16, 16, 3), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes())
+    assert webp_bomb[12:16] == b"VP8 "
+    webp_bomb[26:30] = struct.pack("<HH", 16383, 16383)
+    webps = {
+        "lossy": cv2.imencode(".webp", big, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes(),
+        "lossless": cv2.imencode(".webp", big, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes(),
+        "bomb": bytes(webp_bomb),
+    }
+    for name, content in webps.items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image is larger than 1000000 pixels"):
+            by_bytes(image_bytes=tf.constant([content]), mask_bytes=tf.constant([mask_png]))
+    small_webp = cv2.imencode(".webp", np.full((9, 7, 3), 90, np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    assert by_bytes(image_bytes=tf.constant([small_webp]), mask_bytes=tf.constant([mask_png]))["inpainted_bytes"].shape == (1,)
     image = np.full((1, 8, 8, 3), 0.5, np.float32)
     image[0, 2, 2, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):

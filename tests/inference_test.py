@@ -1,10 +1,12 @@
 """Completing images of any size with any holes, post-processing, loading runs, reading files."""
 
+import io
 import logging
 
 import cv2
 import keras
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
@@ -62,6 +64,37 @@ def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(phot
     completed = np.full_like(photo, 128)
     result = inference.postprocess(photo, np.where(mask > 0, completed, photo), mask)
     assert result.shape == photo.shape
+
+
+def _gradients(image):
+    gray = image.astype(np.float32).mean(axis=2)
+    return np.diff(gray, axis=0)[:, :-1], np.diff(gray, axis=1)[:-1, :]
+
+
+@pytest.mark.parametrize("hole", [(40, 30, 80, 60), (0, 50, 70, 40)], ids=["inside", "at_the_border"])
+def test_postprocessing_keeps_the_completion_in_place(hole):
+    # The completion has a sharp cross inside the hole; Poisson blending keeps its gradients, so
+    # the cross must stay where the network put it, not a pixel off (OpenCV's seamlessClone
+    # places its result by a centre whose convention has changed between versions).
+    x, y, w, h = hole
+    image = np.full((120, 160, 3), 90, np.uint8)
+    image[:, :, 1] = np.linspace(40, 160, 160, dtype=np.uint8)  # a gentle ramp outside
+    mask = inference.box_mask(image.shape[:2], [hole])
+    completed = image.copy()
+    completed[y : y + h, x : x + w] = 120
+    completed[y + 2 * h // 5 : y + 3 * h // 5, x + 5 : x + w - 5] = 220
+    completed[y + 5 : y + h - 5, x + 2 * w // 5 : x + 3 * w // 5] = 220
+    result = inference.postprocess(image, completed, mask)
+    np.testing.assert_array_equal(result[mask[..., 0] == 0], image[mask[..., 0] == 0])
+    interior = (slice(y + 4, y + h - 4), slice(x + 4, x + w - 4))
+    errors = {}
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            expected = _gradients(np.roll(completed, (dy, dx), axis=(0, 1)))
+            errors[dy, dx] = sum(np.abs(r[interior] - e[interior]).mean() for r, e in zip(_gradients(result), expected))
+    best = min(errors, key=errors.get)
+    assert best == (0, 0), errors
+    assert errors[0, 0] < 0.3 * min(value for shift, value in errors.items() if shift != (0, 0)), errors
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (5, 4)])
@@ -128,3 +161,36 @@ def test_box_mask_uses_x_y_width_height_and_clips():
     expected = np.zeros((4, 5))
     expected[1:3, 3:5] = 1
     np.testing.assert_array_equal(mask, expected)
+
+
+def _gif(image):
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def _vp8x(width, height):
+    """The start of an extended WebP file: RIFF header and a VP8X chunk with the canvas size."""
+    chunk = b"VP8X" + (10).to_bytes(4, "little") + b"\0" * 4 + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return b"RIFF" + (4 + len(chunk)).to_bytes(4, "little") + b"WEBP" + chunk
+
+
+@pytest.mark.parametrize(
+    "name, encode",
+    [
+        ("png", lambda a: cv2.imencode(".png", a)[1].tobytes()),
+        ("jpeg", lambda a: cv2.imencode(".jpg", a)[1].tobytes()),
+        ("bmp", lambda a: cv2.imencode(".bmp", a)[1].tobytes()),
+        ("gif", _gif),
+        ("webp_lossy", lambda a: cv2.imencode(".webp", a, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()),
+        ("webp_lossless", lambda a: cv2.imencode(".webp", a, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()),
+    ],
+)
+def test_announced_size_reads_every_format_the_bytes_signature_decodes(name, encode):
+    image = np.random.default_rng(1).integers(0, 256, (37, 301, 3), dtype=np.uint8)
+    assert inference.announced_size(tf.constant(encode(image))).numpy().tolist() == [301, 37]
+
+
+def test_announced_size_reads_an_extended_webp_header():
+    assert inference.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
+

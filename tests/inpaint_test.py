@@ -99,6 +99,9 @@ def test_server_mode_speaks_tf_servings_rest_api(export_base, sample_folder, tmp
         ("missing_image", "error: image {tmp}/nope.jpg does not exist"),
         ("wrong_mask_size", "error: mask {tmp}/small.png is 10x10 but the image is 451x300"),
         ("too_large", "error: image {photo} is 451x300, over the limit of 1000 pixels (--max_pixels)"),
+        ("too_large_tiff", "error: image {tmp}/photo.tif is 451x300, over the limit of 100000 pixels (--max_pixels)"),
+        ("too_large_webp", "error: image {tmp}/photo.webp is 451x300, over the limit of 100000 pixels (--max_pixels)"),
+        ("too_large_ppm", "error: image {tmp}/photo.ppm is 451x300, over the limit of 100000 pixels (--max_pixels)"),
         ("corrupt", "error: image {tmp}/corrupt.png is not a readable image file"),
         ("mask_and_box", "error: give either --mask or --box"),
         ("bad_box", "error: --box '1,2,3' must be four integers x,y,width,height"),
@@ -108,16 +111,36 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(export_base, sample_fo
     photo = sample_folder / "test" / "chelsea.png"
     cv2.imwrite(str(tmp_path / "small.png"), np.zeros((10, 10), np.uint8))
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    for extension in ("tif", "webp", "ppm"):  # formats whose headers the PNG/JPEG/GIF/BMP check did not read
+        cv2.imwrite(str(tmp_path / f"photo.{extension}"), cv2.imread(str(photo)))
     args = {
         "missing_image": [f"--image={tmp_path}/nope.jpg", "--box=1,1,5,5"],
         "wrong_mask_size": [f"--image={photo}", f"--mask={tmp_path}/small.png"],
         "too_large": [f"--image={photo}", "--box=1,1,5,5", "--max_pixels=1000"],
+        "too_large_tiff": [f"--image={tmp_path}/photo.tif", "--box=1,1,5,5", "--max_pixels=100000"],
+        "too_large_webp": [f"--image={tmp_path}/photo.webp", "--box=1,1,5,5", "--max_pixels=100000"],
+        "too_large_ppm": [f"--image={tmp_path}/photo.ppm", "--box=1,1,5,5", "--max_pixels=100000"],
         "corrupt": [f"--image={tmp_path}/corrupt.png", "--box=1,1,5,5"],
         "mask_and_box": [f"--image={photo}", f"--mask={tmp_path}/small.png", "--box=1,1,5,5"],
         "bad_box": [f"--image={photo}", "--box=1,2,3"],
     }[case]
     done = _inpaint(f"--model={export_base}", *args, f"--output={tmp_path / 'out.png'}")
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path, photo=photo)
+    message = expected.format(tmp=tmp_path, photo=photo)
+    assert done.stderr.strip().splitlines()[-1] == message
+    assert done.stderr.count(message.removeprefix("error: ")) == 1  # said once, not logged and printed
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_folder_with_a_broken_image_writes_the_others_and_fails_naming_it_once(export_base, sample_folder, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("camera.png", "coins.png"):
+        (photos / name).write_bytes((sample_folder / "test" / name).read_bytes())
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    done = _inpaint(f"--model={export_base}", f"--image={photos}", "--box=10,20,40,30", f"--output={tmp_path / 'out'}")
+    assert done.returncode == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.png", "coins.png"]
+    assert done.stderr.count(f"image {photos / 'broken.png'} is not a readable image file") == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: 1 of 3 images failed (named above); the other 2 were written to {tmp_path / 'out'}"
