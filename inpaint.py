@@ -12,6 +12,11 @@ names (or --box applies to every image) and --output a folder. --model takes a S
 run folder. --server sends each image to tensorflow_model_server's REST API (the
 `inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs tensorflow-serving-api,
 installed with --no-deps: see BUILD.md).
+
+By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
+by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
+with a small hole takes about a second; see glcic_tf/strategy.py. With a folder, a broken image
+is skipped and named, the others are written, and the exit status is 1.
 """
 
 import base64

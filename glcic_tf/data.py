@@ -17,9 +17,11 @@ hole whatever the number of parallel calls; `deterministic=True` also fixes the 
 Shuffling happens on encoded bytes (or file names), before decoding, to keep buffers small.
 """
 
-import concurrent.futures
+import collections
 import dataclasses
+import functools
 import os
+import threading
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -40,17 +42,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SHUFFLE_BUFFER = 10_000
 AUTOTUNE = tf.data.AUTOTUNE
 
-# File signatures of the formats that tf.io.decode_image reads.
-_SIGNATURES = {
-    b"\xff\xd8\xff": "jpeg",
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"GIF87a": "gif",
-    b"GIF89a": "gif",
-    b"BM": "bmp",
-}
-# What a complete file of the format ends with (JPEG's EOI marker, PNG's IEND chunk, GIF's trailer).
-_TRAILERS = {"jpeg": b"\xff\xd9", "png": b"IEND\xaeB`\x82", "gif": b";"}
-
+# How many other images of the same epoch stand in, in turn, for a file that cannot be decoded
+# before a flat gray image does (positions and seeds stay those of an uninterrupted run).
+SUBSTITUTES = 8
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -80,63 +74,58 @@ def parse_source(spec: str) -> Source:
 # --- Folders -------------------------------------------------------------------------------
 
 
-def _problem_with(path: str) -> Optional[str]:
-    """Why the file at `path` is not a readable image, or None if it is (cheap checks first)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as file:
-            head = file.read(12)
-            file.seek(max(0, size - 64))
-            tail = file.read()
-    except OSError as error:
-        return f"cannot be read ({error.strerror})"
-    if size == 0:
-        return "empty file"
-    kind = next((kind for magic, kind in _SIGNATURES.items() if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "webp"
-    if kind is None:
-        return "not a JPEG, PNG, BMP, GIF or WebP file"
-    trailer = _TRAILERS.get(kind)
-    if trailer is None or trailer in tail:
-        return None
-    # No end marker where expected: truncated, or trailing bytes after a complete image. Decode to tell.
-    try:
-        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        return f"truncated or corrupt {kind.upper()}"
-    return None
+def list_image_files(folder: str) -> List[str]:
+    """The names of all files with an image extension under `folder`, sorted; nothing is opened.
 
-
-def list_image_files(folder: str) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """All readable images under `folder` (sorted) and the skipped files with the reason.
-
-    Files with an image extension that are not readable images (a truncated JPEG, a text file
-    named .png) are skipped with a warning naming each of them; they never end a run.
+    Files are checked where they are decoded (`training_dataset`), so a folder of millions of
+    photographs starts in seconds. Missing or image-less folders are one-line UserErrors.
     """
     if not os.path.isdir(folder):
         what = "is not a folder" if os.path.exists(folder) else "does not exist"
         raise UserError(f"image folder {folder} {what}")
-    candidates = sorted(
+    files = sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(folder, followlinks=True)
         for name in names
         if name.lower().endswith(IMAGE_EXTENSIONS)
     )
-    if not candidates:
-        raise UserError(f"image folder {folder} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        problems = list(pool.map(_problem_with, candidates, chunksize=256))
-    files = [path for path, problem in zip(candidates, problems) if problem is None]
-    skipped = [(path, problem) for path, problem in zip(candidates, problems) if problem is not None]
-    for path, problem in skipped:
-        logging.warning("skipping %s: %s", path, problem)
-    if skipped:
-        logging.warning("skipped %d of %d files in %s that are not readable images", len(skipped), len(candidates), folder)
     if not files:
-        raise UserError(f"image folder {folder} holds no readable images ({len(skipped)} files skipped)")
-    logging.info("found %d images in %s", len(files), folder)
-    return files, skipped
+        raise UserError(f"image folder {folder} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
+    logging.info("found %d image files in %s", len(files), folder)
+    return files
+
+
+@functools.lru_cache(maxsize=2)
+def _file_table(folder: str, modified_ns: int) -> tf.Tensor:
+    """`list_image_files` as one string tensor, listed once per process (and per change of the
+    folder's own modification time) however many pipelines read it."""
+    del modified_ns  # part of the cache key only
+    return tf.constant(list_image_files(folder))
+
+
+def image_file_table(folder: str) -> tf.Tensor:
+    """The sorted image file names under `folder` as a string tensor (cached: see _file_table)."""
+    if not os.path.isdir(folder):
+        list_image_files(folder)  # the one-line error
+    return _file_table(folder, os.stat(folder).st_mtime_ns)
+
+
+_broken_files = collections.Counter()
+_broken_lock = threading.Lock()
+
+
+def _note_broken(path, substitute) -> bool:
+    """Logs a file that could not be decoded and what took its place (once per file and process)."""
+    path, substitute = path.numpy().decode(), substitute.numpy().decode()
+    with _broken_lock:
+        _broken_files[path] += 1
+        first_time, count = _broken_files[path] == 1, len(_broken_files)
+    if first_time:
+        logging.warning(
+            "skipping %s: not a readable image (%d broken file%s so far); %s takes its place",
+            path, count, "s" if count > 1 else "", substitute or "a gray image",
+        )
+    return True
 
 
 # --- TensorFlow Datasets -------------------------------------------------------------------
@@ -263,44 +252,89 @@ def encoded_images(
     files = _pipeline_files(parsed.name, input_context)
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(int(files.shape[0]), seed=seed, reshuffle_each_iteration=True)
     return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
 
 
-def _pipeline_files(folder: str, input_context) -> List[str]:
-    """This input pipeline's share of the folder's images."""
-    files, _ = list_image_files(folder)
+def _pipeline_files(folder: str, input_context) -> tf.Tensor:
+    """This input pipeline's share of the folder's image files (every n-th name)."""
+    files = image_file_table(folder)
     if input_context is not None and input_context.num_input_pipelines > 1:
         files = files[input_context.input_pipeline_id :: input_context.num_input_pipelines]
-        if not files:
+        if files.shape[0] == 0:
             raise UserError(f"image folder {folder} holds fewer images than the {input_context.num_input_pipelines} input pipelines")
     return files
 
 
+def _decoded_or_substitute(candidates) -> tf.data.Dataset:
+    """The first of `candidates` (file names) that decodes, as one (H, W, 3) uint8 image.
+
+    Files are read one by one and only until one decodes; if none does, a flat gray image.
+    """
+    decoded = (
+        tf.data.Dataset.from_tensor_slices(candidates)
+        .map(lambda path: (path, decode_rgb(tf.io.read_file(path))))
+        .ignore_errors()
+        .concatenate(tf.data.Dataset.from_tensors((tf.constant(""), tf.fill([1, 1, 3], tf.constant(128, tf.uint8)))))
+        .take(1)
+    )
+
+    def note(path, image):
+        substituted = tf.not_equal(path, candidates[0])
+        logged = tf.cond(substituted, lambda: tf.py_function(_note_broken, [candidates[0], path], tf.bool), lambda: substituted)
+        with tf.control_dependencies([logged]):
+            return tf.identity(image)
+
+    return decoded.map(note)
+
+
+def _decodes(path: bytes) -> bool:
+    try:
+        decode_rgb(tf.io.read_file(path))
+        return True
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError):
+        return False
+
+
 def _positioned_stream(source, data_dir, seed, start, input_context, shuffle_buffer) -> tf.data.Dataset:
-    """(position, encoded image) pairs, endless, from this pipeline's example number `start` on.
+    """(position, decoded image) pairs, endless, from this pipeline's example number `start` on.
 
     Folders: position p is file `perm_e(p mod N)` of epoch e = p // N, where perm_e is a stateless
     permutation seeded by (seed, e), so a restarted run continues with exactly the images it
-    would have read (no iterator state to save). TFDS: the reading order comes from TFDS's
-    file shuffling and a shuffle buffer; a restart draws a new order seeded by (seed, start).
+    would have read (no iterator state to save). A file that cannot be decoded keeps its
+    position: the next files of the permutation stand in for it, in turn (SUBSTITUTES of them,
+    then a gray image), so broken files shift nothing and a resumed run still reads what an
+    uninterrupted one would. TFDS (prepared, so checked data): the reading order comes from
+    TFDS's file shuffling and a shuffle buffer; a restart draws a new order seeded by (seed,
+    start), and an undecodable example is dropped.
     """
     positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
     parsed = parse_source(source)
     if parsed.kind == "tfds":
         stream_seed = seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
         encoded = encoded_images(source, data_dir, True, stream_seed, input_context, shuffle_buffer).repeat()
-        return tf.data.Dataset.zip(positions, encoded)
-    files = _pipeline_files(parsed.name, input_context)
-    table = tf.constant(files)
-    count = len(files)
+        decoded = encoded.map(decode_rgb, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+        return tf.data.Dataset.zip(positions, decoded)
+    table = _pipeline_files(parsed.name, input_context)
+    count = tf.cast(tf.shape(table)[0], tf.int64)
 
-    def read(position):
+    def candidates(position):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), position // count])
-        index = tf.random.experimental.index_shuffle(position % count, epoch_seed, count - 1)
-        return position, tf.io.read_file(tf.gather(table, index))
+        following = (position + tf.range(SUBSTITUTES + 1, dtype=tf.int64)) % count
+        indices = tf.random.experimental.index_shuffle(following, epoch_seed, count - 1)
+        return position, tf.gather(table, indices)
 
-    return positions.map(read, num_parallel_calls=AUTOTUNE)
+    def decode(position, paths):
+        return _decoded_or_substitute(paths).map(lambda image: (position, image))
+
+    # The one check at start-up: the first example's file (or a stand-in) must decode, so a
+    # folder of nothing but broken files is an error, not a run on gray images.
+    _, first = candidates(tf.constant(start, tf.int64))
+    if not any(_decodes(path) for path in first.numpy()):
+        raise UserError(f"image folder {parsed.name} holds no readable images ({len(set(first.numpy()))} tried, none decodes)")
+
+    # One small dataset per example, interleaved in order and in parallel: reads stay lazy.
+    return positions.map(candidates).interleave(decode, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE)
 
 
 def training_dataset(
@@ -317,18 +351,18 @@ def training_dataset(
     """Endless batches of `training_example` dicts, decoded and cut in parallel, prefetched.
 
     `start_position` is the number of examples this input pipeline has already delivered (a
-    resumed run passes step * examples per step). Files that fail to decode during the run are
-    dropped with a logged warning.
+    resumed run passes step * examples per step). A folder's file that fails to decode is named
+    in a warning and another image takes its place (see _positioned_stream).
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     pipelines = input_context.num_input_pipelines if input_context else 1
 
-    def make_example(position, encoded):
+    def make_example(position, image):
         example_seed = tf.stack([tf.constant(seed, tf.int64), position * pipelines + pipeline_id])
-        return training_example(decode_rgb(encoded), example_seed, sizes)
+        return training_example(image, example_seed, sizes)
 
     dataset = _positioned_stream(source, data_dir, seed, start_position, input_context, shuffle_buffer)
-    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic

@@ -1,7 +1,10 @@
 """The input pipeline on real photographs (scikit-image's) and on TFDS mock data, offline."""
 
+import ctypes
 import os
+import re
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from glcic_tf import data
+import tiny
+from glcic_tf import data, train_lib
 from glcic_tf.errors import UserError
 
 SMALL = data.TrainingSizes(crop_size=64, edge_range=(64, 96), hole_range=(24, 32), local_size=32)
@@ -89,22 +93,88 @@ def folder_with_bad_files(tmp_path, sample_folder):
 
 
 def test_corrupt_files_are_skipped_named_and_counted(folder_with_bad_files, caplog):
-    files, skipped = data.list_image_files(str(folder_with_bad_files))
-    assert [os.path.basename(f) for f in files] == ["good.jpg", "good.png"]
-    assert sorted((os.path.basename(path), reason) for path, reason in skipped) == [
-        ("notes.png", "not a JPEG, PNG, BMP, GIF or WebP file"),
-        ("truncated.jpg", "truncated or corrupt JPEG"),
+    # Listed by name (nothing is opened to list them), checked where they are decoded.
+    assert [os.path.relpath(f, folder_with_bad_files) for f in data.list_image_files(str(folder_with_bad_files))] == [
+        "good.jpg", "nested/good.png", "notes.png", "truncated.jpg"
     ]
-    assert "skipped 2 of 4 files" in caplog.text and "truncated.jpg" in caplog.text
-    batch = _batch(f"folder:{folder_with_bad_files}", batch_size=6)  # more than the two good files
-    assert batch["image"].shape == (6, 64, 64, 3)
+    batch = _batch(f"folder:{folder_with_bad_files}", batch_size=16)  # each file four times
+    assert batch["image"].shape == (16, 64, 64, 3)
+    assert (batch["image"].reshape(16, -1).std(axis=1) > 0.01).all()  # good photographs stood in, not gray
+    for name in ("notes.png", "truncated.jpg"):
+        assert caplog.text.count(f"skipping {folder_with_bad_files / name}: not a readable image") == 1
+    assert re.search(r"\(\d+ broken files so far\)", caplog.text)  # counted over the process
 
 
-def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path, sample_folder):
+def test_a_run_of_broken_files_longer_than_the_substitutes_gives_a_gray_image(tmp_path, caplog):
+    (tmp_path / "notes.png").write_text("not a picture")
+    candidates = tf.constant([str(tmp_path / "notes.png")] * (data.SUBSTITUTES + 1))
+    (image,) = list(data._decoded_or_substitute(candidates).as_numpy_iterator())
+    assert image.shape == (1, 1, 3) and (image == 128).all()
+    assert f"skipping {tmp_path / 'notes.png'}: not a readable image" in caplog.text and "a gray image takes its place" in caplog.text
+
+
+def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path, sample_folder, caplog):
     jpeg = (sample_folder / "train" / "rocket.jpg").read_bytes()
     (tmp_path / "padded.jpg").write_bytes(jpeg + b"\0" * 4096)
-    files, skipped = data.list_image_files(str(tmp_path))
-    assert len(files) == 1 and not skipped
+    batch = _batch(f"folder:{tmp_path}", batch_size=2)
+    assert (batch["image"].reshape(2, -1).std(axis=1) > 0.01).all() and "skipping" not in caplog.text
+
+
+def test_a_resumed_folder_run_reads_what_an_uninterrupted_one_would_despite_broken_files(folder_with_bad_files):
+    # What train.py does on a restart at step 5: the input starts at step 5's examples.
+    strategy = tf.distribute.get_strategy()
+    settings = dict(source=f"folder:{folder_with_bad_files}", seed=0, sizes=SMALL, deterministic=True)
+    straight = iter(data.distributed_training_dataset(strategy, 3, **settings))
+    expected = [next(straight) for _ in range(8)][5:]
+    resumed = iter(data.distributed_training_dataset(strategy, 3, start_step=5, **settings))
+    for want in expected:
+        got = next(resumed)
+        for key in want:  # images, masks and every box
+            np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), err_msg=key)
+
+
+class _OpenedFiles:
+    """Names of the files opened in a folder (by any thread or library), via Linux inotify."""
+
+    IN_OPEN, IN_NONBLOCK = 0x20, 0o4000
+
+    def __init__(self, folder):
+        self.libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        self.fd = self.libc.inotify_init1(self.IN_NONBLOCK)
+        assert self.fd >= 0 and self.libc.inotify_add_watch(self.fd, str(folder).encode(), self.IN_OPEN) >= 0
+        self.names = set()
+
+    def read(self):
+        while True:
+            try:
+                events = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return self.names
+            offset = 0
+            while offset < len(events):
+                _, _, _, length = struct.unpack_from("iIII", events, offset)
+                name = events[offset + 16 : offset + 16 + length].rstrip(b"\0").decode()
+                self.names.update([name] if name else [])  # the folder itself has no name
+                offset += 16 + length
+
+
+def test_start_up_opens_no_image_beyond_the_first_batches(sample_folder, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted((sample_folder / "train").glob("*.jpg"))
+    for index in range(300):  # hard links: a folder of 300 files that costs no disk
+        os.link(photos[index % len(photos)], folder / f"{index:04d}.jpg")
+    opened = _OpenedFiles(folder)
+    config = train_lib.Config(
+        source=f"folder:{folder}", batch_size=4, sizes=tiny.SIZES, width=tiny.WIDTH, completion_steps=2, discriminator_steps=0, total_steps=2
+    )
+    trainer = train_lib.Trainer(config, str(tmp_path / "run"))
+    before_the_first_step = len(opened.read())
+    trainer.run()
+    # The pipeline reads ahead a little (parallel decoding, prefetching), never the whole folder.
+    assert before_the_first_step <= 64, before_the_first_step
+    assert len(opened.read()) <= 96
+    os.close(opened.fd)
 
 
 def test_grayscale_rgba_palette_and_bmp_images_become_rgb(tmp_path):
@@ -115,7 +185,7 @@ def test_grayscale_rgba_palette_and_bmp_images_become_rgb(tmp_path):
     Image.fromarray(np.dstack([gray] * 3)).save(tmp_path / "photo.bmp")
     decoded = {
         os.path.basename(path): data.decode_rgb(tf.io.read_file(path)).numpy()
-        for path in data.list_image_files(str(tmp_path))[0]
+        for path in data.list_image_files(str(tmp_path))
     }
     assert sorted(decoded) == ["gray.png", "palette.gif", "photo.bmp", "rgba.png"]
     for name, image in decoded.items():
@@ -173,7 +243,7 @@ def test_empty_folder_is_a_one_line_error(tmp_path):
 
 def test_folder_of_only_broken_images_is_a_one_line_error(tmp_path):
     (tmp_path / "x.jpg").write_text("not a jpeg")
-    assert "holds no readable images (1 files skipped)" in _error(f"folder:{tmp_path}")
+    assert "holds no readable images (1 tried, none decodes)" in _error(f"folder:{tmp_path}")
 
 
 def test_unprepared_tfds_data_set_names_it_the_folder_and_how_to_prepare(tmp_path):
