@@ -7,6 +7,7 @@ then Poisson blending (seamlessClone) of the completed region, as the authors' i
 
 import json
 import os
+import re
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -277,11 +278,24 @@ def inpaint(
         return image.copy()
 
     def complete_one(crop, crop_mask):
-        completed = to_uint8(completer(tf.constant(crop[None], tf.float32) / 255.0, tf.constant(crop_mask[None]))[0])
+        try:
+            completed = completer(tf.constant(crop[None], tf.float32) / 255.0, tf.constant(crop_mask[None]))
+        except tf.errors.InvalidArgumentError as error:  # e.g. an export's own pixel limit
+            height, width = crop.shape[:2]
+            raise UserError(
+                f"the model refused a {width}x{height} region: {_reason(error.message)} (lower --max_network_pixels)"
+            ) from None
+        completed = to_uint8(completed[0])
         completed = np.where(crop_mask > 0.5, completed, crop)  # exactly the input's pixels outside the holes
         return postprocess(crop, completed, crop_mask) if post else completed
 
     return strategies.complete(complete_one, image, mask, strategy, max_network_pixels=max_network_pixels)
+
+
+def _reason(message: str) -> str:
+    """The failed check's own text out of a TensorFlow error message."""
+    found = re.search(r"assertion failed: \[([^\]]*)\]", message)
+    return found.group(1) if found else message.strip().splitlines()[-1]
 
 
 def write_image(path: str, image: np.ndarray) -> None:

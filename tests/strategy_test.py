@@ -128,3 +128,11 @@ def test_the_inpainter_refuses_more_pixels_than_its_limit():
     small(tf.zeros([1, 32, 32, 3]), tf.zeros([1, 32, 32, 1]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1024 pixels"):
         small(tf.zeros([1, 32, 36, 3]), tf.zeros([1, 32, 36, 1]))
+
+
+def test_a_region_over_the_models_own_limit_is_a_one_line_error(large_photo):
+    small = inference.Inpainter(models.completion_network(tiny.WIDTH), max_pixels=64 * 64)
+    image = (large_photo[:200, :300] * 255).astype(np.uint8)
+    mask = _square_holes(image.shape[:2], [(50, 50)], 20)
+    with pytest.raises(UserError, match=r"the model refused a 300x200 region: .*larger than 4096 pixels.*--max_network_pixels"):
+        inference.inpaint(small, image, mask, strategy="whole")
