@@ -33,6 +33,16 @@ flags.DEFINE_integer("max_edge", data.SHORTEST_EDGE_RANGE[1], "Largest random si
 flags.DEFINE_integer("min_hole", masks.HOLE_SIDE_RANGE[0], "Smallest side of a training hole.")
 flags.DEFINE_integer("max_hole", masks.HOLE_SIDE_RANGE[1], "Largest side of a training hole.")
 flags.DEFINE_integer("local_size", data.LOCAL_SIZE, "Side of the local discriminator's patch.")
+# Free-form holes (not the paper's, which are rectangles): see glcic_tf/masks.py, FreeForm.
+_FREE_FORM = masks.FreeForm()
+flags.DEFINE_enum("hole_shape", "rectangle", masks.HOLE_SHAPES, "Training holes: the paper's rectangles, brush strokes, or either per example.")
+flags.DEFINE_float("free_form_probability", 0.5, "With --hole_shape=mixed: the probability of a free-form hole.")
+flags.DEFINE_list("free_form_strokes", [str(v) for v in _FREE_FORM.strokes], "Strokes per free-form hole: min,max.")
+flags.DEFINE_list("free_form_vertices", [str(v) for v in _FREE_FORM.vertices], "Vertices per stroke: min,max.")
+flags.DEFINE_float("free_form_max_turn", _FREE_FORM.max_turn_degrees, "Largest turn between a stroke's segments, degrees.")
+flags.DEFINE_list("free_form_length", [str(v) for v in _FREE_FORM.length], "Segment length as a fraction of the crop side: min,max.")
+flags.DEFINE_list("free_form_width", [str(v) for v in _FREE_FORM.width], "Brush width as a fraction of the crop side: min,max.")
+flags.DEFINE_list("free_form_coverage", [str(v) for v in _FREE_FORM.coverage], "Fraction of the crop a free-form hole covers: min,max.")
 flags.DEFINE_float("width", 1.0, "Channel-width factor of both networks (1.0 is the paper's).")
 flags.DEFINE_list(
     "mean_pixel",
@@ -55,6 +65,14 @@ flags.DEFINE_enum("strategy", "default", train_lib.STRATEGIES, "tf.distribute st
 flags.DEFINE_enum("mixed_precision", "none", train_lib.PRECISIONS, "Keras mixed-precision policy (float16 adds loss scaling).")
 
 
+def _pair(values, kind, name):
+    try:
+        low, high = (kind(value) for value in values)
+    except ValueError:
+        raise UserError(f"--{name} must be two numbers min,max, not {','.join(values)}") from None
+    return low, high
+
+
 def config_from_flags() -> train_lib.Config:
     """The flags as a train_lib.Config (validated there)."""
     if not FLAGS.source:
@@ -70,8 +88,22 @@ def config_from_flags() -> train_lib.Config:
         if len(mean_pixel) != 3:
             raise UserError(f"--mean_pixel must be three numbers R,G,B or 'estimate', not {','.join(FLAGS.mean_pixel)}")
     try:
+        free_form = masks.FreeForm(
+            strokes=_pair(FLAGS.free_form_strokes, int, "free_form_strokes"),
+            vertices=_pair(FLAGS.free_form_vertices, int, "free_form_vertices"),
+            max_turn_degrees=FLAGS.free_form_max_turn,
+            length=_pair(FLAGS.free_form_length, float, "free_form_length"),
+            width=_pair(FLAGS.free_form_width, float, "free_form_width"),
+            coverage=_pair(FLAGS.free_form_coverage, float, "free_form_coverage"),
+        )
         sizes = data.TrainingSizes(
-            FLAGS.crop_size, (FLAGS.min_edge, FLAGS.max_edge), (FLAGS.min_hole, FLAGS.max_hole), FLAGS.local_size
+            FLAGS.crop_size,
+            (FLAGS.min_edge, FLAGS.max_edge),
+            (FLAGS.min_hole, FLAGS.max_hole),
+            FLAGS.local_size,
+            FLAGS.hole_shape,
+            free_form,
+            FLAGS.free_form_probability,
         )
     except ValueError as error:
         raise UserError(str(error)) from None

@@ -208,10 +208,35 @@ class TrainingSizes:
     edge_range: Tuple[int, int] = SHORTEST_EDGE_RANGE
     hole_range: Tuple[int, int] = masks.HOLE_SIDE_RANGE
     local_size: int = LOCAL_SIZE
+    # Not the paper's: "free_form" brush strokes, or "mixed" (free-form with this probability).
+    hole_shape: str = "rectangle"
+    free_form: masks.FreeForm = masks.FreeForm()
+    free_form_probability: float = 0.5
 
     def __post_init__(self):
         if not self.hole_range[1] <= self.local_size <= self.crop_size:
             raise ValueError(f"need largest hole side <= local size <= crop size, got {self}")
+        if self.hole_shape not in masks.HOLE_SHAPES or not 0 <= self.free_form_probability <= 1:
+            raise ValueError(f"hole shape must be one of {masks.HOLE_SHAPES} and the free-form probability in [0, 1], got {self}")
+
+
+def training_hole(seed, sizes: TrainingSizes = TrainingSizes()) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One training hole as (mask (S, S, 1), bounding box [y, x, height, width]) of `sizes.hole_shape`."""
+
+    def rectangle():  # from `seed` itself, as before free-form holes existed: the same holes
+        box = masks.sample_hole(seed, sizes.crop_size, sizes.hole_range)
+        return masks.box_mask(box, sizes.crop_size, sizes.crop_size), box
+
+    def free_form():
+        mask = masks.free_form_mask(tf.random.experimental.stateless_fold_in(seed, 1), sizes.crop_size, sizes.free_form)
+        return mask, masks.bounding_box(mask)
+
+    if sizes.hole_shape == "rectangle":
+        return rectangle()
+    if sizes.hole_shape == "free_form":
+        return free_form()
+    draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2)) < sizes.free_form_probability
+    return tf.cond(draw, free_form, rectangle)
 
 
 def training_example(image, seed, sizes: TrainingSizes = TrainingSizes()) -> dict:
@@ -223,10 +248,10 @@ def training_example(image, seed, sizes: TrainingSizes = TrainingSizes()) -> dic
     """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     crop = random_rescale_crop(image, seeds[0], sizes.edge_range, sizes.crop_size)
-    hole_box = masks.sample_hole(seeds[1], sizes.crop_size, sizes.hole_range)
+    mask, hole_box = training_hole(seeds[1], sizes)
     return {
         "image": crop,
-        "mask": masks.box_mask(hole_box, sizes.crop_size, sizes.crop_size),
+        "mask": mask,
         "hole_box": hole_box,
         "local_box": masks.local_box_around(hole_box, sizes.crop_size, sizes.local_size),
         "real_local_box": masks.random_local_box(seeds[2], sizes.crop_size, sizes.local_size),

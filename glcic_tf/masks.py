@@ -8,10 +8,17 @@ Training holes (paper, Training): one rectangle per 256x256 crop with each side 
 random 128x128 box for the real image. They are drawn with stateless TensorFlow ops from a
 per-example seed, so a seed fixes them whatever the parallelism.
 
+Free-form training holes (not the paper's; the authors' later released free-form model, DeepFill
+v2 and LaMa train on such holes): random brush strokes, each a polyline of random vertices,
+turns, lengths and width, drawn with stateless TensorFlow ops too, and drawn again (from the
+next seed) until they cover a fraction of the crop inside the asked range.
+
 Test-time masks are drawn with NumPy's PCG64 from `(seed, image index)` and drawn with
 OpenCV's integer rasterisation, so the same seed gives the same masks on every machine.
 """
 
+import dataclasses
+import math
 from typing import Callable, Dict, Tuple
 
 import cv2
@@ -20,6 +27,34 @@ import tensorflow as tf
 
 # Paper: "a random rectangle whose sides are each in [96, 128]" on a 256x256 crop.
 HOLE_SIDE_RANGE = (96, 128)
+HOLE_SHAPES = ("rectangle", "free_form", "mixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeForm:
+    """How free-form holes are drawn: brush strokes, in the manner of DeepFill v2's generator.
+
+    Each of `strokes` strokes starts at a random point with a random heading and runs through
+    `vertices` vertices; each segment turns by at most `max_turn_degrees` and is `length` long; the
+    brush is `width` wide. Lengths and widths are fractions of the crop's side (the defaults are
+    10-40 and 10-30 pixels on the paper's 256x256 crops), so one setting serves every crop size.
+    A mask covering a fraction of the crop outside `coverage` is drawn again, up to `tries` times.
+    """
+
+    strokes: Tuple[int, int] = (1, 4)
+    vertices: Tuple[int, int] = (4, 12)
+    max_turn_degrees: float = 72.0
+    length: Tuple[float, float] = (0.04, 0.16)
+    width: Tuple[float, float] = (0.04, 0.12)
+    coverage: Tuple[float, float] = (0.05, 0.35)
+    tries: int = 16
+
+    def __post_init__(self):
+        ranges = (self.strokes, self.vertices, self.length, self.width, self.coverage)
+        if any(len(pair) != 2 or not 0 < pair[0] <= pair[1] for pair in ranges) or self.vertices[0] < 2:
+            raise ValueError(f"free-form ranges must be low <= high, positive, with 2 vertices or more: {self}")
+        if self.coverage[1] > 1 or self.tries < 1:
+            raise ValueError(f"free-form coverage must lie in (0, 1] and tries be positive: {self}")
 
 
 # --- Training holes (TensorFlow, inside tf.data) -------------------------------------------
@@ -43,10 +78,77 @@ def sample_hole(seed, image_size: int, hole_range: Tuple[int, int] = HOLE_SIDE_R
     return tf.stack([y, x, height, width])
 
 
+def _strokes(seed, image_size: int, settings: FreeForm) -> tf.Tensor:
+    """One draw of brush strokes as a (size, size) bool mask."""
+    most_strokes, most_vertices = settings.strokes[1], settings.vertices[1]
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+    size = float(image_size)
+    strokes = _uniform_int(seeds[0], *settings.strokes)
+    vertices = tf.random.stateless_uniform([most_strokes], seeds[1], settings.vertices[0], settings.vertices[1] + 1, tf.int32)
+    start = tf.random.stateless_uniform([most_strokes, 1, 2], seeds[2], 0.0, size)
+    heading = tf.random.stateless_uniform([most_strokes, 1], seeds[3], 0.0, 2 * math.pi)
+    turn = math.radians(settings.max_turn_degrees)
+    headings = heading + tf.cumsum(tf.random.stateless_uniform([most_strokes, most_vertices - 1], seeds[4], -turn, turn), axis=1)
+    lengths = tf.random.stateless_uniform([most_strokes, most_vertices - 1], seeds[5], settings.length[0] * size, settings.length[1] * size)
+    steps = tf.stack([tf.sin(headings) * lengths, tf.cos(headings) * lengths], axis=-1)
+    points = tf.clip_by_value(start + tf.cumsum(tf.pad(steps, [[0, 0], [1, 0], [0, 0]]), axis=1), 0.0, size - 1.0)
+    radius = tf.random.stateless_uniform([most_strokes], seeds[6], settings.width[0] * size, settings.width[1] * size) / 2
+    # Segment k of stroke s is drawn if s < strokes and k < vertices[s] - 1.
+    drawn = (tf.range(most_strokes)[:, None] < strokes) & (tf.range(most_vertices - 1)[None, :] < vertices[:, None] - 1)
+    start, end = points[:, :-1], points[:, 1:]  # (strokes, segments, 2)
+    pixels = tf.cast(tf.stack(tf.meshgrid(tf.range(image_size), tf.range(image_size), indexing="ij"), -1), tf.float32)
+    pixels = tf.reshape(pixels, [-1, 1, 1, 2]) + 0.5  # pixel centres
+    direction = end - start
+    along = tf.reduce_sum((pixels - start) * direction, -1) / tf.maximum(tf.reduce_sum(direction * direction, -1), 1e-6)
+    offset = pixels - start - tf.clip_by_value(along, 0.0, 1.0)[..., None] * direction
+    squared_distance = tf.reduce_sum(offset * offset, -1)  # (pixels, strokes, segments)
+    inside = tf.reduce_any((squared_distance <= tf.square(radius)[:, None]) & drawn, axis=[1, 2])
+    return tf.reshape(inside, [image_size, image_size])
+
+
+def free_form_mask(seed, image_size: int, settings: FreeForm = FreeForm()) -> tf.Tensor:
+    """A (size, size, 1) float32 mask of random brush strokes covering a fraction in `settings.coverage`.
+
+    Strokes are drawn again from the next seed (stateless_fold_in) while the coverage is outside
+    the range, at most `settings.tries` times; the last draw is kept if none fits.
+    """
+    low, high = settings.coverage
+
+    def fits(mask):
+        fraction = tf.reduce_mean(tf.cast(mask, tf.float32))
+        return (fraction >= low) & (fraction <= high)
+
+    def again(attempt, mask):
+        return attempt + 1, _strokes(tf.random.experimental.stateless_fold_in(seed, attempt + 1), image_size, settings)
+
+    _, mask = tf.while_loop(
+        lambda attempt, mask: (attempt < settings.tries - 1) & ~fits(mask),
+        again,
+        (tf.constant(0), _strokes(tf.random.experimental.stateless_fold_in(seed, 0), image_size, settings)),
+    )
+    return tf.cast(mask, tf.float32)[..., None]
+
+
+def bounding_box(mask) -> tf.Tensor:
+    """The int32 box [y, x, height, width] of a (H, W, 1) mask's hole pixels (all zeros if none)."""
+    rows = tf.reduce_any(mask[..., 0] > 0.5, axis=1)
+    cols = tf.reduce_any(mask[..., 0] > 0.5, axis=0)
+
+    def extent(line):
+        first = tf.argmax(tf.cast(line, tf.int32), output_type=tf.int32)
+        last = tf.shape(line)[0] - tf.argmax(tf.cast(tf.reverse(line, [0]), tf.int32), output_type=tf.int32)
+        return tf.where(tf.reduce_any(line), tf.stack([first, last - first]), tf.zeros([2], tf.int32))
+
+    (y, height), (x, width) = tf.unstack(extent(rows)), tf.unstack(extent(cols))
+    return tf.stack([y, x, height, width])
+
+
 def local_box_around(hole_box, image_size: int, local_size: int) -> tf.Tensor:
     """The local discriminator's square box centred on the hole, moved (if needed) inside the image.
 
-    A hole no larger than `local_size` stays wholly inside the moved box.
+    `hole_box` is the hole's bounding box (a free-form hole's too). The box always lies inside the
+    image and contains the hole box's centre; a hole box no larger than `local_size` stays wholly
+    inside it. A larger one (a long free-form stroke) is covered around its centre.
     """
     y, x, height, width = tf.unstack(hole_box)
     top = tf.clip_by_value(y + height // 2 - local_size // 2, 0, image_size - local_size)

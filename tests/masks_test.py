@@ -113,3 +113,61 @@ def test_centre_square_is_centred():
 def test_unknown_protocol_names_the_choices():
     with pytest.raises(ValueError, match="centre"):
         masks.protocol_mask("circles", 0, 0, 8, 8)
+
+
+# --- Free-form training holes --------------------------------------------------------------
+
+
+def _free_form_batch(count, seed=11, sizes=None):
+    """`count` training holes of `data.training_hole` drawn inside tf.data, as training does."""
+    from glcic_tf import data  # noqa: PLC0415
+
+    sizes = sizes or data.TrainingSizes(crop_size=96, edge_range=(96, 128), hole_range=(32, 40), local_size=48, hole_shape="free_form")
+
+    def draw(index):
+        return data.training_hole(tf.stack([tf.constant(seed, tf.int64), index]), sizes)
+
+    masks_, boxes = next(iter(tf.data.Dataset.range(count).map(draw).batch(count)))
+    return masks_.numpy(), boxes.numpy(), sizes
+
+
+def test_free_form_holes_are_binary_cover_the_asked_fraction_differ_and_repeat_for_a_seed():
+    holes, boxes, sizes = _free_form_batch(200)
+    assert holes.shape == (200, 96, 96, 1) and set(np.unique(holes)) == {0.0, 1.0}
+    coverage = holes.mean(axis=(1, 2, 3))
+    low, high = sizes.free_form.coverage
+    assert (coverage >= low).all() and (coverage <= high).all(), (coverage.min(), coverage.max())
+    assert coverage.std() > 0.02  # a range, not one size
+    assert len({h.tobytes() for h in holes}) == 200  # every example its own strokes
+    again, _, _ = _free_form_batch(5)
+    np.testing.assert_array_equal(again, holes[:5])  # the same (seed, example), the same hole
+    other, _, _ = _free_form_batch(5, seed=12)
+    assert not np.array_equal(other, holes[:5])
+    # Strokes, not boxes: a hole fills only part of its bounding box.
+    filled = [h.sum() / max(1, box[2] * box[3]) for h, box in zip(holes, boxes)]
+    assert np.median(filled) < 0.7
+
+
+def test_free_form_bounding_box_and_local_box():
+    holes, boxes, sizes = _free_form_batch(300)
+    crop, local = sizes.crop_size, sizes.local_size
+    fits = 0
+    for hole, (y, x, h, w) in zip(holes[..., 0], boxes):
+        rows, cols = np.nonzero(hole)
+        assert (y, x, h, w) == (rows.min(), cols.min(), rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        ly, lx, lh, lw = masks.local_box_around(tf.constant([y, x, h, w]), crop, local).numpy()
+        assert lh == lw == local and 0 <= ly <= crop - local and 0 <= lx <= crop - local  # inside the image
+        assert ly <= y + h // 2 < ly + local and lx <= x + w // 2 < lx + local  # around the hole's centre
+        if h <= local and w <= local:
+            fits += 1
+            assert ly <= y and y + h <= ly + local and lx <= x and x + w <= lx + local  # the whole hole
+    assert 0 < fits < 300  # both cases occur
+
+
+def test_mixed_holes_are_either_shape_in_about_the_asked_proportion():
+    from glcic_tf import data  # noqa: PLC0415
+
+    sizes = data.TrainingSizes(crop_size=64, edge_range=(64, 80), hole_range=(24, 32), local_size=32, hole_shape="mixed", free_form_probability=0.3)
+    holes, boxes, _ = _free_form_batch(400, sizes=sizes)
+    rectangles = [h.sum() == box[2] * box[3] and 24 <= box[2] <= 32 and 24 <= box[3] <= 32 for h, box in zip(holes, boxes)]
+    assert 0.6 < np.mean(rectangles) < 0.8

@@ -1,5 +1,6 @@
 """The three-phase trainer on tiny networks: what each phase changes, exact resume, tf.distribute."""
 
+import dataclasses
 import os
 
 import keras
@@ -305,3 +306,15 @@ def test_resuming_a_checkpoint_of_another_run_is_a_one_line_error(source, tmp_pa
     tf.train.CheckpointManager(tf.train.Checkpoint(completion=trainer.completion), str(completion_only), 1).save(0)
     with pytest.raises(UserError, match="does not hold this run's networks and optimizers"):
         train_lib.Trainer(_config(source), str(completion_only))
+
+
+def test_a_short_run_with_free_form_holes_goes_through_all_three_phases(source, tmp_path):
+    sizes = dataclasses.replace(TINY, hole_shape="free_form")
+    trainer = train_lib.Trainer(_config(source, sizes=sizes, completion_steps=1, discriminator_steps=1, total_steps=3), str(tmp_path))
+    batch = next(iter(data.training_dataset(source, 4, seed=0, sizes=sizes)))
+    filled = tf.reduce_sum(batch["mask"], axis=[1, 2, 3]) / tf.cast(batch["hole_box"][:, 2] * batch["hole_box"][:, 3], tf.float32)
+    assert float(tf.reduce_max(filled)) < 1.0  # strokes, not rectangles
+    for step in (1, 2, 3):
+        metrics = trainer.run(until_step=step)
+        assert metrics and all(np.isfinite(value) for value in metrics.values())
+    assert sorted(metrics) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]

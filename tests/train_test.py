@@ -1,5 +1,6 @@
 """train.py as users run it: flag files, SIGTERM, restarts, errors, several workers."""
 
+import dataclasses
 import json
 import os
 import re
@@ -41,11 +42,18 @@ def test_places2_flags_are_the_papers_settings():
     assert config.sizes == data.TrainingSizes(256, (256, 384), (96, 128), 128) and config.width == 1.0
 
 
-@pytest.mark.parametrize("flag_file", ["celeba.flags", "facade.flags", "demo.flags"])
+@pytest.mark.parametrize("flag_file", ["celeba.flags", "facade.flags", "demo.flags", "demo_freeform.flags", "places2_freeform.flags"])
 def test_every_flag_file_parses_into_a_valid_config(flag_file, monkeypatch):
     monkeypatch.setattr(data, "estimate_mean_pixel", lambda *args: (0.5, 0.5, 0.5))  # no data set here
     config = _config_from(f"--flagfile={ROOT / flag_file}")
     assert config.total_steps >= config.completion_steps + config.discriminator_steps
+
+
+def test_free_form_flag_files_differ_from_theirs_in_the_holes_only():
+    for free_form, rectangles in (("places2_freeform.flags", "places2.flags"), ("demo_freeform.flags", "demo.flags")):
+        config, paper = _config_from(f"--flagfile={ROOT / free_form}"), _config_from(f"--flagfile={ROOT / rectangles}")
+        assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape == "rectangle"
+        assert dataclasses.replace(config, sizes=paper.sizes) == paper
 
 
 def test_command_line_flags_override_the_flag_file():
