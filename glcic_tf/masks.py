@@ -95,15 +95,24 @@ def _strokes(seed, image_size: int, settings: FreeForm) -> tf.Tensor:
     radius = tf.random.stateless_uniform([most_strokes], seeds[6], settings.width[0] * size, settings.width[1] * size) / 2
     # Segment k of stroke s is drawn if s < strokes and k < vertices[s] - 1.
     drawn = (tf.range(most_strokes)[:, None] < strokes) & (tf.range(most_vertices - 1)[None, :] < vertices[:, None] - 1)
-    start, end = points[:, :-1], points[:, 1:]  # (strokes, segments, 2)
-    pixels = tf.cast(tf.stack(tf.meshgrid(tf.range(image_size), tf.range(image_size), indexing="ij"), -1), tf.float32)
-    pixels = tf.reshape(pixels, [-1, 1, 1, 2]) + 0.5  # pixel centres
-    direction = end - start
-    along = tf.reduce_sum((pixels - start) * direction, -1) / tf.maximum(tf.reduce_sum(direction * direction, -1), 1e-6)
-    offset = pixels - start - tf.clip_by_value(along, 0.0, 1.0)[..., None] * direction
-    squared_distance = tf.reduce_sum(offset * offset, -1)  # (pixels, strokes, segments)
-    inside = tf.reduce_any((squared_distance <= tf.square(radius)[:, None]) & drawn, axis=[1, 2])
-    return tf.reshape(inside, [image_size, image_size])
+    start, end = points[:, :-1], points[:, 1:]  # (strokes, segments, 2) as (y, x)
+    # Each segment's brush mark lies in a window of `side` pixels from its corner: only those
+    # pixels are measured (a tenth of the image at the default sizes), then scattered into it.
+    most_radius = settings.width[1] * size / 2
+    side = int(math.ceil(settings.length[1] * size + 2 * most_radius)) + 2
+    corner = tf.floor(tf.minimum(start, end) - most_radius)  # (strokes, segments, 2)
+    window = tf.cast(tf.stack(tf.meshgrid(tf.range(side), tf.range(side), indexing="ij"), -1), tf.float32)
+    pixels = corner[:, :, None, None, :] + window  # (strokes, segments, side, side, 2)
+    a, direction = start[:, :, None, None, :], (end - start)[:, :, None, None, :]
+    length2 = tf.maximum(tf.reduce_sum(direction * direction, -1), 1e-6)
+    centres = pixels + 0.5
+    along = tf.clip_by_value(tf.reduce_sum((centres - a) * direction, -1) / length2, 0.0, 1.0)
+    offset = centres - a - along[..., None] * direction
+    inside = tf.reduce_sum(offset * offset, -1) <= tf.square(radius)[:, None, None, None]
+    inside &= drawn[:, :, None, None] & tf.reduce_all((pixels >= 0) & (pixels <= size - 1), -1)
+    indices = tf.reshape(tf.cast(tf.clip_by_value(pixels, 0, size - 1), tf.int32), [-1, 2])
+    hits = tf.scatter_nd(indices, tf.reshape(tf.cast(inside, tf.int32), [-1]), [image_size, image_size])
+    return hits > 0
 
 
 def free_form_mask(seed, image_size: int, settings: FreeForm = FreeForm()) -> tf.Tensor:
