@@ -171,9 +171,11 @@ def test_start_up_opens_no_image_beyond_the_first_batches(sample_folder, tmp_pat
     trainer = train_lib.Trainer(config, str(tmp_path / "run"))
     before_the_first_step = len(opened.read())
     trainer.run()
-    # The pipeline reads ahead a little (parallel decoding, prefetching), never the whole folder.
-    assert before_the_first_step <= 64, before_the_first_step
-    assert len(opened.read()) <= 96
+    # Before the first step: the one file start-up checks (measured: 1). After two steps and the
+    # preview batch the pipeline has read ahead (parallel decoding, prefetching; measured: 93),
+    # never the whole folder.
+    assert before_the_first_step <= 8, before_the_first_step
+    assert len(opened.read()) < 200
     os.close(opened.fd)
 
 
