@@ -50,11 +50,14 @@ class FreeForm:
     tries: int = 16
 
     def __post_init__(self):
-        ranges = (self.strokes, self.vertices, self.length, self.width, self.coverage)
-        if any(len(pair) != 2 or not 0 < pair[0] <= pair[1] for pair in ranges) or self.vertices[0] < 2:
-            raise ValueError(f"free-form ranges must be low <= high, positive, with 2 vertices or more: {self}")
+        for name in ("strokes", "vertices", "length", "width", "coverage"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise ValueError(f"free_form_{name} must be two positive numbers min,max with min <= max, not {pair}")
+        if self.vertices[0] < 2:
+            raise ValueError(f"free_form_vertices must start at 2 or more (a stroke needs two ends), not {self.vertices}")
         if self.coverage[1] > 1 or self.tries < 1:
-            raise ValueError(f"free-form coverage must lie in (0, 1] and tries be positive: {self}")
+            raise ValueError(f"free_form_coverage must lie in (0, 1] and tries be positive, not {self.coverage}, {self.tries}")
 
 
 # --- Training holes (TensorFlow, inside tf.data) -------------------------------------------

@@ -81,6 +81,8 @@ def plan(mask: np.ndarray, strategy: str = "auto", margin: int = MARGIN, max_net
     """The regions `complete` runs the network on, each with the scale that keeps it within the limit."""
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if max_network_pixels < 1:
+        raise UserError(f"--max_network_pixels must be a positive number of pixels, not {max_network_pixels}")
     height, width = mask.shape[:2]
     whole_image = strategy in ("whole", "resize")
     regions = [Region(0, 0, height, width)] if whole_image else hole_regions(mask, margin)

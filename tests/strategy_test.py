@@ -118,6 +118,8 @@ def test_auto_downscales_a_region_over_the_limit_and_crop_and_whole_refuse_it(in
     for name in ("crop", "whole"):
         with pytest.raises(UserError, match=f"--strategy={name} would run the network on .* over the limit of {limit}"):
             strategy.complete(counting, large_photo, mask, name, max_network_pixels=limit)
+    with pytest.raises(UserError, match="--max_network_pixels must be a positive number of pixels, not 0"):
+        strategy.complete(counting, large_photo, mask, "auto", max_network_pixels=0)
     resized = _Counting(inpainter)
     strategy.complete(resized, large_photo, mask, "resize", max_network_pixels=limit)
     assert resized.shapes == [(163, 244)]  # the whole image, downscaled into the limit

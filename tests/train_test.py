@@ -18,6 +18,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from glcic_tf import data
+from glcic_tf.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +55,19 @@ def test_free_form_flag_files_differ_from_theirs_in_the_holes_only():
         config, paper = _config_from(f"--flagfile={ROOT / free_form}"), _config_from(f"--flagfile={ROOT / rectangles}")
         assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape == "rectangle"
         assert dataclasses.replace(config, sizes=paper.sizes) == paper
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--free_form_coverage=0.5,0.1", "free_form_coverage must be two positive numbers min,max with min <= max, not (0.5, 0.1)"),
+        ("--free_form_vertices=1,3", "free_form_vertices must start at 2 or more"),
+        ("--free_form_strokes=a,b", "--free_form_strokes must be two numbers min,max, not a,b"),
+    ],
+)
+def test_bad_free_form_flags_are_one_line_errors_naming_the_flag(flag, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        _config_from("--source=sample:train", flag)
 
 
 def test_command_line_flags_override_the_flag_file():
