@@ -43,6 +43,14 @@ flags.DEFINE_float("free_form_max_turn", _FREE_FORM.max_turn_degrees, "Largest t
 flags.DEFINE_list("free_form_length", [str(v) for v in _FREE_FORM.length], "Segment length as a fraction of the crop side: min,max.")
 flags.DEFINE_list("free_form_width", [str(v) for v in _FREE_FORM.width], "Brush width as a fraction of the crop side: min,max.")
 flags.DEFINE_list("free_form_coverage", [str(v) for v in _FREE_FORM.coverage], "Fraction of the crop a free-form hole covers: min,max.")
+# Augmentations (not the paper's, off by default; see data.Augmentations).
+_AUGMENT = data.Augmentations()
+flags.DEFINE_bool("flip", _AUGMENT.flip, "Augmentation: mirror each training crop left-right with probability 1/2.")
+flags.DEFINE_float("hue", _AUGMENT.hue, "Augmentation: rotate the hue by up to this fraction of a turn each way (0-0.5).")
+flags.DEFINE_float("saturation", _AUGMENT.saturation, "Augmentation: scale the saturation by a random factor in [1-s, 1+s].")
+flags.DEFINE_float("brightness", _AUGMENT.brightness, "Augmentation: add a random value in [-b, b] to every channel.")
+flags.DEFINE_float("contrast", _AUGMENT.contrast, "Augmentation: scale the contrast by a random factor in [1-c, 1+c].")
+flags.DEFINE_float("grayscale", _AUGMENT.grayscale, "Augmentation: probability of turning a training crop gray.")
 flags.DEFINE_float("width", 1.0, "Channel-width factor of both networks (1.0 is the paper's).")
 flags.DEFINE_list(
     "mean_pixel",
@@ -105,6 +113,9 @@ def config_from_flags() -> train_lib.Config:
             free_form,
             FLAGS.free_form_probability,
         )
+        augmentations = data.Augmentations(
+            FLAGS.flip, FLAGS.hue, FLAGS.saturation, FLAGS.brightness, FLAGS.contrast, FLAGS.grayscale
+        )
     except ValueError as error:
         raise UserError(str(error)) from None
     return train_lib.Config(
@@ -118,6 +129,7 @@ def config_from_flags() -> train_lib.Config:
         optimizer=FLAGS.optimizer,
         learning_rate=FLAGS.learning_rate,
         sizes=sizes,
+        augmentations=augmentations,
         width=FLAGS.width,
         mean_pixel=mean_pixel,
         seed=FLAGS.seed,

@@ -70,6 +70,7 @@ class Config:
     optimizer: str = "adadelta"
     learning_rate: Optional[float] = None  # None: the optimizer's entry in OPTIMIZERS
     sizes: data.TrainingSizes = data.TrainingSizes()
+    augmentations: data.Augmentations = data.Augmentations()  # none: the paper's protocol
     width: float = 1.0
     mean_pixel: Tuple[float, float, float] = models.PLACES2_MEAN_PIXEL
     seed: int = 0
@@ -214,6 +215,7 @@ class Trainer:
             sizes=sizes,
             deterministic=config.deterministic,
             shuffle_buffer=config.shuffle_buffer,
+            augmentations=config.augmentations,
         )
         self.iterator = iter(self.dataset)
         self._steps = {1: self._compiled(self._phase1), 2: self._compiled(self._phase2), 3: self._compiled(self._phase3)}

@@ -257,3 +257,63 @@ def test_unprepared_tfds_data_set_names_it_the_folder_and_how_to_prepare(tmp_pat
 def test_unknown_tfds_name_and_malformed_source_are_one_line_errors():
     assert "no data set named 'places366'" in _error("tfds:places366")
     assert "is not of the form" in _error("/some/path")
+
+
+# --- Augmentations (not the paper's; the demo's) -------------------------------------------
+
+ALL_AUGMENTATIONS = data.Augmentations(flip=True, hue=0.5, saturation=0.9, brightness=0.5, contrast=0.9, grayscale=0.5)
+
+
+def _photograph(sample_folder, name="astronaut.png", size=48):
+    image = np.asarray(Image.open(os.path.join(sample_folder, "train", name)).convert("RGB").resize((size, size)))
+    return tf.constant(image.astype(np.float32) / 255)
+
+
+def test_augmentations_off_are_the_identity(sample_folder):
+    image = _photograph(sample_folder)
+    np.testing.assert_array_equal(data.augment(image, tf.constant([1, 2], tf.int64)).numpy(), image.numpy())
+
+
+def test_each_augmentation_keeps_shape_and_range_and_repeats_for_the_same_seed(sample_folder):
+    image = _photograph(sample_folder)
+    for change in (dict(flip=True), dict(hue=0.5), dict(saturation=0.9), dict(brightness=0.5), dict(contrast=0.9), dict(grayscale=1.0)):
+        changes = data.Augmentations(**change)
+        outputs = {}
+        for seed in [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]:
+            out = data.augment(image, tf.constant(seed, tf.int64), changes).numpy()
+            assert out.shape == (48, 48, 3) and out.dtype == np.float32, change
+            assert 0.0 <= out.min() and out.max() <= 1.0, change
+            np.testing.assert_array_equal(out, data.augment(image, tf.constant(seed, tf.int64), changes).numpy())
+            outputs[seed] = out
+        assert any(not np.array_equal(out, image.numpy()) for out in outputs.values()), f"{change} changed nothing"
+        if "grayscale" not in change:  # (grayscale at probability 1 is the same for every seed)
+            assert len({out.tobytes() for out in outputs.values()}) > 1, f"{change} is the same for every example"
+
+
+def test_a_flip_mirrors_and_grayscale_gives_equal_channels(sample_folder):
+    image = _photograph(sample_folder).numpy()
+    flips = [data.augment(image, tf.constant([0, s], tf.int64), data.Augmentations(flip=True)).numpy() for s in range(8)]
+    assert {"mirrored" if np.array_equal(f, image[:, ::-1]) else "same" if np.array_equal(f, image) else "other" for f in flips} == {"mirrored", "same"}
+    gray = data.augment(image, tf.constant([0, 0], tf.int64), data.Augmentations(grayscale=1.0)).numpy()
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+    np.testing.assert_allclose(gray[..., 0], image @ [0.2989, 0.587, 0.114], atol=1e-3)
+
+
+def test_augmentations_change_the_photograph_before_the_hole_and_boxes(sample_folder):
+    source = f"folder:{sample_folder}/train"
+    plain, augmented = _batch(source, batch_size=8), _batch(source, batch_size=8, augmentations=ALL_AUGMENTATIONS)
+    for key in ("mask", "hole_box", "local_box", "real_local_box"):  # holes and boxes: those of a run without
+        np.testing.assert_array_equal(plain[key], augmented[key])
+    assert 0.0 <= augmented["image"].min() and augmented["image"].max() <= 1.0
+    # The image is the augmented crop, whole: no hole cut into it, nothing left of the plain crop.
+    seed = tf.constant([0, 0], tf.int64)  # example 0 of seed 0 (one input pipeline)
+    expected = data.augment(plain["image"][0], tf.random.experimental.stateless_fold_in(seed, 3), ALL_AUGMENTATIONS)
+    np.testing.assert_allclose(augmented["image"][0], expected.numpy(), atol=1e-6)
+    assert not np.allclose(augmented["image"], plain["image"], atol=0.02)
+
+
+def test_bad_augmentation_settings_are_errors():
+    for bad in (dict(hue=0.6), dict(saturation=1.0), dict(contrast=-0.1), dict(grayscale=1.5), dict(brightness=2.0)):
+        with pytest.raises(ValueError):
+            data.Augmentations(**bad)

@@ -41,6 +41,14 @@ def test_places2_flags_are_the_papers_settings():
     assert (config.batch_size, config.completion_steps, config.discriminator_steps, config.total_steps) == (96, 90_000, 10_000, 500_000)
     assert config.alpha == 0.0004 and config.optimizer == "adadelta" and config.learning_rate is None
     assert config.sizes == data.TrainingSizes(256, (256, 384), (96, 128), 128) and config.width == 1.0
+    assert config.augmentations == data.Augmentations()  # the paper's random rescale and crop only
+
+
+def test_augmentation_flags_reach_the_config_and_bad_values_are_one_line_errors():
+    config = _config_from("--source=sample:train", "--flip", "--hue=0.5", "--saturation=0.3", "--brightness=0.1", "--contrast=0.2", "--grayscale=0.25")
+    assert config.augmentations == data.Augmentations(True, 0.5, 0.3, 0.1, 0.2, 0.25)
+    with pytest.raises(UserError, match="hue"):
+        _config_from("--source=sample:train", "--hue=0.7")
 
 
 @pytest.mark.parametrize("flag_file", ["celeba.flags", "facade.flags", "demo.flags", "demo_freeform.flags", "places2_freeform.flags"])
