@@ -87,6 +87,40 @@ def receptive_radius(table: Sequence[ConvSpec] = COMPLETION_NETWORK) -> int:
     return radius
 
 
+def completion_flops(height: int, width: int = None, table: Sequence[ConvSpec] = COMPLETION_NETWORK) -> int:
+    """Forward FLOPs of the completion network on a height x width input, 2 per multiply-add.
+
+    A convolution does kernel² x C_in x C_out multiply-adds per *output* pixel; a stride-2
+    transposed convolution the same per *input* pixel (each input pixel is spread over a
+    kernel x kernel window). BatchNorm, ReLU and the sigmoid are not counted. Table 1 at
+    256x256: 32.55 G multiply-adds, 65.1 GFLOP.
+    """
+    width = height if width is None else width
+    total, pixels, channels = 0, height * width, 4
+    for spec in table:
+        if spec.kind == "deconv":
+            total += 2 * spec.kernel**2 * channels * spec.filters * pixels
+            pixels *= spec.stride**2
+        else:
+            pixels //= spec.stride**2
+            total += 2 * spec.kernel**2 * channels * spec.filters * pixels
+        channels = spec.filters
+    return total
+
+
+def discriminator_flops(global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_SIZE) -> int:
+    """Forward FLOPs of both context discriminators and the final layer (Table 2), 2 per multiply-add."""
+    total = 0
+    for size, filters in ((global_size, GLOBAL_DISCRIMINATOR_FILTERS), (local_size, LOCAL_DISCRIMINATOR_FILTERS)):
+        channels = 3
+        for out in filters:
+            size = -(-size // DISCRIMINATOR_STRIDE)  # "same" padding: ceil
+            total += 2 * DISCRIMINATOR_KERNEL**2 * channels * out * size * size
+            channels = out
+        total += 2 * channels * size * size * DISCRIMINATOR_FC_UNITS
+    return total + 2 * 2 * DISCRIMINATOR_FC_UNITS
+
+
 def _scaled(filters: int, width: float) -> int:
     return max(1, round(filters * width))
 

@@ -195,3 +195,29 @@ def test_import_without_tensorflow_names_the_extra_to_install():
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("ImportError: glcic_tf needs TensorFlow")
     assert "glcic-tf[cpu]" in last_line and "glcic-tf[gpu]" in last_line
+
+
+def test_flop_counts_match_table_1_and_2_counted_by_hand():
+    # Table 1 at 256x256, row by row: output side x output side x kernel² x C_in x C_out
+    # multiply-adds; the transposed convolutions (rows 13 and 15) per *input* pixel.
+    multiply_adds = (
+        256**2 * 25 * 4 * 64
+        + 128**2 * 9 * 64 * 128
+        + 128**2 * 9 * 128 * 128
+        + 64**2 * 9 * 128 * 256
+        + 8 * 64**2 * 9 * 256 * 256  # rows 5-12: two convs, four dilated, two convs
+        + 64**2 * 16 * 256 * 128  # deconv: 64x64 input pixels
+        + 128**2 * 9 * 128 * 128
+        + 128**2 * 16 * 128 * 64  # deconv: 128x128 input pixels
+        + 256**2 * 9 * 64 * 32
+        + 256**2 * 9 * 32 * 3
+    )
+    assert multiply_adds == 32_554_090_496
+    assert models.completion_flops(256) == 2 * multiply_adds  # 65.1 GFLOP
+    assert models.completion_flops(512) == 4 * 2 * multiply_adds  # 260 GFLOP
+    assert models.completion_flops(512, 256) == 2 * 2 * multiply_adds
+    global_branch = 128**2 * 25 * 3 * 64 + 64**2 * 25 * 64 * 128 + 32**2 * 25 * 128 * 256 + 16**2 * 25 * 256 * 512
+    global_branch += 8**2 * 25 * 512 * 512 + 4**2 * 25 * 512 * 512 + 4 * 4 * 512 * 1024
+    local_branch = 64**2 * 25 * 3 * 64 + 32**2 * 25 * 64 * 128 + 16**2 * 25 * 128 * 256 + 8**2 * 25 * 256 * 512
+    local_branch += 4**2 * 25 * 512 * 512 + 4 * 4 * 512 * 1024
+    assert models.discriminator_flops() == 2 * (global_branch + local_branch + 2048)
