@@ -7,9 +7,10 @@ Signatures:
   mask pixels are the hole) -> inpainted_bytes, string [batch] (PNG). The `_bytes` names let
   TF Serving's REST API take and give `{"b64": ...}`.
 
-The mean pixel and the BatchNorm statistics are constants of the export (inference mode). The
-version is written into a temporary folder and renamed into place, so a server watching
-`export_dir` never sees a partial version.
+The mean pixel is a constant of the export; the network is the inference form that `Inpainter`
+runs, each BatchNorm folded into its convolution (`glcic_tf.folded`). The version is written
+into a temporary folder and renamed into place, so a server watching `export_dir` never sees a
+partial version.
 
 Bad requests fail with InvalidArgumentError and a message (the server answers 400 and keeps
 serving): undecodable bytes, an image of more than `max_pixels` pixels (checked from the file's
@@ -76,8 +77,7 @@ def export_saved_model(
     inpainter = Inpainter(network, mean_pixel, max_pixels)
 
     archive = keras.export.ExportArchive()
-    archive.track(network)
-    archive.inpainter = inpainter  # keeps the mean pixel constant tracked with the weights
+    archive.track(inpainter)  # the folded weights it runs (not the Keras network's: see glcic_tf.folded)
     archive.add_endpoint(
         "serving_default",
         lambda image, mask: {"inpainted": inpainter(image, mask)},

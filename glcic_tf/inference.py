@@ -16,7 +16,7 @@ import PIL.Image
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import checkpoints, models, strategy as strategies
+from glcic_tf import checkpoints, folded, models, strategy as strategies
 from glcic_tf.errors import UserError
 
 # Largest image `inpaint.py` and `read_image` accept by default: 100 megapixels (10000 x 10000).
@@ -45,23 +45,26 @@ def load_completion_network(path: str):
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 
-def load_completer(path: str):
+def load_completer(path: str, precision: str = "float32"):
     """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
 
     `path`: a SavedModel (export.py's version folder, or its base folder whose highest version
-    is used), a train.py run folder, or a checkpoint (.../ckpt-N).
+    is used), a train.py run folder, or a checkpoint (.../ckpt-N). A SavedModel runs as it was
+    exported (float32); `precision` applies to runs and checkpoints (see Inpainter).
     """
     saved_model = path
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
         versions = [v for v in os.listdir(path) if v.isdigit() and os.path.exists(os.path.join(path, v, "saved_model.pb"))]
         saved_model = os.path.join(path, max(versions, key=int)) if versions else None
     if saved_model and os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+        if precision == "bfloat16":
+            raise UserError(f"{saved_model} is a SavedModel, which runs as exported (float32); bfloat16 needs a run folder")
         signature = tf.saved_model.load(saved_model).signatures["serving_default"]
         return lambda image, mask: signature(image=image, mask=mask)["inpainted"]
     if os.path.isdir(path) and not tf.train.latest_checkpoint(path):
         raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
     network, mean_pixel, _ = load_completion_network(path)
-    return Inpainter(network, mean_pixel)
+    return Inpainter(network, mean_pixel, precision=precision)
 
 
 class Inpainter(tf.Module):
@@ -71,12 +74,23 @@ class Inpainter(tf.Module):
     image is padded to a multiple of 4 (its last row and column repeated), the network runs in
     inference mode, the result is cropped back and the input's pixels are put back outside the
     holes. Images of more than `max_pixels` pixels are refused (InvalidArgumentError) before the
-    network runs: it needs about 670 bytes per pixel.
+    network runs: it needs about 670 bytes per pixel. The network runs with its BatchNorms folded
+    into its convolutions (`glcic_tf.folded`: the same outputs, faster); `fold=False` runs the
+    Keras network as it is (for comparisons). `precision` is one of folded.PRECISIONS: "auto"
+    computes in bfloat16 where that is faster (processors with AMX), float32 elsewhere.
     """
 
-    def __init__(self, network, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL, max_pixels: int = strategies.MAX_NETWORK_PIXELS):
+    def __init__(
+        self,
+        network,
+        mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL,
+        max_pixels: int = strategies.MAX_NETWORK_PIXELS,
+        fold: bool = True,
+        precision: str = "float32",
+    ):
         super().__init__()
-        self.network = network
+        dtype = folded.compute_dtype(precision)
+        self.network = folded.FoldedCompletionNetwork(network, dtype=dtype) if fold else network
         self.mean_pixel = tf.constant(mean_pixel, tf.float32)
         self.max_pixels = max_pixels
 

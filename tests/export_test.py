@@ -40,8 +40,14 @@ def test_saved_model_matches_the_keras_model(run_network, exported, height, widt
     network, mean_pixel, _ = run_network
     image, mask = _inputs(height, width, seed=height)
     served = tf.saved_model.load(exported).signatures["serving_default"](image=tf.constant(image), mask=tf.constant(mask))
-    eager = inference.Inpainter(network, mean_pixel)(image, mask)
+    eager = inference.Inpainter(network, mean_pixel, fold=False)(image, mask)  # the Keras network as trained
     np.testing.assert_allclose(served["inpainted"].numpy(), eager.numpy(), atol=1e-5)
+
+
+def test_saved_model_holds_the_folded_weights_only(exported):
+    # 17 rows of Table 1, a kernel and a bias each: no BatchNorm statistics, no second copy.
+    saved = [shape for name, shape in tf.train.list_variables(os.path.join(exported, "variables", "variables")) if "VARIABLE_VALUE" in name]
+    assert len(saved) == 2 * 17 and sum(len(shape) == 1 for shape in saved) == 17 and sum(len(shape) == 4 for shape in saved) == 17
 
 
 def test_signatures_have_the_documented_names_types_and_shapes(exported):
