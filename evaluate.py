@@ -11,7 +11,7 @@ glcic_tf/metrics.py for what is measured and how.
 
 from absl import app, flags, logging
 
-from glcic_tf import evaluation, inference, masks
+from glcic_tf import evaluation, folded, inference, masks
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -23,6 +23,7 @@ flags.DEFINE_integer("image_size", 256, "Images are resized and centre-cropped t
 flags.DEFINE_enum("mask_protocol", "paper", sorted(masks.MASK_PROTOCOLS), "How holes are drawn (glcic_tf/masks.py).")
 flags.DEFINE_integer("seed", 0, "Seed of the holes: the same seed gives the same holes everywhere.")
 flags.DEFINE_list("methods", list(evaluation.METHODS), "Methods to compare.")
+flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
 flags.DEFINE_string("output_dir", None, "Where the report goes.")
 flags.DEFINE_integer("grid_images", 4, "Images shown in examples.png.")
 flags.DEFINE_integer("grid_tile", 0, "Side in pixels of each picture in examples.png (0: --image_size).")
@@ -35,7 +36,7 @@ def main(argv):
         if not FLAGS.output_dir:
             raise UserError("--output_dir is required")
         methods = FLAGS.methods if FLAGS.model else [m for m in FLAGS.methods if m in evaluation.BASELINES]
-        completer = inference.load_completer(FLAGS.model) if FLAGS.model else None
+        completer = inference.load_completer(FLAGS.model, FLAGS.precision) if FLAGS.model else None
         images = evaluation.evaluation_images(FLAGS.source, FLAGS.num_images, FLAGS.image_size, FLAGS.data_dir)
         logging.info("evaluating %s on %d images of %s", ", ".join(methods), len(images), FLAGS.source)
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)

@@ -29,7 +29,7 @@ import urllib.request
 import numpy as np
 from absl import app, flags, logging
 
-from glcic_tf import inference, strategy
+from glcic_tf import folded, inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -50,6 +50,7 @@ flags.DEFINE_enum(
     "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
     "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
 )
+flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
 flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -172,7 +173,7 @@ def main(argv):
         boxes = [_parse_box(text) for text in FLAGS.box]
         if bool(FLAGS.model) == bool(FLAGS.server):
             raise UserError("give either --model (run locally) or --server (TF Serving)")
-        completer = inference.load_completer(FLAGS.model) if FLAGS.model else serving_completer
+        completer = inference.load_completer(FLAGS.model, FLAGS.precision) if FLAGS.model else serving_completer
         failures = []
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
