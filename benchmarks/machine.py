@@ -1,8 +1,28 @@
-"""The machine's own yardstick, printed beside every benchmark figure: these 2-core machines
-differ a lot (one measured a 300 GFLOP/s float32 matmul, another 68), so figures compare only
-within one run on one machine."""
+"""The machine's own yardsticks, printed beside every benchmark figure.
 
+These 2-core machines differ a lot (one measured a 300 GFLOP/s float32 matmul, another 68), so
+figures compare only within one run on one machine. Two limits, neither a measurement of ours:
+- `peak_gflops`: what the processor can do at most, cores x clock x float32 FMA lanes x 2 FMA
+  units x 2 FLOPs, from the CPU's own description (/proc/cpuinfo);
+- `matmul_rates`: the float32 4096x4096 matrix product of every library here (TensorFlow,
+  NumPy's BLAS, PyTorch); the best of them is what a well-tuned kernel reaches on this machine.
+
+To measure an AVX2-only processor on an AVX-512 one, limit every library's kernels:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell python benchmarks/run.py
+
+`cpu_description` reads these variables, so the peak and the printed instruction set follow.
+"""
+
+import os
 import time
+from typing import Dict, Optional
+
+from glcic_tf.folded import usable_cores
+
+# FMA units per core: two on Intel server cores since Skylake-SP and on AMD since Zen 2.
+FMA_UNITS = 2
+_AVX2_LIMITS = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX", "SSE41")
 
 
 def best_time(function, repeats: int) -> float:
@@ -16,11 +36,72 @@ def best_time(function, repeats: int) -> float:
     return min(times)
 
 
-def roofline_gflops(n: int = 4096) -> float:
-    """The best float32 GFLOP/s of an n x n tf.matmul."""
+def cpu_description() -> Dict[str, object]:
+    """Model, clock, cores this process may use, float32 lanes per FMA and native bfloat16."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    limited = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AVX2_LIMITS
+    # AMD's AVX-512 before Zen 5 executes as two 256-bit halves: 8 lanes per FMA unit.
+    avx512 = "avx512f" in flags and not limited and info.get("vendor_id") != "AuthenticAMD"
+    lanes = 16 if avx512 else 8 if {"avx2", "fma"} <= flags else 4
+    return {
+        "model": info.get("model name", "unknown"),
+        "ghz": float(info.get("cpu MHz", 0)) / 1000,
+        "cores": usable_cores(),
+        "lanes": lanes,
+        "isa": ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE")
+        + (" limited to AVX2" if limited and "avx512f" in flags else ""),
+        "native_bfloat16": bool({"avx512_bf16", "amx_bf16"} & flags) and not limited,
+    }
+
+
+def peak_gflops(cpu: Optional[Dict[str, object]] = None) -> float:
+    """cores x GHz x float32 lanes x FMA units x 2 (an FMA is two FLOPs)."""
+    cpu = cpu or cpu_description()
+    return cpu["cores"] * cpu["ghz"] * cpu["lanes"] * FMA_UNITS * 2
+
+
+def matmul_rates(n: int = 4096, repeats: int = 5, torch: bool = True) -> Dict[str, float]:
+    """GFLOP/s of an n x n float32 matrix product in TensorFlow, NumPy and (if installed) PyTorch."""
+    import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
+    flops = 2 * n**3
     a = tf.random.uniform((n, n))
     matmul = tf.function(lambda x: tf.matmul(x, x))
-    seconds = best_time(lambda: matmul(a).numpy(), repeats=5)
-    return 2 * n**3 / seconds / 1e9
+    rates = {"tensorflow": flops / best_time(lambda: matmul(a).numpy(), repeats) / 1e9}
+    b = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    rates["numpy"] = flops / best_time(lambda: b @ b, repeats) / 1e9
+    if torch:
+        try:
+            import torch as pytorch  # noqa: PLC0415
+        except ImportError:
+            return rates
+        c = pytorch.from_numpy(b)
+        rates["pytorch"] = flops / best_time(lambda: c @ c, repeats) / 1e9
+    return rates
+
+
+def roofline_gflops(n: int = 4096) -> float:
+    """The float32 GFLOP/s of an n x n tf.matmul (a quick yardstick for benchmarks of their own)."""
+    return matmul_rates(n, torch=False)["tensorflow"]
+
+
+def describe(rates: Optional[Dict[str, float]] = None) -> str:
+    """One line: the processor, its peak and the matrix rates, to print beside every figure."""
+    cpu = cpu_description()
+    line = (
+        f"machine: {cpu['model']}, {cpu['cores']} cores at {cpu['ghz']:.2f} GHz, {cpu['isa']} "
+        f"({cpu['lanes']} float32 lanes x {FMA_UNITS} FMA units), native bfloat16: {'yes' if cpu['native_bfloat16'] else 'no'}; "
+        f"peak {peak_gflops(cpu):.0f} GFLOP/s"
+    )
+    if rates:
+        line += "; float32 matmul 4096: " + ", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()) + " GFLOP/s"
+    return line

@@ -4,15 +4,21 @@ r"""All benchmarks in one run, as ratios taken on the same machine at the same t
     python benchmarks/run.py --output=benchmarks.json
 
 Rows:
-1. roofline: the best float32 matrix-multiply rate (GFLOP/s) of a 4096x4096 tf.matmul, measured
-   first; every other rate is given as a percentage of it;
-2. completion-network inference at 256, 512 and 1024 px (batch 1, paper width): float32 and
-   mixed_bfloat16 in TensorFlow, and the same network in PyTorch (channels-last, inference mode)
-   with the ratio TensorFlow / PyTorch time. FLOPs are counted from Table 1 (2 per multiply-add);
+1. the machine's limits (benchmarks/machine.py): its float32 peak from the CPU's description,
+   and the float32 4096x4096 matrix product in TensorFlow, NumPy and PyTorch; every rate is
+   also given as a percentage of the peak and of the best matrix rate;
+2. completion-network inference at 256, 512 and 1024 px (batch 1, paper width): the Keras
+   network as trained, the folded network that `Inpainter` runs (glcic_tf.folded), the exported
+   SavedModel's serving_default (what TF Serving runs, with the padding and the composite),
+   bfloat16 (Keras mixed_bfloat16 and the folded network, only where the processor has bfloat16
+   natively; `--precision=auto` picks it where it is the faster), and the same network in
+   PyTorch (channels-last, inference mode), with each TensorFlow time over PyTorch's. FLOPs are
+   Table 1's (models.completion_flops, 2 per multiply-add: 65.1 GFLOP at 256 px);
 3. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
-   estimated as 3x the forward passes involved (forward + backward);
+   as 3x the forward passes involved (forward + backward);
 4. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
 Each time is the best of --repeats calls after a warm-up call (these machines are noisy).
+benchmarks/layers.py times the network row by row against PyTorch.
 """
 
 import json
@@ -29,74 +35,49 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine, pipeline  # noqa: E402  (pipeline defines its flags too)
-from benchmarks.machine import roofline_gflops  # noqa: E402
-from glcic_tf import models  # noqa: E402
+from benchmarks.torch_peer import torch_network  # noqa: E402
+from glcic_tf import export_lib, folded, inference, models  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["256", "512", "1024"], "Inference image sides.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_bool("torch", True, "Time the PyTorch peer (needs the bench extra).")
+flags.DEFINE_bool("training", True, "Also time the training steps and the input pipeline.")
 
 
 def best_time(function, repeats=None):
     return machine.best_time(function, repeats or FLAGS.repeats)
 
 
-def completion_flops(side: int) -> float:
-    """Forward FLOPs of Table 1 on a side x side input (2 per multiply-add)."""
-    total, size, channels = 0, side, 4
-    for spec in models.COMPLETION_NETWORK:
-        size = size * 2 if spec.kind == "deconv" else size // spec.stride
-        total += 2 * spec.kernel**2 * channels * spec.filters * size * size
-        channels = spec.filters
-    return total
+def _network_input(side):
+    return tf.random.uniform((1, side, side, 4))
 
 
-def discriminator_flops(global_size=models.GLOBAL_SIZE, local_size=models.LOCAL_SIZE) -> float:
-    total = 0
-    for size, filters in ((global_size, models.GLOBAL_DISCRIMINATOR_FILTERS), (local_size, models.LOCAL_DISCRIMINATOR_FILTERS)):
-        channels = 3
-        for out in filters:
-            size //= models.DISCRIMINATOR_STRIDE
-            total += 2 * models.DISCRIMINATOR_KERNEL**2 * channels * out * size * size
-            channels = out
-        total += 2 * channels * size * size * models.DISCRIMINATOR_FC_UNITS
-    return total + 2 * 2 * models.DISCRIMINATOR_FC_UNITS
-
-
-def tensorflow_inference(sizes):
-    float32 = models.completion_network()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    bfloat16 = models.completion_network()
-    keras.mixed_precision.set_global_policy("float32")
-    bfloat16.set_weights(float32.get_weights())
+def tensorflow_inference(sizes, native_bfloat16: bool):
+    """Seconds per image of each TensorFlow way to run the network, by (name, side)."""
+    network = models.completion_network()
+    runs = {
+        "keras float32": tf.function(lambda x: network(x, training=False)),
+        "folded float32": tf.function(inference.Inpainter(network).network),
+    }
+    if native_bfloat16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        bfloat16 = models.completion_network()
+        keras.mixed_precision.set_global_policy("float32")
+        bfloat16.set_weights(network.get_weights())
+        runs["keras mixed_bfloat16"] = tf.function(lambda x: bfloat16(x, training=False))
+        runs["folded bfloat16"] = tf.function(folded.FoldedCompletionNetwork(network, dtype=tf.bfloat16))
     results = {}
-    for name, network in (("float32", float32), ("mixed_bfloat16", bfloat16)):
-        run = tf.function(lambda x, n=network: n(x, training=False), input_signature=[tf.TensorSpec([None, None, None, 4])])
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1, max_pixels=max(sizes) ** 2)
+        signature = tf.saved_model.load(path).signatures["serving_default"]
         for side in sizes:
-            x = tf.random.uniform((1, side, side, 4))
-            results[(name, side)] = best_time(lambda: run(x).numpy())
+            x = _network_input(side)
+            for name, run in runs.items():
+                results[(name, side)] = best_time(lambda: run(x).numpy())
+            image, mask = tf.random.uniform((1, side, side, 3)), tf.cast(tf.random.uniform((1, side, side, 1)) > 0.7, tf.float32)
+            results[("export serving_default", side)] = best_time(lambda: signature(image=image, mask=mask)["inpainted"].numpy())
     return results
-
-
-def torch_network():
-    """Table 1 in PyTorch (random weights), channels-last, in inference mode."""
-    import torch  # noqa: PLC0415
-    from torch import nn  # noqa: PLC0415
-
-    layers, channels = [], 4
-    for index, spec in enumerate(models.COMPLETION_NETWORK, start=1):
-        last = index == len(models.COMPLETION_NETWORK)
-        if spec.kind == "deconv":
-            conv = nn.ConvTranspose2d(channels, spec.filters, spec.kernel, stride=2, padding=1, bias=False)
-        else:
-            padding = spec.dilation * (spec.kernel - 1) // 2
-            conv = nn.Conv2d(channels, spec.filters, spec.kernel, spec.stride, padding, spec.dilation, bias=last)
-        layers.append(conv)
-        layers += [nn.Sigmoid()] if last else [nn.BatchNorm2d(spec.filters, eps=models.BN_EPSILON), nn.ReLU()]
-        channels = spec.filters
-    # Same architecture and sizes as the Keras network; the time does not depend on the weights.
-    return nn.Sequential(*layers).eval().to(memory_format=torch.channels_last), torch
 
 
 def torch_inference(sizes):
@@ -113,45 +94,55 @@ def main(argv):
     del argv
     sizes = [int(side) for side in FLAGS.sizes]
     started = time.perf_counter()
-    roofline = roofline_gflops()
-    print(f"roofline: float32 matmul 4096x4096 = {roofline:.0f} GFLOP/s on {os.cpu_count()} cores")
+    cpu, rates = machine.cpu_description(), machine.matmul_rates(torch=FLAGS.torch)
+    peak, best = machine.peak_gflops(cpu), max(rates.values())
+    print(machine.describe(rates))
+    print(f"inference in {folded.usable_cores()} bands per convolution; --precision=auto computes in {folded.compute_dtype('auto').name}")
 
-    inference = tensorflow_inference(sizes)
+    inference_times = tensorflow_inference(sizes, cpu["native_bfloat16"])
     peer, torch_version = torch_inference(sizes) if FLAGS.torch else ({}, None)
     rows = []
-    print(f"\n{'inference':<34}{'s/image':>10}{'GFLOP/s':>10}{'% roofline':>12}{'TF/PyTorch':>12}")
+    print(f"\n{'inference, batch 1':<36}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
     for side in sizes:
-        flops = completion_flops(side)
-        for name in ("float32", "mixed_bfloat16"):
-            seconds = inference[(name, side)]
-            ratio = seconds / peer[side] if side in peer else None
-            rows.append({"row": f"tf {name} {side}px", "seconds": seconds, "gflops": flops / seconds / 1e9,
-                         "percent_roofline": 100 * flops / seconds / 1e9 / roofline, "tf_over_torch": ratio})
+        flops = models.completion_flops(side)
+        timed = [(f"tf {name} {side}px", seconds, peer.get(side)) for (name, s), seconds in inference_times.items() if s == side]
         if side in peer:
-            rows.append({"row": f"torch {torch_version} float32 {side}px", "seconds": peer[side], "gflops": flops / peer[side] / 1e9,
-                         "percent_roofline": 100 * flops / peer[side] / 1e9 / roofline, "tf_over_torch": None})
+            timed.append((f"torch {torch_version} float32 {side}px", peer[side], None))
+        for name, seconds, reference in timed:
+            gflops = flops / seconds / 1e9
+            rows.append({"row": name, "gflop": flops / 1e9, "seconds": seconds, "gflops": gflops, "percent_peak": 100 * gflops / peak,
+                         "percent_best_matmul": 100 * gflops / best, "tf_over_torch": seconds / reference if reference else None})
     for row in rows:
         ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
-        print(f"{row['row']:<34}{row['seconds']:>10.3f}{row['gflops']:>10.0f}{row['percent_roofline']:>11.0f}%{ratio:>12}")
+        print(f"{row['row']:<36}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{row['percent_peak']:>7.0f}%{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
+    if not cpu["native_bfloat16"]:
+        print("(no mixed_bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX)")
 
+    results = {"machine": cpu, "peak_gflops": peak, "matmul_gflops": rates, "inference": rows, "torch": torch_version}
+    if FLAGS.training:
+        results.update(training_and_pipeline(peak, best))
+    print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            json.dump(results, file, indent=2, default=float)
+
+
+def training_and_pipeline(peak, best):
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as model_dir:
         source = f"folder:{pipeline.jpeg_folder(folder)}"
         training = pipeline.training_rates(source, model_dir)
         pipeline_rate = pipeline.pipeline_rate(source)
-    c, d = completion_flops(models.GLOBAL_SIZE), discriminator_flops()
+    c, d = models.completion_flops(models.GLOBAL_SIZE), models.discriminator_flops()
     step_flops = {"phase1": 3 * c, "phase2": c + 3 * 2 * d, "phase3": 3 * c + 3 * 2 * d + 3 * d}
-    print(f"\n{'training (batch ' + str(FLAGS.train_batch_size) + ')':<34}{'img/s':>10}{'GFLOP/s':>10}{'% roofline':>12}")
+    print(f"\n{'training (batch ' + str(FLAGS.train_batch_size) + ')':<36}{'img/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}")
     training_rows = []
     for phase, rate in training.items():
         gflops = rate * step_flops[phase] / 1e9
-        training_rows.append({"phase": phase, "images_per_second": rate, "gflops": gflops, "percent_roofline": 100 * gflops / roofline})
-        print(f"{phase:<34}{rate:>10.2f}{gflops:>10.0f}{100 * gflops / roofline:>11.0f}%")
+        training_rows.append({"phase": phase, "images_per_second": rate, "gflops": gflops,
+                              "percent_peak": 100 * gflops / peak, "percent_best_matmul": 100 * gflops / best})
+        print(f"{phase:<36}{rate:>9.2f}{gflops:>9.0f}{100 * gflops / peak:>7.0f}%{100 * gflops / best:>9.0f}%")
     print(f"\ninput pipeline: {pipeline_rate:.0f} img/s = {pipeline_rate / max(training.values()):.0f}x the fastest training phase")
-    print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            json.dump({"roofline_gflops": roofline, "inference": rows, "training": training_rows,
-                       "pipeline_images_per_second": pipeline_rate, "torch": torch_version}, file, indent=2)
+    return {"training": training_rows, "pipeline_images_per_second": pipeline_rate}
 
 
 if __name__ == "__main__":
