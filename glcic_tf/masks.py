@@ -27,6 +27,7 @@ import tensorflow as tf
 
 # Paper: "a random rectangle whose sides are each in [96, 128]" on a 256x256 crop.
 HOLE_SIDE_RANGE = (96, 128)
+CROP_SIDE = 256  # the side of the crops the paper's holes are drawn in
 HOLE_SHAPES = ("rectangle", "free_form", "mixed")
 
 
@@ -199,8 +200,15 @@ def _rectangles(rng: np.random.Generator, height: int, width: int, count, side) 
     return mask
 
 
-def paper_hole_mask(rng, height, width, side=HOLE_SIDE_RANGE) -> np.ndarray:
-    """One rectangle with sides in [96, 128]: the paper's training hole, used for evaluation."""
+def paper_hole_mask(rng, height, width, side=None) -> np.ndarray:
+    """One rectangle: the paper's training hole, used for evaluation.
+
+    Sides in [96, 128] on the paper's 256x256 pictures; on other pictures the same fraction of
+    the shorter side (3/8 to 1/2; 48-64 at 128x128, the demo's scale), unless `side` is given.
+    """
+    if side is None:
+        short = min(height, width)
+        side = tuple(max(1, round(s * short / CROP_SIDE)) for s in HOLE_SIDE_RANGE)
     return _rectangles(rng, height, width, (1, 1), side)[..., None].astype(np.float32)
 
 

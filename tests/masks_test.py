@@ -99,6 +99,9 @@ def test_rectangles_and_paper_masks_use_the_asked_sides():
     rows, cols = np.nonzero(mask)
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
     assert 96 <= height <= 128 and 96 <= width <= 128 and mask.sum() == height * width
+    for index in range(20):  # on smaller pictures, the same fraction of the side: 48-64 at 128
+        rows, cols = np.nonzero(masks.protocol_mask("paper", 5, index, 128, 160)[..., 0])
+        assert 48 <= rows.max() - rows.min() + 1 <= 64 and 48 <= cols.max() - cols.min() + 1 <= 64
     several = masks.protocol_mask("rectangles", 5, 0, 256, 256, count=(3, 3), side=(10, 10))
     assert 10 * 10 < several.sum() <= 3 * 10 * 10
 
