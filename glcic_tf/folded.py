@@ -90,6 +90,12 @@ def usable_cores() -> int:
     return cores
 
 
+# Convolutions with this many filters in Table 1 (rows 4-12, at a quarter of the image's size)
+# run in bands: there it pays (see banded_conv2d), and the copies it makes are small. At full
+# and half size, the copies of 64- and 128-channel maps would cost more memory than the network.
+BANDED_FILTERS = 256
+
+
 def banded_conv2d(x, kernel, stride: int, dilation: int, bands: int) -> tf.Tensor:
     """tf.nn.conv2d with Torch's padding ((kernel - 1) / 2 x dilation on every side), computed as
     `bands` horizontal bands of the output stacked into the batch.
@@ -101,16 +107,19 @@ def banded_conv2d(x, kernel, stride: int, dilation: int, bands: int) -> tf.Tenso
     """
     size = int(kernel.shape[0])
     pad = (size - 1) // 2 * dilation
+    if bands == 1:
+        return tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]], dilations=dilation)
     out_rows = (tf.shape(x)[1] - 1) // stride + 1
     band_rows = -(-out_rows // bands)
     window = (band_rows - 1) * stride + (size - 1) * dilation + 1  # input rows one band reads
     needed = (bands - 1) * band_rows * stride + window
     x = tf.pad(x, [[0, 0], [pad, needed - pad - tf.shape(x)[1]], [0, 0], [0, 0]])
-    stacked = tf.concat([x[:, b * band_rows * stride : b * band_rows * stride + window] for b in range(bands)], axis=0)
+    # Image i's band b at batch position i * bands + b, so that the output's bands of each image
+    # lie one above the other in memory: putting them back is a reshape, not a copy.
+    stacked = tf.stack([x[:, b * band_rows * stride : b * band_rows * stride + window] for b in range(bands)], axis=1)
+    stacked = tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))
     out = tf.nn.conv2d(stacked, kernel, stride, [[0, 0], [0, 0], [pad, pad], [0, 0]], dilations=dilation)
-    # Batch b * B + i is band b of image i: put the bands of each image back one above the other.
-    batch, width, channels = tf.shape(x)[0], tf.shape(out)[2], tf.shape(out)[3]
-    out = tf.reshape(tf.transpose(tf.reshape(out, [bands, batch, band_rows, width, channels]), [1, 0, 2, 3, 4]), [batch, bands * band_rows, width, channels])
+    out = tf.reshape(out, tf.stack([tf.shape(x)[0], bands * band_rows, tf.shape(out)[2], tf.shape(out)[3]]))
     return out[:, :out_rows]
 
 
@@ -141,7 +150,7 @@ class FoldedCompletionNetwork(tf.Module):
             out = tf.stack([shape[0], shape[1] * spec.stride, shape[2] * spec.stride, tf.shape(kernel)[2]])
             x = tf.nn.conv2d_transpose(x, kernel, out, spec.stride, padding="SAME")  # Torch's padding 1 at kernel 4
         else:
-            x = banded_conv2d(x, kernel, spec.stride, spec.dilation, self.bands)
+            x = banded_conv2d(x, kernel, spec.stride, spec.dilation, self.bands if spec.filters >= BANDED_FILTERS else 1)
         x = tf.nn.bias_add(x, bias)
         return tf.sigmoid(x) if index == len(self.specs) - 1 else tf.nn.relu(x)
 
