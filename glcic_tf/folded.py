@@ -90,10 +90,11 @@ def usable_cores() -> int:
     return cores
 
 
-# Convolutions with this many filters in Table 1 (rows 4-12, at a quarter of the image's size)
-# run in bands: there it pays (see banded_conv2d), and the copies it makes are small. At full
-# and half size, the copies of 64- and 128-channel maps would cost more memory than the network.
-BANDED_FILTERS = 256
+# Convolutions whose input has at least this many channels in Table 1 (rows 3-12 and 14, at a
+# half and a quarter of the image's size) run in bands: there it pays (see banded_conv2d). The
+# rows at full size are left alone: copies of their 64-channel maps would raise the peak memory
+# (at 2048x2048 banding every row took 5.4 GB against 3.3 GB).
+BANDED_CHANNELS = 128
 
 
 def banded_conv2d(x, kernel, stride: int, dilation: int, bands: int) -> tf.Tensor:
@@ -134,6 +135,8 @@ class FoldedCompletionNetwork(tf.Module):
         super().__init__(name="folded_completion_network")
         self.specs = tuple(table)
         self.dtype = tf.as_dtype(dtype)
+        inputs = (4,) + tuple(spec.filters for spec in self.specs[:-1])
+        self.banded = [spec.kind != "deconv" and channels >= BANDED_CHANNELS for spec, channels in zip(self.specs, inputs)]
         # One band per core on a CPU; a GPU runs one image's convolution on all its units.
         self.bands = bands or (1 if tf.config.list_physical_devices("GPU") else usable_cores())
         self.kernels, self.biases = [], []
@@ -150,7 +153,7 @@ class FoldedCompletionNetwork(tf.Module):
             out = tf.stack([shape[0], shape[1] * spec.stride, shape[2] * spec.stride, tf.shape(kernel)[2]])
             x = tf.nn.conv2d_transpose(x, kernel, out, spec.stride, padding="SAME")  # Torch's padding 1 at kernel 4
         else:
-            x = banded_conv2d(x, kernel, spec.stride, spec.dilation, self.bands if spec.filters >= BANDED_FILTERS else 1)
+            x = banded_conv2d(x, kernel, spec.stride, spec.dilation, self.bands if self.banded[index] else 1)
         x = tf.nn.bias_add(x, bias)
         return tf.sigmoid(x) if index == len(self.specs) - 1 else tf.nn.relu(x)
 
