@@ -49,6 +49,8 @@ def test_augmentation_flags_reach_the_config_and_bad_values_are_one_line_errors(
     assert config.augmentations == data.Augmentations(True, 0.5, 0.3, 0.1, 0.2, 0.25)
     with pytest.raises(UserError, match="hue"):
         _config_from("--source=sample:train", "--hue=0.7")
+    demo = _config_from(f"--flagfile={ROOT / 'demo.flags'}")
+    assert demo.augmentations.flip and demo.augmentations.hue > 0 and demo.augmentations.grayscale > 0
 
 
 @pytest.mark.parametrize("flag_file", ["celeba.flags", "facade.flags", "demo.flags", "demo_freeform.flags", "places2_freeform.flags"])
