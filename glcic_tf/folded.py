@@ -3,7 +3,9 @@
 In inference mode a BatchNorm is a fixed per-channel scale and offset, so it can be moved into
 the convolution's weights and a bias: the same function with one pass over each activation
 map fewer, and each layer becomes convolution + bias + ReLU, which TensorFlow fuses into one
-oneDNN kernel. `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
+oneDNN kernel. The wide convolutions run as horizontal bands stacked into the batch, one per
+core (`banded_conv2d`), and the arithmetic can be bfloat16 where that is the faster
+(`compute_dtype`). `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
 training keeps the Keras network of `glcic_tf.models`, whose weights are the ones saved.
 BUILD.md ("Inference speed") has what each change measured.
 """
@@ -104,7 +106,8 @@ def banded_conv2d(x, kernel, stride: int, dilation: int, bands: int) -> tf.Tenso
     Why: oneDNN spreads one image's convolution over the cores poorly. Measured here (2 cores,
     3x3, 256 -> 256 channels at 128x128): 258 ms as one image with AVX2 kernels against 91 ms as
     two bands, 76 against 54 ms with AVX-512 ones. Each band reads the rows its outputs need
-    (its halo), so the result is the same convolution; only the halo rows are copied twice.
+    (its halo), so the result is the same convolution; the cost is a copy of the input into the
+    bands (the halo rows twice).
     """
     size = int(kernel.shape[0])
     pad = (size - 1) // 2 * dilation
