@@ -145,12 +145,13 @@ class FoldedCompletionNetwork(tf.Module):
         self.kernels, self.biases = [], []
         for index, spec in enumerate(self.specs, start=1):
             kernel, bias = _folded_weights(network, spec, index, last=index == len(self.specs))
-            self.kernels.append(tf.Variable(tf.cast(kernel, tf.float32), trainable=False, name=f"kernel{index}"))
-            self.biases.append(tf.Variable(tf.cast(bias, tf.float32), trainable=False, name=f"bias{index}"))
+            # Kept in the dtype the network computes in: no cast of the weights per call.
+            self.kernels.append(tf.Variable(tf.cast(kernel, self.dtype), trainable=False, name=f"kernel{index}"))
+            self.biases.append(tf.Variable(tf.cast(bias, self.dtype), trainable=False, name=f"bias{index}"))
 
     def layer(self, index: int, x) -> tf.Tensor:
         """Row `index` (from 0) of Table 1 on `x`: convolution, bias, then ReLU (sigmoid for the last)."""
-        spec, kernel, bias = self.specs[index], tf.cast(self.kernels[index], self.dtype), tf.cast(self.biases[index], self.dtype)
+        spec, kernel, bias = self.specs[index], self.kernels[index], self.biases[index]
         if spec.kind == "deconv":
             shape = tf.shape(x)
             out = tf.stack([shape[0], shape[1] * spec.stride, shape[2] * spec.stride, tf.shape(kernel)[2]])

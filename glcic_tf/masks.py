@@ -25,9 +25,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from glcic_tf import models
+
 # Paper: "a random rectangle whose sides are each in [96, 128]" on a 256x256 crop.
 HOLE_SIDE_RANGE = (96, 128)
-CROP_SIDE = 256  # the side of the crops the paper's holes are drawn in
 HOLE_SHAPES = ("rectangle", "free_form", "mixed")
 
 
@@ -208,7 +209,7 @@ def paper_hole_mask(rng, height, width, side=None) -> np.ndarray:
     """
     if side is None:
         short = min(height, width)
-        side = tuple(max(1, round(s * short / CROP_SIDE)) for s in HOLE_SIDE_RANGE)
+        side = tuple(max(1, round(s * short / models.GLOBAL_SIZE)) for s in HOLE_SIDE_RANGE)
     return _rectangles(rng, height, width, (1, 1), side)[..., None].astype(np.float32)
 
 

@@ -112,3 +112,9 @@ def test_export_command_versions_by_training_step(trained_run, tmp_path):
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / '3'} exists already: choose another --version or pass --overwrite"
     )
+
+
+def test_bfloat16_is_refused_for_a_saved_model_with_a_one_line_error(exported):
+    with pytest.raises(UserError, match="runs as exported"):
+        inference.load_completer(exported, "bfloat16")
+    assert inference.load_completer(exported, "auto") is not None  # auto: the export's float32
