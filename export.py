@@ -1,43 +1,6 @@
-r"""Export a trained completion network as a SavedModel for tensorflow_model_server.
+"""`python export.py` from a clone, the same as the installed `glcic-export`: see glcic_tf/commands/export.py."""
 
-    python export.py --model_dir=/tmp/demo --export_dir=/tmp/glcic_export
-    saved_model_cli show --dir /tmp/glcic_export/750 --all
-
-Writes `<export_dir>/<version>/` (the version defaults to the checkpoint's training step, so
-newer checkpoints get higher versions, which TF Serving serves). Signatures: `serving_default`
-(float image + mask -> `inpainted`) and `inpaint_bytes` (encoded files -> PNG); see
-glcic_tf/export_lib.py and BUILD.md.
-"""
-
-from absl import app, flags
-
-from glcic_tf import export_lib, inference, strategy
-from glcic_tf.errors import UserError, one_line_errors
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A train.py run folder (its latest checkpoint) or one checkpoint (.../ckpt-N).")
-flags.DEFINE_string("export_dir", None, "Model base path: the SavedModel goes into <export_dir>/<version>/.")
-flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step (1 for step 0).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
-flags.DEFINE_integer(
-    "max_pixels",
-    strategy.MAX_NETWORK_PIXELS,
-    "Largest image (pixels) one request may carry; the network needs about 670 bytes per pixel.",
-)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    with one_line_errors():
-        if not FLAGS.model_dir or not FLAGS.export_dir:
-            raise UserError("--model_dir and --export_dir are required")
-        network, mean_pixel, step = inference.load_completion_network(FLAGS.model_dir)
-        # Step 0 (a converted or untrained network) becomes version 1: some serving tools skip 0.
-        version = max(step, 1) if FLAGS.version is None else FLAGS.version
-        path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite, FLAGS.max_pixels)
-    print(f"exported the completion network of step {step} to {path}")
-
+from glcic_tf.commands.export import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

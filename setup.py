@@ -7,6 +7,8 @@ from setuptools import find_packages, setup
 
 VERSION = re.search(r'__version__ = "([^"]+)"', Path("glcic_tf/__init__.py").read_text()).group(1)
 
+APP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"]
+
 setup(
     name="glcic-tf",
     version=VERSION,
@@ -14,6 +16,18 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["glcic_tf", "glcic_tf.*"]),
+    # The flag files (places2.flags, ...) and the page's HTML/JS/CSS ship inside the package.
+    package_data={"glcic_tf": ["flagfiles/*.flags", "webapp/static/*"]},
+    entry_points={
+        "console_scripts": [
+            "glcic-train=glcic_tf.commands.train:run",
+            "glcic-export=glcic_tf.commands.export:run",
+            "glcic-evaluate=glcic_tf.commands.evaluate:run",
+            "glcic-inpaint=glcic_tf.commands.inpaint:run",
+            "glcic-app=glcic_tf.commands.app:run",
+            "glcic-convert-torch-weights=glcic_tf.commands.convert_torch_weights:run",
+        ]
+    },
     python_requires=">=3.10",
     # TensorFlow itself is not listed here: `tensorflow` and `tensorflow-cpu` both provide the
     # `tensorflow` module, and listing one would install it beside the other. Pick an extra.
@@ -30,7 +44,10 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.21"],
         # scikit-image ships the photographs of glcic_tf.sample_data (demos and tests).
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1"],
+        # The page of `glcic-app` / app.py: a Starlette app served by uvicorn.
+        "app": APP,
+        # The browser tests drive Debian's chromium (apt-get install chromium) with Playwright.
+        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1", *APP, "httpx>=0.27", "playwright>=1.50"],
         # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
         "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.

@@ -122,7 +122,7 @@ def main(argv):
     print(f"input start-up: first batch of 96 after {row['first_batch_s']:.1f} s, peak memory {row['peak_mb']:.0f} MB (+{row['added_mb']:.0f} MB)")
     model_dir = os.path.join(FLAGS.folder, f"run_{int(time.time())}")
     command = [
-        sys.executable, os.path.join(FLAGS.repo, "train.py"), f"--flagfile={os.path.join(FLAGS.repo, 'places2.flags')}",
+        sys.executable, os.path.join(FLAGS.repo, "train.py"), "--flagfile=places2.flags",  # found by name (glcic_tf/flagfiles), or in the repo's root (older checkouts)
         f"--source=folder:{images}", f"--model_dir={model_dir}", f"--batch_size={FLAGS.train_batch_size}",
         "--stop_at_step=1", "--log_every=1",
     ]

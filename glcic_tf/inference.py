@@ -5,6 +5,7 @@ back, put the valid pixels back). `postprocess` is the paper's: OpenCV fast marc
 then Poisson blending (seamlessClone) of the completed region, as the authors' inpaint.lua.
 """
 
+import io
 import json
 import os
 import re
@@ -149,13 +150,13 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
-def header_size(path: str) -> Optional[Tuple[int, int]]:
+def header_size(source) -> Optional[Tuple[int, int]]:
     """(width, height) as the file's header states it, read by Pillow without decoding the pixels
     (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow knows); None if Pillow
-    cannot tell."""
+    cannot tell. `source` is a path or a file object."""
     limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # the caller judges the size
     try:
-        with PIL.Image.open(path) as image:
+        with PIL.Image.open(source) as image:
             return image.size
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
@@ -163,29 +164,34 @@ def header_size(path: str) -> Optional[Tuple[int, int]]:
         PIL.Image.MAX_IMAGE_PIXELS = limit
 
 
-def _decode(path: str, what: str, mode: int, max_pixels: int) -> np.ndarray:
-    """Decode an image file with OpenCV; UserError if it cannot be read or is over `max_pixels`.
+def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray:
+    """Decode an image file's bytes with OpenCV; UserError if they are no image or it is over
+    `max_pixels`. `what` names the file in messages ("image photo.jpg").
 
     The size is checked twice: from the header before decoding (a small file announcing a huge
     image must not be decoded at all), and on the decoded pixels, for any format whose header
     was not read.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"{what} {path} does not exist")
-    encoded = np.fromfile(path, np.uint8)
     # Pillow reads the headers of many formats; announced_size reads a few, but leniently (a
     # file with nothing but a header still announces its size).
-    announced = [header_size(path), tuple(int(side) for side in announced_size(tf.constant(encoded.tobytes())))]
+    announced = [header_size(io.BytesIO(encoded)), tuple(int(side) for side in announced_size(tf.constant(encoded)))]
     for width, height in filter(None, announced):
         if width * height > max_pixels:
-            raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
-    decoded = cv2.imdecode(encoded, mode) if encoded.size else None
+            raise UserError(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode) if encoded else None
     if decoded is None:
-        raise UserError(f"{what} {path} is not a readable image file")
+        raise UserError(f"{what} is not a readable image file")
     height, width = decoded.shape[:2]
     if width * height > max_pixels:
-        raise UserError(f"{what} {path} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+        raise UserError(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     return decoded
+
+
+def _read_file(path: str, what: str) -> bytes:
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist")
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.Tensor:
@@ -248,16 +254,26 @@ def announced_size(encoded) -> tf.Tensor:
 
 def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB; grayscale and RGBA become RGB. UserError if unreadable."""
-    return cv2.cvtColor(_decode(path, "image", cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
+    return decode_image(_read_file(path, "image"), f"image {path}", max_pixels)
+
+
+def decode_image(encoded: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes as (H, W, 3) uint8 RGB, as read_image; `what` names it in errors."""
+    return cv2.cvtColor(_decode(encoded, what, cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str, shape: Tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A mask image (white = hole) as (H, W, 1) float32 in {0, 1}; must have the image's size."""
-    mask = _decode(path, "mask", cv2.IMREAD_GRAYSCALE, max_pixels)
+    return decode_mask(_read_file(path, "mask"), shape, f"mask {path}", max_pixels)
+
+
+def decode_mask(encoded: bytes, shape: Tuple[int, int], what: str = "the mask", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A mask file's bytes (white = hole) as read_mask; `what` names it in errors."""
+    mask = _decode(encoded, what, cv2.IMREAD_GRAYSCALE, max_pixels)
     if mask.shape != tuple(shape):
-        raise UserError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
+        raise UserError(f"{what} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
     if not np.isin(mask, (0, 255)).all():
-        logging.warning("mask %s is not binary: pixels of 128 or more are taken as hole", path)
+        logging.warning("%s is not binary: pixels of 128 or more are taken as hole", what)
     return (mask >= 128).astype(np.float32)[..., None]
 
 

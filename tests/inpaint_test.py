@@ -1,30 +1,16 @@
 """The inpaint command as users run it: files, boxes, folders, TF Serving's REST API, bad input."""
 
-import base64
-import http.server
-import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
+from fake_serving import fake_serving
 
-from glcic_tf import export_lib, inference
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def export_base(trained_run, tmp_path_factory):
-    network, mean_pixel, _ = inference.load_completion_network(str(trained_run))
-    base = tmp_path_factory.mktemp("served")
-    export_lib.export_saved_model(network, mean_pixel, str(base), 1)
-    export_lib.export_saved_model(network, mean_pixel, str(base), 3)
-    return base
 
 
 def _inpaint(*args):
@@ -55,39 +41,12 @@ def test_boxes_on_a_folder_write_one_output_per_image(export_base, sample_folder
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.png", "chelsea.png", "coins.png"]
 
 
-class _FakeServing(http.server.BaseHTTPRequestHandler):
-    """TF Serving's REST predict API for the inpaint_bytes signature, backed by the SavedModel."""
-
-    signature = None
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        assert self.path == "/v1/models/glcic:predict"
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        assert request["signature_name"] == "inpaint_bytes"
-        images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
-        masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
-        outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
-        reply = json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_server_mode_speaks_tf_servings_rest_api(export_base, sample_folder, tmp_path):
-    _FakeServing.signature = tf.saved_model.load(str(export_base / "3")).signatures["inpaint_bytes"]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeServing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        photo = sample_folder / "test" / "coins.png"
-        done = _inpaint(f"--server=127.0.0.1:{server.server_port}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'remote.png'}")
-        local = _inpaint(f"--model={export_base}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'local.png'}")
-    finally:
-        server.shutdown()
+    photo = sample_folder / "test" / "coins.png"
+    with fake_serving(export_base / "3") as (address, requests):
+        done = _inpaint(f"--server={address}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'remote.png'}")
+    local = _inpaint(f"--model={export_base}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'local.png'}")
+    assert len(requests) == 1
     assert done.returncode == 0 and local.returncode == 0, done.stderr[-2000:] + local.stderr[-2000:]
     difference = np.abs(_read(tmp_path / "remote.png").astype(int) - _read(tmp_path / "local.png").astype(int))
     assert difference.max() <= 1  # the same model; PNG round trips may differ by one level

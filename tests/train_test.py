@@ -17,13 +17,13 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from glcic_tf import data
+from glcic_tf import commands, data
+from glcic_tf.commands import train
 from glcic_tf.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import tiny  # noqa: E402
-import train  # noqa: E402
 
 TINY_FLAGS = [*tiny.FLAGS, "--log_every=1"]
 
@@ -31,12 +31,12 @@ TINY_FLAGS = [*tiny.FLAGS, "--log_every=1"]
 def _config_from(*argv):
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", *argv])
+        flags.FLAGS(commands.expand_packaged_flagfiles(["train.py", *argv]))
         return train.config_from_flags()
 
 
 def test_places2_flags_are_the_papers_settings():
-    config = _config_from(f"--flagfile={ROOT / 'places2.flags'}")
+    config = _config_from("--flagfile=places2.flags")
     assert config.source == "tfds:places365_small:train"
     assert (config.batch_size, config.completion_steps, config.discriminator_steps, config.total_steps) == (96, 90_000, 10_000, 500_000)
     assert config.alpha == 0.0004 and config.optimizer == "adadelta" and config.learning_rate is None
@@ -49,20 +49,20 @@ def test_augmentation_flags_reach_the_config_and_bad_values_are_one_line_errors(
     assert config.augmentations == data.Augmentations(True, 0.5, 0.3, 0.1, 0.2, 0.25)
     with pytest.raises(UserError, match="hue"):
         _config_from("--source=sample:train", "--hue=0.7")
-    demo = _config_from(f"--flagfile={ROOT / 'demo.flags'}")
+    demo = _config_from("--flagfile=demo.flags")
     assert demo.augmentations.flip and demo.augmentations.hue > 0 and demo.augmentations.grayscale > 0
 
 
 @pytest.mark.parametrize("flag_file", ["celeba.flags", "facade.flags", "demo.flags", "demo_freeform.flags", "places2_freeform.flags"])
 def test_every_flag_file_parses_into_a_valid_config(flag_file, monkeypatch):
     monkeypatch.setattr(data, "estimate_mean_pixel", lambda *args: (0.5, 0.5, 0.5))  # no data set here
-    config = _config_from(f"--flagfile={ROOT / flag_file}")
+    config = _config_from(f"--flagfile={flag_file}")
     assert config.total_steps >= config.completion_steps + config.discriminator_steps
 
 
 def test_free_form_flag_files_differ_from_theirs_in_the_holes_only():
     for free_form, rectangles in (("places2_freeform.flags", "places2.flags"), ("demo_freeform.flags", "demo.flags")):
-        config, paper = _config_from(f"--flagfile={ROOT / free_form}"), _config_from(f"--flagfile={ROOT / rectangles}")
+        config, paper = _config_from(f"--flagfile={free_form}"), _config_from(f"--flagfile={rectangles}")
         assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape == "rectangle"
         assert dataclasses.replace(config, sizes=paper.sizes) == paper
 
@@ -81,7 +81,7 @@ def test_bad_free_form_flags_are_one_line_errors_naming_the_flag(flag, message):
 
 
 def test_command_line_flags_override_the_flag_file():
-    assert _config_from(f"--flagfile={ROOT / 'places2.flags'}", "--batch_size=8").batch_size == 8
+    assert _config_from("--flagfile=places2.flags", "--batch_size=8").batch_size == 8
 
 
 def _run(args, env=None, stdout=subprocess.PIPE):

@@ -1,0 +1,60 @@
+"""The command-line programs: train, export, evaluate, inpaint, app, convert_torch_weights.
+
+Each is installed as a console script (`glcic-train`, `glcic-export`, `glcic-evaluate`,
+`glcic-inpaint`, `glcic-app`, `glcic-convert-torch-weights`) and runs from a clone as the
+top-level `train.py` and so on. Both go through `run`, which also finds the flag files that
+ship inside the package (glcic_tf/flagfiles) by name: `--flagfile=places2.flags` works in any
+folder. A path that exists is the user's own file and goes to absl as it is.
+"""
+
+import os
+import sys
+from importlib import resources
+
+from absl import app as absl_app  # not `app`: the submodule glcic_tf.commands.app takes that name
+
+
+def flagfile_names():
+    """The flag files that ship with glcic_tf (places2.flags, demo.flags, ...)."""
+    return sorted(entry.name for entry in resources.files("glcic_tf").joinpath("flagfiles").iterdir() if entry.name.endswith(".flags"))
+
+
+def flagfile_path(name: str) -> str:
+    """The packaged flag file `name` on disk."""
+    return str(resources.files("glcic_tf").joinpath("flagfiles", name))
+
+
+def _packaged_lines(name: str, seen=()):
+    """A packaged flag file's flags, read as absl reads flag files (blank lines and lines
+    starting with # or // skipped), with its own --flagfile=NAME lines expanded in place: absl
+    would look for those relative to the working folder."""
+    if name in seen:
+        raise absl_app.UsageError(f"flag file {name} includes itself")
+    with open(flagfile_path(name)) as file:
+        lines = [line.strip() for line in file if line.strip() and not line.lstrip().startswith(("#", "//"))]
+    return [flag for line in lines for flag in _expand(line, (*seen, name))]
+
+
+def _expand(argument: str, seen=()):
+    for prefix in ("--flagfile=", "-flagfile="):
+        if argument.startswith(prefix):
+            name = argument[len(prefix) :]
+            if not os.path.exists(name) and name in flagfile_names():
+                return _packaged_lines(name, seen)
+    return [argument]
+
+
+def expand_packaged_flagfiles(argv):
+    """argv with each --flagfile=NAME of a packaged flag file (and no such file here) replaced by
+    its flags, which is what absl does with a flag file it can open."""
+    return [argv[0], *(flag for argument in argv[1:] for flag in _expand(argument))]
+
+
+def run(main, doc: str):
+    """absl's app.run(main) for a command, with packaged flag files found by name.
+
+    `doc` is the command's usage text: absl prints the __main__ module's docstring with --help,
+    and a console script's __main__ has none.
+    """
+    sys.modules["__main__"].__doc__ = doc
+    absl_app.run(main, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))

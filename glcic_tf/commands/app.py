@@ -1,0 +1,66 @@
+r"""Complete photographs in the browser: open a photo, paint the hole, press Complete, download.
+
+    python app.py --model=/tmp/glcic_export            # an export, a train.py run folder or a checkpoint
+    python app.py --server=localhost:8501               # tensorflow_model_server (REST; --protocol=grpc)
+    glcic-app --model=runs/places2 --port=8080         # installed with pip install 'glcic-tf[cpu,app]'
+
+Serves the page on http://127.0.0.1:7860 (--host and --port change it) and prints its address.
+The network runs as in inpaint.py: on each hole's neighbourhood, the photo at its own size. See
+glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which scripts can use too.
+"""
+
+from absl import app, flags, logging
+
+from glcic_tf import commands, completers, folded, inference, strategy
+from glcic_tf.errors import UserError, one_line_errors
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "SavedModel (version folder or base folder), train.py run folder or checkpoint; runs locally.")
+flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
+flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
+flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
+flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 makes the page reachable from other machines).")
+flags.DEFINE_integer("port", 7860, "Port to listen on.")
+flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse photos with more pixels than this.")
+flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes.")
+flags.DEFINE_enum("strategy", "auto", strategy.STRATEGIES, "What the network runs on (as inpaint.py --strategy).")
+flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    with one_line_errors():
+        import uvicorn  # noqa: PLC0415 (an extra: the base install does not need it)
+
+        from glcic_tf.webapp import server  # noqa: PLC0415
+
+        if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels <= 0:
+            raise UserError("--max_upload_mb and --max_pixels must be positive")
+        completer = completers.open_completer(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name, FLAGS.precision)
+        described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
+        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described)
+        config = uvicorn.Config(page, host=FLAGS.host, port=FLAGS.port, log_level="warning")
+        web_server = uvicorn.Server(config)
+        try:
+            sockets = [config.bind_socket()]  # bound here, so a busy port is a one-line error
+        except SystemExit:
+            raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port} (in use? try --port)") from None
+        port = sockets[0].getsockname()[1]
+        shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
+        logging.info("completing with %s", described)
+        print(f"glcic_tf page: http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
+        web_server.run(sockets=sockets)
+
+
+def run():
+    try:
+        import uvicorn  # noqa: F401, PLC0415
+    except ImportError:
+        raise SystemExit("error: the page needs the app extra: pip install 'glcic-tf[app]' (or -e '.[app]' in a clone)") from None
+    commands.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()

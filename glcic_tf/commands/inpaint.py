@@ -1,0 +1,130 @@
+r"""Complete your own photographs with an exported model, locally or through TF Serving.
+
+    python inpaint.py --model=/tmp/glcic_export --image=photo.jpg --mask=hole.png --output=done.png
+    python inpaint.py --model=/tmp/glcic_export --image=photo.jpg --box=40,60,90,80 --box=200,30,50,50 --output=done.png
+    python inpaint.py --model=/tmp/glcic_export --image=photos/ --mask=masks/ --output=completed/ --postprocess
+    python inpaint.py --server=localhost:8501 --image=photo.jpg --mask=hole.png --output=done.png
+
+--mask is an image where white is the hole (same size as the image); --box is x,y,width,height
+and may be repeated. With a folder of images, --mask is a folder of masks with the same file
+names (or --box applies to every image) and --output a folder. --model takes a SavedModel
+(export.py's version folder or its base folder, whose highest version is used) or a train.py
+run folder. --server sends each image to tensorflow_model_server's REST API (the
+`inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs tensorflow-serving-api,
+installed with --no-deps: see BUILD.md).
+
+By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
+by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
+with a small hole takes about a second; see glcic_tf/strategy.py. With a folder, a broken image
+is skipped and named, the others are written, and the exit status is 1.
+"""
+
+import os
+import time
+
+from absl import app, flags, logging
+
+from glcic_tf import commands, completers, folded, inference, strategy
+from glcic_tf.errors import UserError, one_line_errors
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("image", None, "An image file or a folder of images.")
+flags.DEFINE_string("mask", None, "A mask image (white = hole), or a folder of masks named like the images.")
+flags.DEFINE_multi_string("box", [], "A rectangular hole x,y,width,height (repeatable); instead of --mask.")
+flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder when --image is a folder.")
+flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
+flags.DEFINE_string("model", None, "SavedModel (version folder or base folder) or train.py run folder; runs locally.")
+flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
+flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
+flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
+flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    strategy.STRATEGIES,
+    "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
+    "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
+)
+flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
+flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def _parse_box(text):
+    try:
+        x, y, w, h = (int(value) for value in text.split(","))
+    except ValueError:
+        raise UserError(f"--box {text!r} must be four integers x,y,width,height") from None
+    return x, y, w, h
+
+
+def _jobs():
+    """(image path, mask path or None, output path) for every image to complete."""
+    if not FLAGS.image or not FLAGS.output:
+        raise UserError("--image and --output are required")
+    if bool(FLAGS.mask) == bool(FLAGS.box):
+        raise UserError("give either --mask or --box")
+    if not os.path.exists(FLAGS.image):
+        raise UserError(f"image {FLAGS.image} does not exist")
+    if os.path.isfile(FLAGS.image):
+        return [(FLAGS.image, FLAGS.mask, FLAGS.output)]
+    names = sorted(name for name in os.listdir(FLAGS.image) if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise UserError(f"image folder {FLAGS.image} holds no images")
+    if FLAGS.mask and not os.path.isdir(FLAGS.mask):
+        raise UserError(f"--image is a folder, so --mask must be a folder of masks, and {FLAGS.mask} is not")
+    jobs = []
+    for name in names:
+        mask = None
+        if FLAGS.mask:
+            stem = os.path.splitext(name)[0]
+            candidates = [m for m in os.listdir(FLAGS.mask) if os.path.splitext(m)[0] == stem]
+            if not candidates:
+                raise UserError(f"no mask named {stem}.* in {FLAGS.mask} for image {name}")
+            mask = os.path.join(FLAGS.mask, candidates[0])
+        jobs.append((os.path.join(FLAGS.image, name), mask, os.path.join(FLAGS.output, os.path.splitext(name)[0] + ".png")))
+    return jobs
+
+
+def _complete_file(completer, image_path, mask_path, output_path, boxes):
+    image = inference.read_image(image_path, FLAGS.max_pixels)
+    if mask_path:
+        mask = inference.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
+    else:
+        mask = inference.box_mask(image.shape[:2], boxes)
+    start = time.perf_counter()
+    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.strategy, FLAGS.max_network_pixels)
+    logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
+    inference.write_image(output_path, completed)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    with one_line_errors():
+        jobs = _jobs()
+        boxes = [_parse_box(text) for text in FLAGS.box]
+        completer = completers.open_completer(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name, FLAGS.precision)
+        failures = []
+        from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
+
+        for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
+            try:
+                _complete_file(completer, image_path, mask_path, output_path, boxes)
+            except UserError as error:
+                if len(jobs) == 1:
+                    raise
+                logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
+                failures.append(image_path)
+        if failures:
+            raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {len(jobs) - len(failures)} were written to {FLAGS.output}")
+    print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")
+
+
+def run():
+    commands.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()

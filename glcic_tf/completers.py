@@ -1,0 +1,103 @@
+"""One completer interface for a local model and tensorflow_model_server.
+
+A completer is a callable (image (1, h, w, 3) float in [0, 1], mask (1, h, w, 1)) -> completed
+batch, what `inference.inpaint` drives: `open_completer(model=...)` loads one locally (an
+export, a train.py run folder or a checkpoint: `inference.load_completer`),
+`open_completer(server=...)` talks to TF Serving over REST or gRPC (`ServingCompleter`).
+`inpaint.py` and the page (`glcic_tf.webapp`) both take theirs from here.
+"""
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+
+from glcic_tf import inference
+from glcic_tf.errors import UserError
+
+PROTOCOLS = ("rest", "grpc")
+MODEL_NAME = "glcic"  # export.py's default name under the server's model base path
+TIMEOUT_SECONDS = 300
+
+
+def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NAME, precision="auto"):
+    """A completer from exactly one of `model` (a path, runs here) or `server` (host:port)."""
+    if bool(model) == bool(server):
+        raise UserError("give either --model (run locally) or --server (TF Serving)")
+    if server:
+        return ServingCompleter(server, protocol, model_name)
+    return inference.load_completer(model, precision)
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    return cv2.imencode(".png", array)[1].tobytes()
+
+
+class ServingCompleter:
+    """TF Serving's `inpaint_bytes` signature as a completer: PNG files on the wire.
+
+    `inference.inpaint` crops around the holes before it calls this, so the server gets the
+    holes' neighbourhoods, not the whole photograph. A server that does not answer is a
+    UserError naming its address, so callers can show it and carry on.
+    """
+
+    def __init__(self, address: str, protocol: str = "rest", model_name: str = MODEL_NAME, timeout: float = TIMEOUT_SECONDS):
+        if protocol not in PROTOCOLS:
+            raise UserError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        self.address, self.protocol, self.model_name, self.timeout = address, protocol, model_name, timeout
+
+    def __call__(self, image, mask):
+        image_png = _encode_png(inference.to_uint8(np.asarray(image)[0]))
+        mask_png = _encode_png((np.asarray(mask)[0, ..., 0] > 0.5).astype(np.uint8) * 255)
+        encoded = self._grpc(image_png, mask_png) if self.protocol == "grpc" else self._rest(image_png, mask_png)
+        completed = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+        if completed is None:
+            raise UserError(f"TF Serving at {self.address} answered with something that is not an image")
+        return cv2.cvtColor(completed, cv2.COLOR_BGR2RGB)[None].astype(np.float32) / 255.0
+
+    def _rest(self, image_png: bytes, mask_png: bytes) -> bytes:
+        instance = {"image_bytes": {"b64": base64.b64encode(image_png).decode()}, "mask_bytes": {"b64": base64.b64encode(mask_png).decode()}}
+        request = json.dumps({"signature_name": "inpaint_bytes", "instances": [instance]}).encode()
+        url = f"http://{self.address}/v1/models/{self.model_name}:predict"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
+                prediction = json.loads(reply.read())["predictions"][0]
+        except urllib.error.HTTPError as error:  # the server answered, with an error of its own
+            raise UserError(f"TF Serving at {url} refused the request: {_serving_error(error)}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise UserError(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
+        # One named output comes back as the bare value; several as a dict by name.
+        encoded = prediction["b64"] if "b64" in prediction else prediction["inpainted_bytes"]["b64"]
+        return base64.b64decode(encoded)
+
+    def _grpc(self, image_png: bytes, mask_png: bytes) -> bytes:
+        try:
+            import grpc  # noqa: PLC0415
+            import tensorflow as tf  # noqa: PLC0415
+            from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
+        except ImportError:
+            raise UserError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio (see BUILD.md)") from None
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = "inpaint_bytes"
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image_png]))
+        request.inputs["mask_bytes"].CopyFrom(tf.make_tensor_proto([mask_png]))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.address))
+        try:
+            reply = stub.Predict(request, self.timeout)
+        except grpc.RpcError as error:
+            raise UserError(f"TF Serving at {self.address} (gRPC) failed: {error.details()}") from None
+        return reply.outputs["inpainted_bytes"].string_val[0]
+
+
+def _serving_error(error) -> str:
+    """TF Serving's own message out of an HTTP error reply ({"error": "..."}), else the status."""
+    try:
+        return json.loads(error.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"HTTP {error.code} {error.reason}"

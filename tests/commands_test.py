@@ -1,0 +1,80 @@
+"""The commands as installed: console scripts in a wheel, flag files found by name anywhere."""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from glcic_tf import commands
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ["glcic-train", "glcic-export", "glcic-evaluate", "glcic-inpaint", "glcic-app", "glcic-convert-torch-weights"]
+
+
+def test_the_flag_files_ship_in_the_package():
+    assert commands.flagfile_names() == ["celeba.flags", "demo.flags", "demo_freeform.flags", "facade.flags", "places2.flags", "places2_freeform.flags"]
+
+
+def test_a_packaged_flag_file_expands_in_place_with_its_own_includes():
+    expanded = commands.expand_packaged_flagfiles(["train.py", "--batch_size=1", "--flagfile=celeba.flags", "--model_dir=x"])
+    places2 = commands.expand_packaged_flagfiles(["train.py", "--flagfile=places2.flags"])[1:]
+    assert expanded[:2] == ["train.py", "--batch_size=1"] and expanded[-1] == "--model_dir=x"
+    assert expanded[2 : 2 + len(places2)] == places2  # celeba.flags starts from places2.flags, then overrides
+    assert "--source=tfds:places365_small:train" in places2 and not any(flag.startswith("--flagfile") for flag in expanded)
+    assert not any(flag.startswith("#") for flag in expanded)
+
+
+def test_a_flag_file_of_the_users_own_goes_to_absl_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "places2.flags").write_text("--batch_size=3\n")
+    (tmp_path / "mine.flags").write_text("--batch_size=5\n")
+    argv = ["train.py", "--flagfile=places2.flags", f"--flagfile={tmp_path / 'mine.flags'}", "--flagfile=nowhere.flags"]
+    assert commands.expand_packaged_flagfiles(argv) == argv
+
+
+def _wheel(tmp_path):
+    """`pip wheel` of a copy of the source tree (so the build leaves nothing in the clone)."""
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "quickstart_output", "tests", "benchmarks", "docs"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=600)
+    (wheel,) = (tmp_path / "dist").glob("glcic_tf-*.whl")
+    return wheel
+
+
+def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_path):
+    wheel = _wheel(tmp_path)
+    environment = tmp_path / "fresh"
+    venv.create(environment, with_pip=False)
+    python = environment / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=600)
+    # The dependencies (TensorFlow, 600 MB) come from this environment, after the fresh one's own
+    # site-packages, so glcic_tf itself is the wheel's, not this clone's.
+    fresh_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    Path(fresh_site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+    located = subprocess.run([str(python), "-c", "import glcic_tf, glcic_tf.commands as c; print(glcic_tf.__file__); print(c.flagfile_path('places2.flags'))"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert located.returncode == 0, located.stderr[-2000:]
+    package_file, places2 = located.stdout.split()
+    assert package_file.startswith(str(environment)) and Path(places2).is_file() and places2.startswith(str(environment))
+    for command in COMMANDS:
+        assert (environment / "bin" / command).exists(), command
+    # A command's --help, run from an empty folder with a packaged flag file named as in README.
+    helped = subprocess.run([str(environment / "bin" / "glcic-train"), "--flagfile=demo.flags", "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    # absl's --help exits with status 1 after printing; a missing flag file would fail before it.
+    assert "Train the completion network and the discriminators with the paper's three phases." in helped.stdout
+    assert "--model_dir" in helped.stdout and "flagfile" not in helped.stderr, helped.stderr[-2000:]
+    app_help = subprocess.run([str(environment / "bin" / "glcic-app"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert "Complete photographs in the browser" in app_help.stdout and "--server" in app_help.stdout, app_help.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["train.py", "export.py", "evaluate.py", "inpaint.py", "convert_torch_weights.py", "app.py"])
+def test_each_clone_script_is_the_packaged_command(script):
+    shim = (ROOT / script).read_text()
+    assert f"from glcic_tf.commands.{script[:-3]} import run" in shim

@@ -1,0 +1,59 @@
+"""A stand-in for tensorflow_model_server's REST predict API, backed by an export's own signature.
+
+tensorflow_model_server cannot be installed here; this speaks the same protocol (the
+inpaint_bytes signature, base64 in JSON, POST /v1/models/glcic:predict) with the SavedModel's
+own `inpaint_bytes` function, so clients are tested against what the server would run.
+"""
+
+import base64
+import contextlib
+import http.server
+import json
+import threading
+
+import tensorflow as tf
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    signature = None
+    requests = None
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        assert self.path == "/v1/models/glcic:predict"
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert request["signature_name"] == "inpaint_bytes"
+        self.requests.append(request)
+        images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
+        masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
+        outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
+        reply = json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def fake_serving(export_version_dir):
+    """Serves the export on 127.0.0.1; yields (address "127.0.0.1:port", list of requests seen)."""
+    handler = type("Handler", (_Handler,), {"signature": tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"], "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}", handler.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port_address():
+    """host:port where nothing listens (a server that is down)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
