@@ -1,0 +1,287 @@
+// The page: open a photo, paint holes on a canvas of the photo's own size, send both to
+// POST /complete, show the result beside the photo (before/after slider) and offer it as PNG.
+// Strokes are kept as a list (undo drops the last, clear is itself a step), so undo costs no
+// copies of a phone-size canvas. The mask sent is white on black, the photo is the file itself.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { file: null, width: 0, height: 0, strokes: [], drawing: null, config: null, resultUrl: null, photoUrl: null };
+const photoCanvas = $("photo-canvas");
+const maskCanvas = $("mask-canvas");
+const maskContext = maskCanvas.getContext("2d");
+const PAINT_COLOUR = "rgb(255, 0, 96)";
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function megabytes(bytes) {
+  return (bytes / 1048576).toFixed(1) + " MB";
+}
+
+function hasHole() {
+  // Whether the strokes since the last clear paint anything: cheap, and exact enough for the
+  // buttons; the server checks the mask itself.
+  const since = state.strokes.slice(state.strokes.map((s) => s.tool).lastIndexOf("clear") + 1);
+  return since.some((s) => s.tool === "paint");
+}
+
+function updateButtons() {
+  const open = state.file !== null;
+  $("undo").disabled = !open || state.strokes.length === 0;
+  $("clear").disabled = !open || state.strokes.length === 0;
+  $("complete").disabled = !open || $("busy").hidden === false;
+}
+
+// ---- opening a photo ----
+async function openPhoto(file) {
+  clearError();
+  if (!file) return;
+  const limits = state.config || { max_upload_bytes: Infinity, max_pixels: Infinity };
+  if (file.size > limits.max_upload_bytes) {
+    showError(`${file.name} is ${megabytes(file.size)}; this server takes photos up to ${megabytes(limits.max_upload_bytes)}.`);
+    return;
+  }
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  try {
+    image.src = url;
+    await image.decode();
+  } catch (error) {
+    URL.revokeObjectURL(url);
+    showError(`${file.name} is not an image this browser can open (${file.type || "unknown type"}). Open a JPEG, PNG or WebP photo.`);
+    return;
+  }
+  const pixels = image.naturalWidth * image.naturalHeight;
+  if (pixels > limits.max_pixels) {
+    URL.revokeObjectURL(url);
+    showError(`${file.name} is ${image.naturalWidth}x${image.naturalHeight}, over this server's limit of ${limits.max_pixels} pixels.`);
+    return;
+  }
+  if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
+  Object.assign(state, { file, width: image.naturalWidth, height: image.naturalHeight, strokes: [], photoUrl: url });
+  for (const canvas of [photoCanvas, maskCanvas]) {
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+  }
+  photoCanvas.getContext("2d").drawImage(image, 0, 0);
+  redrawMask();
+  // A brush of about a twentieth of the shorter side suits most objects; the slider goes to a quarter.
+  const shorter = Math.min(image.naturalWidth, image.naturalHeight);
+  $("brush-size").max = Math.max(50, Math.round(shorter / 4));
+  setBrushSize(Math.max(4, Math.round(shorter / 20)));
+  $("stage").hidden = false;
+  $("drop-hint").hidden = true;
+  $("result-section").hidden = true;
+  $("photo-info").textContent = `${file.name}: ${image.naturalWidth}x${image.naturalHeight}`;
+  updateButtons();
+}
+
+$("file").addEventListener("change", (event) => {
+  openPhoto(event.target.files[0]);
+  event.target.value = ""; // the same file can be opened again
+});
+
+const dropZone = $("drop-zone");
+dropZone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+});
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  openPhoto(event.dataTransfer.files[0]);
+});
+
+// ---- painting ----
+function setBrushSize(size) {
+  $("brush-size").value = size;
+  $("brush-size-value").textContent = $("brush-size").value;
+}
+$("brush-size").addEventListener("input", () => setBrushSize($("brush-size").value));
+
+function tool() {
+  return $("tool-erase").checked ? "erase" : "paint";
+}
+
+function photoPoint(event) {
+  // The canvas is shown scaled to fit the page; strokes are kept in photo pixels.
+  const box = maskCanvas.getBoundingClientRect();
+  return [((event.clientX - box.left) * state.width) / box.width, ((event.clientY - box.top) * state.height) / box.height];
+}
+
+function drawStroke(stroke) {
+  maskContext.save();
+  maskContext.globalCompositeOperation = stroke.tool === "erase" ? "destination-out" : "source-over";
+  maskContext.strokeStyle = maskContext.fillStyle = PAINT_COLOUR;
+  maskContext.lineWidth = stroke.size;
+  maskContext.lineCap = maskContext.lineJoin = "round";
+  const [first, ...rest] = stroke.points;
+  if (rest.length === 0) {
+    maskContext.beginPath();
+    maskContext.arc(first[0], first[1], stroke.size / 2, 0, 2 * Math.PI);
+    maskContext.fill();
+  } else {
+    maskContext.beginPath();
+    maskContext.moveTo(first[0], first[1]);
+    for (const [x, y] of rest) maskContext.lineTo(x, y);
+    maskContext.stroke();
+  }
+  maskContext.restore();
+}
+
+function redrawMask() {
+  maskContext.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
+  const start = state.strokes.map((s) => s.tool).lastIndexOf("clear") + 1;
+  for (const stroke of state.strokes.slice(start)) drawStroke(stroke);
+}
+
+maskCanvas.addEventListener("pointerdown", (event) => {
+  if (!state.file || event.button !== 0) return;
+  maskCanvas.setPointerCapture(event.pointerId);
+  state.drawing = { tool: tool(), size: Number($("brush-size").value), points: [photoPoint(event)] };
+  state.strokes.push(state.drawing);
+  drawStroke(state.drawing);
+  updateButtons();
+});
+maskCanvas.addEventListener("pointermove", (event) => {
+  moveCursor(event);
+  if (!state.drawing) return;
+  state.drawing.points.push(photoPoint(event));
+  redrawMask(); // whole strokes, so the eraser and overlaps look as they will be sent
+});
+for (const end of ["pointerup", "pointercancel"]) {
+  maskCanvas.addEventListener(end, () => {
+    state.drawing = null;
+  });
+}
+
+function moveCursor(event) {
+  // A circle of the brush's size under the pointer, in screen pixels.
+  const cursor = $("brush-cursor");
+  const box = maskCanvas.getBoundingClientRect();
+  const diameter = (Number($("brush-size").value) * box.width) / state.width;
+  Object.assign(cursor.style, {
+    width: diameter + "px",
+    height: diameter + "px",
+    left: event.clientX - box.left - diameter / 2 + "px",
+    top: event.clientY - box.top - diameter / 2 + "px",
+  });
+  cursor.hidden = false;
+}
+maskCanvas.addEventListener("pointerleave", () => ($("brush-cursor").hidden = true));
+
+$("undo").addEventListener("click", () => {
+  state.strokes.pop();
+  redrawMask();
+  updateButtons();
+});
+$("clear").addEventListener("click", () => {
+  state.strokes.push({ tool: "clear" });
+  redrawMask();
+  updateButtons();
+});
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key === "z" && !$("undo").disabled) $("undo").click();
+});
+
+// ---- completing ----
+function maskBlob() {
+  // White where anything is painted (anti-aliased edges included), black elsewhere.
+  const painted = maskContext.getImageData(0, 0, state.width, state.height);
+  const out = new ImageData(state.width, state.height);
+  for (let i = 0; i < painted.data.length; i += 4) {
+    const value = painted.data[i + 3] > 0 ? 255 : 0;
+    out.data[i] = out.data[i + 1] = out.data[i + 2] = value;
+    out.data[i + 3] = 255;
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = state.width;
+  canvas.height = state.height;
+  canvas.getContext("2d").putImageData(out, 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+function setBusy(busy) {
+  $("busy").hidden = !busy;
+  $("complete").setAttribute("aria-busy", String(busy));
+  updateButtons();
+}
+
+$("complete").addEventListener("click", async () => {
+  clearError();
+  if (!hasHole()) {
+    showError("Nothing is painted: paint over what should go, then press Complete.");
+    return;
+  }
+  setBusy(true);
+  const started = performance.now();
+  const ticker = setInterval(() => {
+    $("busy-text").textContent = `Completing… ${((performance.now() - started) / 1000).toFixed(1)} s`;
+  }, 100);
+  try {
+    const form = new FormData();
+    form.append("image", state.file, state.file.name);
+    form.append("mask", await maskBlob(), "mask.png");
+    form.append("postprocess", String($("postprocess").checked));
+    let reply;
+    try {
+      reply = await fetch("complete", { method: "POST", body: form });
+    } catch (error) {
+      throw new Error("The page's server did not answer: is glcic-app still running?");
+    }
+    if (!reply.ok) {
+      let message = `The server answered ${reply.status} ${reply.statusText}.`;
+      try {
+        message = (await reply.json()).error || message;
+      } catch (error) {
+        // not JSON: keep the status line
+      }
+      throw new Error(message);
+    }
+    showResult(await reply.blob(), (performance.now() - started) / 1000, reply.headers.get("X-Completion-Seconds"));
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    clearInterval(ticker);
+    $("busy-text").textContent = "Completing…";
+    setBusy(false);
+  }
+});
+
+function showResult(blob, seconds, serverSeconds) {
+  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
+  state.resultUrl = URL.createObjectURL(blob);
+  $("before").src = state.photoUrl;
+  $("result").src = state.resultUrl;
+  const stem = state.file.name.replace(/\.[^.]*$/, "");
+  $("download").href = state.resultUrl;
+  $("download").download = `${stem}_completed.png`;
+  $("timing").textContent = `Completed in ${seconds.toFixed(2)} s` + (serverSeconds ? ` (${Number(serverSeconds).toFixed(2)} s on the server).` : ".");
+  $("result-section").hidden = false;
+  setCompare($("compare-slider").value);
+}
+
+function setCompare(percent) {
+  // The result is shown left of the line, the photo right of it: 100 is all result.
+  $("result").style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
+  $("compare-line").style.left = `${percent}%`;
+}
+$("compare-slider").addEventListener("input", (event) => setCompare(event.target.value));
+
+// ---- start ----
+fetch("config")
+  .then((reply) => reply.json())
+  .then((config) => {
+    state.config = config;
+    if (config.model) $("model-line").textContent = `Model: ${config.model}.`;
+  })
+  .catch(() => showError("The page's server did not answer: is glcic-app still running?"));
+updateButtons();

@@ -1,0 +1,101 @@
+"""The page's server: POST /complete as the page sends it, and every refusal a person can meet."""
+
+import cv2
+import numpy as np
+import pytest
+from fake_serving import closed_port_address
+from starlette.testclient import TestClient
+
+from glcic_tf import completers, inference
+from glcic_tf.webapp import server
+
+
+@pytest.fixture(scope="module")
+def local_completer(trained_run):
+    return inference.load_completer(str(trained_run), "float32")
+
+
+def _png(array):
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    return cv2.imencode(".png", array)[1].tobytes()
+
+
+def _photo(sample_folder):
+    return inference.read_image(str(sample_folder / "test" / "chelsea.png"))
+
+
+def _hole(shape):
+    mask = np.zeros(shape, np.uint8)
+    cv2.line(mask, (100, 120), (250, 140), 255, 21)  # a brush stroke, as the page paints
+    return mask
+
+
+def _post(client, image_bytes, mask_bytes, postprocess="false", name="chelsea.png"):
+    return client.post("/complete", files={"image": (name, image_bytes, "image/png"), "mask": ("mask.png", mask_bytes, "image/png")}, data={"postprocess": postprocess})
+
+
+@pytest.mark.parametrize("postprocess", ["false", "true"])
+def test_completes_the_painted_hole_and_keeps_every_other_pixel(local_completer, sample_folder, postprocess):
+    photo = _photo(sample_folder)
+    hole = _hole(photo.shape[:2])
+    reply = _post(TestClient(server.create_app(local_completer)), _png(photo), _png(hole), postprocess)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    assert float(reply.headers["x-completion-seconds"]) > 0
+    completed = cv2.cvtColor(cv2.imdecode(np.frombuffer(reply.content, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert completed.shape == photo.shape
+    np.testing.assert_array_equal(completed[hole == 0], photo[hole == 0])
+    assert np.abs(completed.astype(int) - photo.astype(int))[hole > 0].mean() > 1
+    expected = inference.inpaint(local_completer, photo, (hole > 0).astype(np.float32)[..., None], postprocess == "true")
+    np.testing.assert_array_equal(completed, expected)  # what glcic_tf.inference gives, postprocessing as asked
+
+
+def test_the_page_and_its_limits_are_served(local_completer):
+    client = TestClient(server.create_app(local_completer, max_pixels=1234, max_upload_bytes=5678, description="tiny"))
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="mask-canvas"' in page.text and "static/editor.js" in page.text
+    assert client.get("/static/editor.js").status_code == 200 and client.get("/static/style.css").status_code == 200
+    assert client.get("/config").json() == {"max_pixels": 1234, "max_upload_bytes": 5678, "model": "tiny"}
+
+
+def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    hole = _png(_hole(photo.shape[:2]))
+    client = TestClient(server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=400_000))
+    cases = [
+        (b"this is a text file", hole, 400, "notes.png is not a readable image file"),
+        (_png(photo), _png(np.zeros(photo.shape[:2], np.uint8)), 400, "Nothing is painted"),
+        (_png(photo), _png(np.full((10, 10), 255, np.uint8)), 400, "the painted mask is 10x10 but the image is 451x300"),
+        (_png(cv2.resize(photo, (600, 400))), _png(_hole((400, 600))), 413, "notes.png is 600x400, over the limit of 200000 pixels"),
+        (_png(np.random.default_rng(0).integers(0, 256, (300, 451, 3), np.uint8)) * 2, hole, 413, "notes.png is 0.8 MB; this server takes up to 0.4 MB"),
+    ]
+    for image_bytes, mask_bytes, status, message in cases:
+        reply = _post(client, image_bytes, mask_bytes, name="notes.png")
+        assert reply.status_code == status and message in reply.json()["error"], (status, message, reply.text)
+    assert client.post("/complete", data={"postprocess": "false"}).json()["error"].startswith("Open a photo")
+    assert _post(client, _png(photo), hole).status_code == 200  # still serving
+
+
+def test_a_model_server_that_is_down_is_a_message(sample_folder):
+    photo = _photo(sample_folder)
+    address = closed_port_address()
+    client = TestClient(server.create_app(completers.ServingCompleter(address)))
+    reply = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
+    assert reply.status_code == 503 and f"TF Serving at http://{address}/v1/models/glcic:predict did not answer" in reply.json()["error"]
+    assert client.get("/config").status_code == 200
+
+
+def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    calls = []
+
+    def flaky(image, mask):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory, say")
+        return local_completer(image, mask)
+
+    client = TestClient(server.create_app(flaky), raise_server_exceptions=False)
+    failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
+    assert failed.status_code == 500 and "RuntimeError: out of memory, say" in failed.json()["error"]
+    assert _post(client, _png(photo), _png(_hole(photo.shape[:2]))).status_code == 200
