@@ -16,14 +16,14 @@ step() {
   printf '\n=== [%s/6] %s   (%dm%02ds so far)\n' "$1" "$2" $((elapsed / 60)) $((elapsed % 60))
 }
 
-step 1 "install glcic_tf with TensorFlow for the CPU and scikit-image (.[cpu,demo])"
+step 1 "install glcic_tf with TensorFlow for the CPU, scikit-image and the page (.[cpu,demo,app])"
 if [ -z "${VIRTUAL_ENV:-}" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   # shellcheck disable=SC1091
   source .venv/bin/activate
 fi
 python -m pip install --upgrade --quiet pip
-python -m pip install -e ".[cpu,demo]"
+python -m pip install -e ".[cpu,demo,app]"
 python -c "import glcic_tf, tensorflow as tf; print('glcic_tf', glcic_tf.__version__, '| tensorflow', tf.__version__)"
 
 step 2 "sample data: 12 training and 3 held-out photographs that scikit-image ships"
@@ -53,6 +53,7 @@ cat <<EOF
   evaluation pictures                     $OUT/evaluation/examples.png
   per-image numbers                       $OUT/evaluation/per_image.csv, summary.json
   completed photographs                   $OUT/completed/
+  complete your own in the browser        python app.py --model=$OUT/export   (then open the address it prints)
 
 $(cat "$OUT/evaluation/results.md")
 

@@ -206,7 +206,9 @@ function maskBlob() {
   canvas.width = state.width;
   canvas.height = state.height;
   canvas.getContext("2d").putImageData(out, 0, 0);
-  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  // toDataURL, not toBlob: Chromium runs toBlob's encoding in idle time, which an idle page
+  // (headless, or nothing animating) may not get for a second; toDataURL encodes at once.
+  return fetch(canvas.toDataURL("image/png")).then((reply) => reply.blob());
 }
 
 function setBusy(busy) {
@@ -246,7 +248,7 @@ $("complete").addEventListener("click", async () => {
       }
       throw new Error(message);
     }
-    showResult(await reply.blob(), (performance.now() - started) / 1000, reply.headers.get("X-Completion-Seconds"));
+    await showResult(await reply.blob(), started, reply.headers.get("X-Completion-Seconds"));
   } catch (error) {
     showError(error.message);
   } finally {
@@ -256,11 +258,13 @@ $("complete").addEventListener("click", async () => {
   }
 });
 
-function showResult(blob, seconds, serverSeconds) {
+async function showResult(blob, started, serverSeconds) {
   if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
   state.resultUrl = URL.createObjectURL(blob);
   $("before").src = state.photoUrl;
   $("result").src = state.resultUrl;
+  await Promise.all([$("before").decode(), $("result").decode()]); // shown whole, not line by line
+  const seconds = (performance.now() - started) / 1000;
   const stem = state.file.name.replace(/\.[^.]*$/, "");
   $("download").href = state.resultUrl;
   $("download").download = `${stem}_completed.png`;
@@ -270,8 +274,8 @@ function showResult(blob, seconds, serverSeconds) {
 }
 
 function setCompare(percent) {
-  // The result is shown left of the line, the photo right of it: 100 is all result.
-  $("result").style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
+  // The photo left of the line, the result right of it: 0 shows all of the result.
+  $("result").style.clipPath = `inset(0 0 0 ${percent}%)`;
   $("compare-line").style.left = `${percent}%`;
 }
 $("compare-slider").addEventListener("input", (event) => setCompare(event.target.value));

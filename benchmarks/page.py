@@ -1,0 +1,176 @@
+r"""The page's overhead: pressing Complete to seeing the result, against glcic_tf.inference alone.
+
+    python benchmarks/page.py                                   # paper-width network, 512x512 photo
+    python benchmarks/page.py --model=quickstart_output/export --photo=chelsea --postprocess \
+        --repeats=1 --screenshot=docs/app_page.png              # README's picture of the page
+
+Starts `app.py --model=...` (by default a SavedModel of the paper-width network with random
+weights: the cost does not depend on them), opens the page in headless Chromium (Debian's
+package, through Playwright), opens the photo, paints one stroke with the mouse and presses
+Complete --repeats times, timing each from the click to the result on screen. In the same run
+it completes the same photo with the same stroke through `glcic_tf.inference.inpaint` directly,
+with the same model, in this process. The difference is what the page adds: encoding the mask,
+the upload, decoding, the PNG back and showing it. Prints the machine's matmul rate beside.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the paper-width network with random weights.")
+flags.DEFINE_enum("photo", "astronaut", ["astronaut", "chelsea", "coins", "camera"], "scikit-image photograph to complete.")
+flags.DEFINE_integer("size", 512, "With astronaut: the photo's side (resized).")
+flags.DEFINE_integer("repeats", 5, "Completions timed each way (after one to warm up).")
+flags.DEFINE_bool("postprocess", False, "Tick the page's post-processing (and post-process the direct completion).")
+flags.DEFINE_string("screenshot", None, "Also save a screenshot of the page with the last result here.")
+
+
+def photo():
+    import cv2  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from skimage import data  # noqa: PLC0415
+
+    image = getattr(data, FLAGS.photo)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if FLAGS.photo == "astronaut":
+        image = cv2.resize(image, (FLAGS.size, FLAGS.size), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def stroke(shape):
+    """One stroke across the middle third, as fractions of the photo: (start, end, brush size)."""
+    height, width = shape
+    return (width * 0.35, height * 0.45), (width * 0.65, height * 0.55), max(4, round(min(height, width) / 20))
+
+
+def start_app(model):
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "app.py"), f"--model={model}", "--port=0", "--precision=float32"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    line = ""
+    while "glcic_tf page: " not in line:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            sys.exit("app.py exited before serving")
+    return process, line.split("glcic_tf page: ")[1].split()[0]
+
+
+def time_page(url, photo_path, shape):
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        sys.exit("needs Debian's chromium: apt-get install -y chromium")
+    (x0, y0), (x1, y1), size = stroke(shape)
+    seconds, page_seconds, server_seconds = [], [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 760})
+        page.set_default_timeout(600_000)
+        page.goto(url)
+        page.wait_for_function("document.getElementById('model-line').textContent !== ''")
+        page.set_input_files("#file", photo_path)
+        page.wait_for_selector("#stage", state="visible")
+        page.fill("#brush-size", str(size))
+        box = page.locator("#mask-canvas").bounding_box()
+        scale = box["width"] / shape[1]
+        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1 * scale, box["y"] + y1 * scale, steps=25)
+        page.mouse.up()
+        page.set_checked("#postprocess", FLAGS.postprocess)
+        for repeat in range(FLAGS.repeats + 1):
+            page.evaluate("document.getElementById('result-section').hidden = true")
+            start = time.perf_counter()
+            page.click("#complete")
+            page.wait_for_selector("#result-section", state="visible")
+            page.wait_for_function("document.getElementById('result').complete")  # decoded and shown
+            if repeat:  # the first call traces the network
+                seconds.append(time.perf_counter() - start)
+                timing = page.text_content("#timing")  # "Completed in 0.71 s (0.66 s on the server)."
+                page_seconds.append(float(timing.split("Completed in ")[1].split(" s")[0]))
+                server_seconds.append(float(timing.split("(")[1].split(" s on the server")[0]))
+        if FLAGS.screenshot:
+            bottom = page.evaluate("Math.max(...[...document.querySelectorAll('main > section')].map((s) => s.getBoundingClientRect().bottom))")
+            page.screenshot(path=FLAGS.screenshot, clip={"x": 0, "y": 0, "width": 1400, "height": bottom + 12})
+        browser.close()
+    return seconds, page_seconds, server_seconds
+
+
+def time_direct(model, image):
+    import cv2  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from glcic_tf import inference  # noqa: PLC0415
+
+    completer = inference.load_completer(model, "float32")
+    (x0, y0), (x1, y1), size = stroke(image.shape[:2])
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.line(mask, (round(x0), round(y0)), (round(x1), round(y1)), 255, size)
+    mask = (mask > 0).astype(np.float32)[..., None]
+    seconds = []
+    for repeat in range(FLAGS.repeats + 1):
+        start = time.perf_counter()
+        inference.inpaint(completer, image, mask, FLAGS.postprocess)
+        if repeat:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main(argv):
+    del argv
+    import cv2  # noqa: PLC0415
+
+    from benchmarks import machine  # noqa: PLC0415
+
+    folder = tempfile.mkdtemp()
+    try:
+        model = FLAGS.model
+        if not model:
+            from glcic_tf import export_lib, models  # noqa: PLC0415
+
+            model = os.path.join(folder, "export")
+            export_lib.export_saved_model(models.completion_network(), models.PLACES2_MEAN_PIXEL, model, 1)
+        image = photo()
+        photo_path = os.path.join(folder, f"{FLAGS.photo}.png")
+        cv2.imwrite(photo_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        process, url = start_app(model)
+        try:
+            page, page_clock, server = time_page(url, photo_path, image.shape[:2])
+        finally:
+            process.terminate()
+            process.wait(30)
+        direct = time_direct(model, image)
+        print(machine.describe(machine.matmul_rates(torch=False)))
+        print(f"{image.shape[1]}x{image.shape[0]} {FLAGS.photo}, one stroke, model {FLAGS.model or 'paper width (random weights)'}, {FLAGS.repeats} runs each, median (min-max):")
+        rows = (
+            ("page: Complete -> result shown", page),
+            ("  the page's clock: click -> shown", page_clock),
+            ("  of which the server's handling", server),
+            ("glcic_tf.inference.inpaint", direct),
+        )
+        for name, seconds in rows:
+            print(f"  {name:<34} {statistics.median(seconds):.3f} s ({min(seconds):.3f}-{max(seconds):.3f})")
+        overhead = statistics.median(page) - statistics.median(direct)
+        print(f"  the page adds {overhead:.3f} s ({statistics.median(page) / statistics.median(direct):.2f}x)")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
