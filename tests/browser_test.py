@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL.Image
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,10 @@ def photos(sample_folder, tmp_path_factory):
     cv2.imwrite(str(folder / "chelsea_large.png"), cv2.resize(chelsea, (902, 600), interpolation=cv2.INTER_CUBIC))
     shutil.copy(sample_folder / "test" / "coins.png", folder / "coins.png")
     (folder / "notes.png").write_text("a text file, named like a photo")
+    # A phone photo: stored sideways (451x300) with EXIF orientation 6, shown upright (300x451).
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    PIL.Image.open(sample_folder / "test" / "chelsea.png").convert("RGB").save(folder / "phone.jpg", quality=90, exif=exif)
     cv2.imwrite(str(folder / "huge.png"), np.zeros((1000, 1200, 3), np.uint8))  # 1.2 megapixels, over MAX_PIXELS
     return folder
 
@@ -117,7 +122,8 @@ def _paint(page, shape, start, end):
 
 def _complete_and_download(page, tmp_path, name="result.png"):
     page.click("#complete")
-    page.wait_for_selector("#result-section", state="visible")
+    page.wait_for_function("!document.getElementById('result-section').hidden || !document.getElementById('error').hidden")
+    assert page.is_hidden("#error"), page.text_content("#error")
     with page.expect_download() as download:
         page.click("#download")
     path = tmp_path / name
@@ -157,6 +163,15 @@ def test_paint_a_stroke_complete_and_download(new_page, photos, tmp_path):
     _check_completion(result, photos / "chelsea_large.png", start, end, radius)
     assert "Completed in" in page.text_content("#timing")
     assert page.is_hidden("#busy") and page.is_enabled("#complete")
+
+
+def test_a_phone_photo_turned_by_its_exif_orientation_completes_as_shown(new_page, photos, tmp_path):
+    page = new_page()
+    shape = _open(page, photos / "phone.jpg")  # OpenCV turns it as browsers do: 451 high, 300 wide
+    assert shape == (451, 300) and page.text_content("#photo-info") == "phone.jpg: 300x451"
+    start, end = (80, 150), (220, 300)
+    radius = _paint(page, shape, start, end)
+    _check_completion(_complete_and_download(page, tmp_path), photos / "phone.jpg", start, end, radius)
 
 
 def test_bad_files_are_messages_and_the_page_goes_on(new_page, photos, tmp_path):
