@@ -44,3 +44,15 @@ def test_exactly_one_of_model_and_server(model, server):
 def test_an_unknown_protocol_is_a_user_error():
     with pytest.raises(UserError, match="protocol 'http' is not one of rest, grpc"):
         completers.ServingCompleter("localhost:8501", "http")
+
+
+def test_grpc_without_tensorflow_serving_api_says_what_to_install(sample_folder):
+    try:
+        import tensorflow_serving  # noqa: F401, PLC0415
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorflow-serving-api is installed here")
+    image, mask = _photo_and_hole(sample_folder)
+    with pytest.raises(UserError, match="gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio"):
+        inference.inpaint(completers.ServingCompleter(closed_port_address(), "grpc"), image, mask)

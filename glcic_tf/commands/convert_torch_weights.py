@@ -3,6 +3,7 @@ r"""Convert the authors' released Torch7 completion network into a glcic_tf run 
     bash download_model.sh          # from github.com/satoshiiizuka/siggraph2017_inpainting
     python convert_torch_weights.py --t7=completionnet_places2.t7 --output=runs/authors_places2 \
         --export_dir=/models/glcic
+    glcic-convert-torch-weights ...  # the same command, as pip installs it (any folder)
 
 The run folder (a checkpoint plus config.json with the width and the file's mean pixel) is
 accepted by export.py, evaluate.py, inpaint.py and train.py --init_checkpoint like any run.

@@ -2,6 +2,7 @@ r"""PSNR/SSIM report of a model and classical baselines on the same images and t
 
     python evaluate.py --model=/tmp/glcic_export --source=sample:test --output_dir=/tmp/eval
     python evaluate.py --model=runs/places2 --source=tfds:places365_small:validation --num_images=1000
+    glcic-evaluate ...  # the same command, as pip installs it (any folder)
 
 Writes into --output_dir: per_image.csv, summary.json (mean and standard deviation per method
 and metric, with the protocol, seed, model and number of images), results.md (the table) and

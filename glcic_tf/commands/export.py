@@ -1,6 +1,7 @@
 r"""Export a trained completion network as a SavedModel for tensorflow_model_server.
 
     python export.py --model_dir=/tmp/demo --export_dir=/tmp/glcic_export
+    glcic-export ...  # the same command, as pip installs it (any folder)
     saved_model_cli show --dir /tmp/glcic_export/750 --all
 
 Writes `<export_dir>/<version>/` (the version defaults to the checkpoint's training step, so

@@ -4,6 +4,7 @@ r"""Complete your own photographs with an exported model, locally or through TF 
     python inpaint.py --model=/tmp/glcic_export --image=photo.jpg --box=40,60,90,80 --box=200,30,50,50 --output=done.png
     python inpaint.py --model=/tmp/glcic_export --image=photos/ --mask=masks/ --output=completed/ --postprocess
     python inpaint.py --server=localhost:8501 --image=photo.jpg --mask=hole.png --output=done.png
+    glcic-inpaint ...  # the same command, as pip installs it (any folder)
 
 --mask is an image where white is the hole (same size as the image); --box is x,y,width,height
 and may be repeated. With a folder of images, --mask is a folder of masks with the same file

@@ -2,6 +2,7 @@ r"""Train the completion network and the discriminators with the paper's three p
 
     python train.py --flagfile=places2.flags --model_dir=runs/places2
     python train.py --flagfile=demo.flags --model_dir=/tmp/demo      # minutes on a CPU
+    glcic-train ...  # the same command, as pip installs it (any folder)
 
 Every default is the paper's. Starting again with the same --model_dir continues at the exact
 step and phase. SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
