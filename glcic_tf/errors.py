@@ -11,6 +11,10 @@ class UserError(Exception):
     """A bad input or setting; the message says what is wrong and what to do."""
 
 
+class ImageTooLarge(UserError):
+    """An image over the pixel limit (the page answers it with HTTP 413)."""
+
+
 @contextlib.contextmanager
 def one_line_errors():
     """For entry points: a UserError inside becomes `error: <message>` on stderr and exit status 1."""

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from glcic_tf import checkpoints, folded, models, strategy as strategies
-from glcic_tf.errors import UserError
+from glcic_tf.errors import ImageTooLarge, UserError
 
 # Largest image `inpaint.py` and `read_image` accept by default: 100 megapixels (10000 x 10000).
 # The network never runs on more than strategy.MAX_NETWORK_PIXELS at once (about 2.8 GB); the
@@ -177,13 +177,13 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
     announced = [header_size(io.BytesIO(encoded)), tuple(int(side) for side in announced_size(tf.constant(encoded)))]
     for width, height in filter(None, announced):
         if width * height > max_pixels:
-            raise UserError(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+            raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode) if encoded else None
     if decoded is None:
         raise UserError(f"{what} is not a readable image file")
     height, width = decoded.shape[:2]
     if width * height > max_pixels:
-        raise UserError(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+        raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     return decoded
 
 

@@ -99,3 +99,9 @@ def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_c
     failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
     assert failed.status_code == 500 and "RuntimeError: out of memory, say" in failed.json()["error"]
     assert _post(client, _png(photo), _png(_hole(photo.shape[:2]))).status_code == 200
+
+
+def test_a_malformed_form_is_a_400_message(local_completer):
+    client = TestClient(server.create_app(local_completer))
+    reply = client.post("/complete", content=b"--x\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--x--\r\n", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert reply.status_code == 400 and reply.json()["error"].startswith("The request is not a form this server reads"), reply.text

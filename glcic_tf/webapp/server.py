@@ -12,7 +12,7 @@ network runs one completion at a time (it uses every core already), TF Serving g
 as they come.
 """
 
-import asyncio
+import contextlib
 import threading
 import time
 from importlib import resources
@@ -21,13 +21,14 @@ import cv2
 from absl import logging
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from glcic_tf import completers, inference, strategy
-from glcic_tf.errors import UserError
+from glcic_tf.errors import ImageTooLarge, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
@@ -51,7 +52,7 @@ def create_app(
 ) -> Starlette:
     """The page and its /complete endpoint around `completer` (see glcic_tf.completers)."""
     remote = isinstance(completer, completers.ServingCompleter)
-    one_at_a_time = threading.Lock() if not remote else None
+    one_at_a_time = contextlib.nullcontext() if remote else threading.Lock()
 
     def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool) -> bytes:
         image = inference.decode_image(image_bytes, name, max_pixels)
@@ -59,10 +60,7 @@ def create_app(
         if not mask.any():
             raise _Refused(400, "Nothing is painted: paint over what should go, then press Complete.")
         try:
-            if one_at_a_time:
-                with one_at_a_time:
-                    completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
-            else:
+            with one_at_a_time:
                 completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
         except UserError as error:
             raise _Refused(503 if remote else 400, str(error)) from None
@@ -78,7 +76,7 @@ def create_app(
                 image_file, mask_file = form.get("image"), form.get("mask")
                 if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
                     raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
-                name = f"{image_file.filename or 'the photo'}"
+                name = image_file.filename or "the photo"
                 image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
                 post = form.get("postprocess") == "true"
             if len(image_bytes) > max_upload_bytes:
@@ -86,10 +84,12 @@ def create_app(
             png = await run_in_threadpool(complete, image_bytes, mask_bytes, name, post)
         except _Refused as refused:
             return _refusal(refused.status, str(refused))
-        except UserError as error:  # a file that is no image, or too many pixels
-            return _refusal(413 if "over the limit" in str(error) else 400, str(error))
-        except asyncio.CancelledError:
-            raise
+        except ImageTooLarge as error:
+            return _refusal(413, str(error))
+        except UserError as error:  # a file that is no image, a mask of another size
+            return _refusal(400, str(error))
+        except HTTPException as error:  # a form Starlette could not parse
+            return _refusal(error.status_code, f"The request is not a form this server reads: {error.detail}")
         except Exception as error:  # noqa: BLE001 (the page gets a message, the log the traceback)
             logging.exception("completing failed")
             return _refusal(500, f"The server failed to complete this photo ({type(error).__name__}: {error}); it keeps running.")
