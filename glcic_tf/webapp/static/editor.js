@@ -88,16 +88,20 @@ $("file").addEventListener("change", (event) => {
   event.target.value = ""; // the same file can be opened again
 });
 
+// A photo dropped anywhere on the page opens (the browser would otherwise leave the page for it).
 const dropZone = $("drop-zone");
-dropZone.addEventListener("dragover", (event) => {
+window.addEventListener("dragover", (event) => {
   event.preventDefault();
   dropZone.classList.add("dragging");
 });
-dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
-dropZone.addEventListener("drop", (event) => {
+window.addEventListener("dragleave", (event) => {
+  if (event.relatedTarget === null) dropZone.classList.remove("dragging");
+});
+window.addEventListener("drop", (event) => {
   event.preventDefault();
   dropZone.classList.remove("dragging");
-  openPhoto(event.dataTransfer.files[0]);
+  if (event.dataTransfer.files.length === 0) showError("Drop an image file (a JPEG, PNG or WebP photo).");
+  else openPhoto(event.dataTransfer.files[0]);
 });
 
 // ---- painting ----
@@ -224,6 +228,7 @@ $("complete").addEventListener("click", async () => {
     return;
   }
   setBusy(true);
+  const file = state.file;
   const started = performance.now();
   const ticker = setInterval(() => {
     $("busy-text").textContent = `Completing… ${((performance.now() - started) / 1000).toFixed(1)} s`;
@@ -248,7 +253,8 @@ $("complete").addEventListener("click", async () => {
       }
       throw new Error(message);
     }
-    await showResult(await reply.blob(), started, reply.headers.get("X-Completion-Seconds"));
+    const blob = await reply.blob();
+    if (state.file === file) await showResult(blob, started, reply.headers.get("X-Completion-Seconds")); // else another photo was opened meanwhile
   } catch (error) {
     showError(error.message);
   } finally {
