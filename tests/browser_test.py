@@ -7,6 +7,7 @@ they fail.
 """
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 import PIL.Image
 import pytest
+from fake_serving import fake_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,10 +29,11 @@ MAX_PIXELS = 1_000_000  # the app's --max_pixels here, so the page's own size ch
 SECONDS = 120_000  # Playwright timeouts (ms): a completion takes well under a second once warm
 
 
-@pytest.fixture(scope="module")
-def app_url(trained_run):
+@contextlib.contextmanager
+def _app(*flags):
+    """`python app.py --port=0 *flags` running; yields the address it prints."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), f"--model={trained_run}", "--port=0", f"--max_pixels={MAX_PIXELS}", "--precision=float32"],
+        [sys.executable, str(ROOT / "app.py"), "--port=0", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -47,6 +50,12 @@ def app_url(trained_run):
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def app_url(trained_run):
+    with _app(f"--model={trained_run}", f"--max_pixels={MAX_PIXELS}", "--precision=float32") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +77,12 @@ def new_page(browser, app_url):
     """A page of the app in its own browser context (its own cookies and storage: another browser)."""
     contexts = []
 
-    def open_page():
+    def open_page(url=app_url):
         context = browser.new_context(viewport={"width": 800, "height": 700}, accept_downloads=True)
         context.set_default_timeout(SECONDS)
         contexts.append(context)
         page = context.new_page()
-        page.goto(app_url)
+        page.goto(url)
         page.wait_for_function("document.getElementById('model-line').textContent !== ''")  # /config answered
         return page
 
@@ -248,3 +257,21 @@ def test_two_browsers_complete_at_the_same_time_each_getting_its_own_result(new_
         results[name] = cv2.imread(str(tmp_path / f"{name}.png"))
     _check_completion(results["first"], photos / "chelsea_large.png", *strokes["first"], radius_first)
     _check_completion(results["second"], photos / "coins.png", *strokes["second"], radius_second)
+
+
+def test_through_tf_serving_and_a_message_when_it_is_down(new_page, export_base, photos, tmp_path):
+    with contextlib.ExitStack() as model_server:
+        address, requests = model_server.enter_context(fake_serving(export_base / "3"))
+        with _app(f"--server={address}") as url:
+            page = new_page(url)
+            assert f"TF Serving at {address}" in page.text_content("#model-line")
+            shape = _open(page, photos / "coins.png")
+            start, end = (100, 120), (220, 150)
+            radius = _paint(page, shape, start, end)
+            _check_completion(_complete_and_download(page, tmp_path), photos / "coins.png", start, end, radius)
+            assert len(requests) == 1  # the completion came from the model server
+            model_server.close()  # TF Serving goes down; the page's server does not
+            page.click("#complete")
+            page.wait_for_selector("#error", state="visible")
+            assert f"TF Serving at http://{address}/v1/models/glcic:predict did not answer" in page.text_content("#error")
+            assert page.is_enabled("#complete") and page.is_hidden("#busy")
