@@ -25,11 +25,15 @@ function megabytes(bytes) {
   return (bytes / 1048576).toFixed(1) + " MB";
 }
 
+function visibleStrokes() {
+  // The strokes since the last clear.
+  return state.strokes.slice(state.strokes.map((s) => s.tool).lastIndexOf("clear") + 1);
+}
+
 function hasHole() {
-  // Whether the strokes since the last clear paint anything: cheap, and exact enough for the
-  // buttons; the server checks the mask itself.
-  const since = state.strokes.slice(state.strokes.map((s) => s.tool).lastIndexOf("clear") + 1);
-  return since.some((s) => s.tool === "paint");
+  // Whether anything is painted: cheap, and exact enough for the buttons (erasing it all is not
+  // seen here); the server checks the mask itself.
+  return visibleStrokes().some((s) => s.tool === "paint");
 }
 
 function updateButtons() {
@@ -143,8 +147,7 @@ function drawStroke(stroke) {
 
 function redrawMask() {
   maskContext.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
-  const start = state.strokes.map((s) => s.tool).lastIndexOf("clear") + 1;
-  for (const stroke of state.strokes.slice(start)) drawStroke(stroke);
+  for (const stroke of visibleStrokes()) drawStroke(stroke);
 }
 
 maskCanvas.addEventListener("pointerdown", (event) => {
