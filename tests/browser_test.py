@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,10 @@ def _app(*flags):
             line = process.stdout.readline()
             assert line or process.poll() is None, "app.py exited before serving"
             assert time.monotonic() < deadline, "app.py did not print its address"
-        yield line.split("glcic_tf page: ")[1].split()[0]
+        url = line.split("glcic_tf page: ")[1].split()[0]
+        with urllib.request.urlopen(f"{url}/config", timeout=30) as reply:  # at once: the address works when printed
+            assert reply.status == 200
+        yield url
     finally:
         process.terminate()
         process.wait(30)

@@ -47,6 +47,7 @@ def main(argv):
             sockets = [config.bind_socket()]  # bound here, so a busy port is a one-line error
         except SystemExit:
             raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port} (in use? try --port)") from None
+        sockets[0].listen(config.backlog)  # connections wait from now on, so the address printed below works at once
         port = sockets[0].getsockname()[1]
         shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
         logging.info("completing with %s", described)
