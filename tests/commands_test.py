@@ -78,3 +78,20 @@ def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_p
 def test_each_clone_script_is_the_packaged_command(script):
     shim = (ROOT / script).read_text()
     assert f"from glcic_tf.commands.{script[:-3]} import run" in shim
+
+
+def _app_py(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_the_page_command_says_in_one_line_what_is_wrong(trained_run):
+    import socket  # noqa: PLC0415
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = _app_py(f"--model={trained_run}", f"--port={port}")
+    assert busy.returncode == 1 and busy.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (try another --port)"
+    neither = _app_py("--port=0")
+    assert neither.returncode == 1 and neither.stderr.strip().splitlines()[-1] == "error: give either --model (run locally) or --server (TF Serving)"
+    assert "Traceback" not in busy.stderr + neither.stderr

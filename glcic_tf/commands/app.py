@@ -9,6 +9,9 @@ The network runs as in inpaint.py: on each hole's neighbourhood, the photo at it
 glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which scripts can use too.
 """
 
+import os
+import socket
+
 from absl import app, flags, logging
 
 from glcic_tf import commands, completers, folded, inference, strategy
@@ -38,21 +41,18 @@ def main(argv):
 
         if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels <= 0:
             raise UserError("--max_upload_mb and --max_pixels must be positive")
+        try:  # first, so a busy port fails before the model loads; listening, so the address printed works at once
+            listening = socket.create_server((FLAGS.host, FLAGS.port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port}: {os.strerror(error.errno) if error.errno else error} (try another --port)") from None
         completer = completers.open_completer(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name, FLAGS.precision)
         described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
         page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described)
-        config = uvicorn.Config(page, host=FLAGS.host, port=FLAGS.port, log_level="warning")
-        web_server = uvicorn.Server(config)
-        try:
-            sockets = [config.bind_socket()]  # bound here, so a busy port is a one-line error
-        except SystemExit:
-            raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port} (in use? try --port)") from None
-        sockets[0].listen(config.backlog)  # connections wait from now on, so the address printed below works at once
-        port = sockets[0].getsockname()[1]
+        web_server = uvicorn.Server(uvicorn.Config(page, log_level="warning"))
         shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
         logging.info("completing with %s", described)
-        print(f"glcic_tf page: http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
-        web_server.run(sockets=sockets)
+        print(f"glcic_tf page: http://{shown}:{listening.getsockname()[1]}  (Ctrl-C stops it)", flush=True)
+        web_server.run(sockets=[listening])
 
 
 def run():
