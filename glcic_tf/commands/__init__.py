@@ -51,10 +51,17 @@ def expand_packaged_flagfiles(argv):
 
 
 def run(main, doc: str):
-    """absl's app.run(main) for a command, with packaged flag files found by name.
+    """absl's app.run(main) for a command, with packaged flag files found by name and positional
+    arguments refused (every input is a flag).
 
     `doc` is the command's usage text: absl prints the __main__ module's docstring with --help,
     and a console script's __main__ has none.
     """
     sys.modules["__main__"].__doc__ = doc
-    absl_app.run(main, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))
+
+    def without_arguments(argv):
+        if len(argv) > 1:
+            raise absl_app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        return main(argv)
+
+    absl_app.run(without_arguments, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))

@@ -12,7 +12,7 @@ glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which
 import os
 import socket
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from glcic_tf import commands, completers, folded, inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
@@ -32,8 +32,7 @@ flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pi
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         import uvicorn  # noqa: PLC0415 (an extra: the base install does not need it)
 

@@ -10,7 +10,7 @@ accepted by export.py, evaluate.py, inpaint.py and train.py --init_checkpoint li
 The authors' weights are licensed CC BY-NC-SA 4.0: non-commercial use only.
 """
 
-from absl import app, flags
+from absl import flags
 
 from glcic_tf import commands, export_lib, torch_import
 from glcic_tf.errors import UserError, one_line_errors
@@ -24,8 +24,7 @@ flags.DEFINE_bool("list", False, "Only print the Torch layers of --t7, in forwar
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         if not FLAGS.t7:
             raise UserError("--t7 is required")

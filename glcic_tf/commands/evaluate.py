@@ -10,7 +10,7 @@ examples.png (input with hole | each method | original). See glcic_tf/evaluation
 glcic_tf/metrics.py for what is measured and how.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from glcic_tf import commands, evaluation, folded, inference, masks
 from glcic_tf.errors import UserError, one_line_errors
@@ -31,8 +31,7 @@ flags.DEFINE_integer("grid_tile", 0, "Side in pixels of each picture in examples
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         if not FLAGS.output_dir:
             raise UserError("--output_dir is required")

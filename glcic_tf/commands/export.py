@@ -10,7 +10,7 @@ newer checkpoints get higher versions, which TF Serving serves). Signatures: `se
 glcic_tf/export_lib.py and BUILD.md.
 """
 
-from absl import app, flags
+from absl import flags
 
 from glcic_tf import commands, export_lib, inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
@@ -28,8 +28,7 @@ flags.DEFINE_integer(
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         if not FLAGS.model_dir or not FLAGS.export_dir:
             raise UserError("--model_dir and --export_dir are required")

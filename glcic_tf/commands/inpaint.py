@@ -23,7 +23,7 @@ is skipped and named, the others are written, and the exit status is 1.
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from glcic_tf import commands, completers, folded, inference, strategy
 from glcic_tf.errors import UserError, one_line_errors
@@ -101,8 +101,7 @@ def _complete_file(completer, image_path, mask_path, output_path, boxes):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         jobs = _jobs()
         boxes = [_parse_box(text) for text in FLAGS.box]

@@ -10,7 +10,7 @@ step and phase. SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from glcic_tf import checkpoints, commands, data, masks, models, train_lib
 from glcic_tf.errors import UserError, one_line_errors
@@ -147,8 +147,7 @@ def config_from_flags() -> train_lib.Config:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # commands.run refuses positional arguments
     with one_line_errors():
         if not FLAGS.model_dir:
             raise UserError("--model_dir is required")
