@@ -47,7 +47,8 @@ setup(
         # The page of `glcic-app` / app.py: a Starlette app served by uvicorn.
         "app": APP,
         # The browser tests drive Debian's chromium (apt-get install chromium) with Playwright.
-        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1", *APP, "httpx>=0.27", "playwright>=1.50"],
+        # Starlette 1.10+ runs its TestClient on httpx2 (on httpx with a deprecation warning).
+        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1", *APP, "starlette>=1.10", "httpx2>=2", "playwright>=1.50"],
         # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
         "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.
