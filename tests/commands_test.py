@@ -69,15 +69,28 @@ def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_p
     helped = subprocess.run([str(environment / "bin" / "glcic-train"), "--flagfile=demo.flags", "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     # absl's --help exits with status 1 after printing; a missing flag file would fail before it.
     assert "Train the completion network and the discriminators with the paper's three phases." in helped.stdout
-    assert "--model_dir" in helped.stdout and "flagfile" not in helped.stderr, helped.stderr[-2000:]
+    assert "  --model_dir: Folder for checkpoints" in helped.stdout and "flagfile" not in helped.stderr, helped.stderr[-2000:]
     app_help = subprocess.run([str(environment / "bin" / "glcic-app"), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
-    assert "Complete photographs in the browser" in app_help.stdout and "--server" in app_help.stdout, app_help.stderr[-2000:]
+    assert "Complete photographs in the browser" in app_help.stdout and "  --server: TF Serving address" in app_help.stdout, app_help.stderr[-2000:]
 
 
-@pytest.mark.parametrize("script", ["train.py", "export.py", "evaluate.py", "inpaint.py", "convert_torch_weights.py", "app.py"])
-def test_each_clone_script_is_the_packaged_command(script):
+@pytest.mark.parametrize(
+    "script,flags",
+    [
+        ("train.py", ["--model_dir", "--batch_size"]),
+        ("export.py", ["--export_dir"]),
+        ("evaluate.py", ["--output_dir", "--model"]),
+        ("inpaint.py", ["--box", "--model", "--server", "--strategy"]),  # its own and the shared completion flags
+        ("convert_torch_weights.py", ["--t7"]),
+        ("app.py", ["--port", "--model", "--server", "--max_pixels"]),
+    ],
+)
+def test_each_clone_script_is_the_packaged_command_and_its_help_lists_its_flags(script, flags):
     shim = (ROOT / script).read_text()
     assert f"from glcic_tf.commands.{script[:-3]} import run" in shim
+    helped = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    listed = [line.split(":")[0].strip() for line in helped.stdout.splitlines() if line.startswith("  --")]
+    assert set(flags) <= set(listed), helped.stdout[-3000:]
 
 
 def _app_py(*args):

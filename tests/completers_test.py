@@ -1,5 +1,7 @@
 """One completer interface: a local model and TF Serving (REST) give the same completion."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from fake_serving import closed_port_address, fake_serving
@@ -47,11 +49,7 @@ def test_an_unknown_protocol_is_a_user_error():
 
 
 def test_grpc_without_tensorflow_serving_api_says_what_to_install(sample_folder):
-    try:
-        import tensorflow_serving  # noqa: F401, PLC0415
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("tensorflow_serving"):
         pytest.skip("tensorflow-serving-api is installed here")
     image, mask = _photo_and_hole(sample_folder)
     with pytest.raises(UserError, match="gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio"):

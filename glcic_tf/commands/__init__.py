@@ -12,6 +12,9 @@ import sys
 from importlib import resources
 
 from absl import app as absl_app  # not `app`: the submodule glcic_tf.commands.app takes that name
+from absl import flags
+
+from glcic_tf import completers, folded, inference, strategy
 
 
 def flagfile_names():
@@ -55,9 +58,14 @@ def run(main, doc: str):
     arguments refused (every input is a flag).
 
     `doc` is the command's usage text: absl prints the __main__ module's docstring with --help,
-    and a console script's __main__ has none.
+    and a console script's __main__ has none; the same goes for the flags it lists.
     """
     sys.modules["__main__"].__doc__ = doc
+    # --help lists the key flags of the main module, sys.argv[0]: the shim or console script,
+    # which defines none. Give it the command's own and the shared ones defined here.
+    for module in (main.__module__, __name__):
+        for flag in flags.FLAGS.get_key_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def without_arguments(argv):
         if len(argv) > 1:
@@ -65,3 +73,28 @@ def run(main, doc: str):
         return main(argv)
 
     absl_app.run(without_arguments, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))
+
+
+def define_completion_flags():
+    """The flags of the commands that complete photographs (inpaint, app): which model, and what
+    the network runs on. Defined here once, so they mean the same in both."""
+    flags.DEFINE_string("model", None, "SavedModel (version folder or base folder), train.py run folder or checkpoint; runs locally.")
+    flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
+    flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
+    flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
+    flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
+    flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
+    flags.DEFINE_enum(
+        "strategy",
+        "auto",
+        strategy.STRATEGIES,
+        "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
+        "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
+    )
+    flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+
+
+def completer_from_flags():
+    """The completer that the flags of define_completion_flags name (glcic_tf.completers)."""
+    values = flags.FLAGS
+    return completers.open_completer(values.model, values.server, values.protocol, values.model_name, values.precision)

@@ -14,21 +14,14 @@ import socket
 
 from absl import flags, logging
 
-from glcic_tf import commands, completers, folded, inference, strategy
+from glcic_tf import commands
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel (version folder or base folder), train.py run folder or checkpoint; runs locally.")
-flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
-flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
-flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
-flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
+commands.define_completion_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 makes the page reachable from other machines).")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
-flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse photos with more pixels than this.")
 flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes.")
-flags.DEFINE_enum("strategy", "auto", strategy.STRATEGIES, "What the network runs on (as inpaint.py --strategy).")
-flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
 
 
 def main(argv):
@@ -44,7 +37,7 @@ def main(argv):
             listening = socket.create_server((FLAGS.host, FLAGS.port))
         except OSError as error:
             raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port}: {os.strerror(error.errno) if error.errno else error} (try another --port)") from None
-        completer = completers.open_completer(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name, FLAGS.precision)
+        completer = commands.completer_from_flags()
         described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
         page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described)
         web_server = uvicorn.Server(uvicorn.Config(page, log_level="warning"))

@@ -25,7 +25,7 @@ import time
 
 from absl import flags, logging
 
-from glcic_tf import commands, completers, folded, inference, strategy
+from glcic_tf import commands, inference
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -34,20 +34,7 @@ flags.DEFINE_string("mask", None, "A mask image (white = hole), or a folder of m
 flags.DEFINE_multi_string("box", [], "A rectangular hole x,y,width,height (repeatable); instead of --mask.")
 flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder when --image is a folder.")
 flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
-flags.DEFINE_string("model", None, "SavedModel (version folder or base folder) or train.py run folder; runs locally.")
-flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
-flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
-flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
-flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
-flags.DEFINE_enum(
-    "strategy",
-    "auto",
-    strategy.STRATEGIES,
-    "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
-    "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
-)
-flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
-flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+commands.define_completion_flags()
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -105,7 +92,7 @@ def main(argv):
     with one_line_errors():
         jobs = _jobs()
         boxes = [_parse_box(text) for text in FLAGS.box]
-        completer = completers.open_completer(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name, FLAGS.precision)
+        completer = commands.completer_from_flags()
         failures = []
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
