@@ -161,8 +161,12 @@ maskCanvas.addEventListener("pointerdown", (event) => {
 maskCanvas.addEventListener("pointermove", (event) => {
   moveCursor(event);
   if (!state.drawing) return;
-  state.drawing.points.push(photoPoint(event));
-  redrawMask(); // whole strokes, so the eraser and overlaps look as they will be sent
+  const last = state.drawing.points[state.drawing.points.length - 1];
+  const point = photoPoint(event);
+  state.drawing.points.push(point);
+  // Only the new segment: with round caps, the segments cover what the whole stroke does, and a
+  // phone photo's canvas is not cleared and redrawn stroke by stroke at every pointer move.
+  drawStroke({ ...state.drawing, points: [last, point] });
 });
 for (const end of ["pointerup", "pointercancel"]) {
   maskCanvas.addEventListener(end, () => {
