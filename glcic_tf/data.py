@@ -12,8 +12,11 @@ random size in [256, 384], a random 256x256 crop, one hole with sides in [96, 12
 discriminator's 128x128 box around it and a random 128x128 box for the real image
 (`glcic_tf.masks`). Every size is a parameter with the paper's value as default.
 
-Randomness is stateless and keyed by `(seed, example position)`, so a seed fixes every crop and
-hole whatever the number of parallel calls; `deterministic=True` also fixes the batch order.
+Every example has a global number (0, 1, 2, ... over the whole run, whatever the number of
+workers: input pipeline i of n reads numbers i, i + n, ...). Which image number g is, and its
+crop, hole and boxes, are stateless functions of (seed, g), so a seed fixes the whole stream
+whatever the number of parallel calls or workers, and a restarted run continues it with no
+iterator state to save; `deterministic=True` also fixes the order within each batch.
 Shuffling happens on encoded bytes (or file names), before decoding, to keep buffers small.
 """
 
@@ -145,15 +148,18 @@ def _image_feature(builder) -> str:
     raise UserError(f"data set {builder.name} has no image feature (features: {list(builder.info.features)})")
 
 
-def _tfds_encoded_images(source, data_dir, shuffle, seed, input_context) -> tf.data.Dataset:
-    """Encoded image bytes of a TFDS split; fails at once if the data set is not prepared."""
+def _tfds_encoded_images(source, data_dir) -> tf.data.Dataset:
+    """Encoded image bytes of a TFDS split in its prepared order; fails at once if not prepared."""
     builder = _tfds_builder(source, data_dir)
     key = _image_feature(builder)
-    read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context)
+    # One file after another, parsed in order: the same order on every read (see _tfds_stream).
+    options = tf.data.Options()
+    options.deterministic = True
+    read_config = tfds.ReadConfig(options=options, interleave_cycle_length=1)
     try:
         dataset = builder.as_dataset(
             split=source.split,
-            shuffle_files=shuffle,
+            shuffle_files=False,
             decoders={key: tfds.decode.SkipDecoding()},
             read_config=read_config,
         )
@@ -167,7 +173,7 @@ def _tfds_encoded_images(source, data_dir, shuffle, seed, input_context) -> tf.d
         ) from None
     except (ValueError, KeyError) as error:
         raise UserError(f"cannot read split {source.split!r} of TFDS data set {source.name}: {error}") from None
-    return dataset.map(lambda example: example[key], num_parallel_calls=AUTOTUNE)
+    return dataset.map(lambda example: example[key], num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 # --- Decoding and the paper's transformations ----------------------------------------------
@@ -320,47 +326,47 @@ def encoded_images(
     data_dir: Optional[str] = None,
     shuffle: bool = True,
     seed: Optional[int] = None,
-    input_context: Optional[tf.distribute.InputContext] = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
 ) -> tf.data.Dataset:
-    """One pass over a source as encoded image bytes (shuffled, and sharded per input pipeline)."""
+    """One pass over a source as encoded image bytes, the whole source (not sharded).
+
+    Unshuffled, the order is fixed: sorted file names, or a TFDS split in its prepared order.
+    """
     parsed = parse_source(source)
     if parsed.kind == "tfds":
-        dataset = _tfds_encoded_images(parsed, data_dir, shuffle, seed, input_context)
+        dataset = _tfds_encoded_images(parsed, data_dir)
         return dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
-    files = _pipeline_files(parsed.name, input_context)
+    files = image_file_table(parsed.name)
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         dataset = dataset.shuffle(int(files.shape[0]), seed=seed, reshuffle_each_iteration=True)
     return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
 
 
-def _pipeline_files(folder: str, input_context) -> tf.Tensor:
-    """This input pipeline's share of the folder's image files (every n-th name)."""
-    files = image_file_table(folder)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        files = files[input_context.input_pipeline_id :: input_context.num_input_pipelines]
-        if files.shape[0] == 0:
-            raise UserError(f"image folder {folder} holds fewer images than the {input_context.num_input_pipelines} input pipelines")
-    return files
+def _gray_image():
+    return tf.fill([1, 1, 3], tf.constant(128, tf.uint8))
 
 
-def _decoded_or_substitute(candidates) -> tf.data.Dataset:
-    """The first of `candidates` (file names) that decodes, as one (H, W, 3) uint8 image.
+def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None) -> tf.data.Dataset:
+    """The first of `candidates` that decodes (after `read`), as one (H, W, 3) uint8 image.
 
-    Files are read one by one and only until one decodes; if none does, a flat gray image.
+    Candidates are read one by one and only until one decodes; if none does, a flat gray image.
+    `names` (default: the candidates, file names) name them in the warning.
     """
+    names = candidates if names is None else names
+    indices = tf.range(tf.shape(candidates, out_type=tf.int64)[0])
     decoded = (
-        tf.data.Dataset.from_tensor_slices(candidates)
-        .map(lambda path: (path, decode_rgb(tf.io.read_file(path))))
+        tf.data.Dataset.from_tensor_slices((indices, candidates))
+        .map(lambda index, candidate: (index, decode_rgb(read(candidate))))
         .ignore_errors()
-        .concatenate(tf.data.Dataset.from_tensors((tf.constant(""), tf.fill([1, 1, 3], tf.constant(128, tf.uint8)))))
+        .concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), _gray_image())))
         .take(1)
     )
 
-    def note(path, image):
-        substituted = tf.not_equal(path, candidates[0])
-        logged = tf.cond(substituted, lambda: tf.py_function(_note_broken, [candidates[0], path], tf.bool), lambda: substituted)
+    def note(index, image):
+        substituted = tf.not_equal(index, 0)
+        substitute = tf.where(index > 0, names[tf.maximum(index, 0)], "")
+        logged = tf.cond(substituted, lambda: tf.py_function(_note_broken, [names[0], substitute], tf.bool), lambda: substituted)
         with tf.control_dependencies([logged]):
             return tf.identity(image)
 
@@ -375,45 +381,82 @@ def _decodes(path: bytes) -> bool:
         return False
 
 
-def _positioned_stream(source, data_dir, seed, start, input_context, shuffle_buffer) -> tf.data.Dataset:
-    """(position, decoded image) pairs, endless, from this pipeline's example number `start` on.
+def _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer) -> tf.data.Dataset:
+    """(global number, encoded image, name) of a TFDS split, at the global example numbers `numbers`.
 
-    Folders: position p is file `perm_e(p mod N)` of epoch e = p // N, where perm_e is a stateless
-    permutation seeded by (seed, e), so a restarted run continues with exactly the images it
-    would have read (no iterator state to save). A file that cannot be decoded keeps its
-    position: the next files of the permutation stand in for it, in turn (SUBSTITUTES of them,
-    then a gray image), so broken files shift nothing and a resumed run still reads what an
-    uninterrupted one would. TFDS (prepared, so checked data): the reading order comes from
-    TFDS's file shuffling and a shuffle buffer; a restart draws a new order seeded by (seed,
-    start), and an undecodable example is dropped.
+    The split is read in its prepared order (TFDS shuffles examples when it prepares a data
+    set), cut into windows of `shuffle_buffer` images, and each window is permuted by a
+    stateless shuffle seeded by (seed, epoch, window). So global example g is the same image
+    however many input pipelines read and wherever a run restarts, with no iterator state to
+    save. Each pipeline reads the whole stream and keeps its own numbers (every n-th): reading
+    is cheap beside training (encoded bytes only), and a restart skips at most one epoch's bytes.
     """
-    positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    first, step = int(numbers.start), int(numbers.step)
+    base = _tfds_encoded_images(parse_source(source), data_dir)
+    epoch_size = int(base.cardinality())
+    if epoch_size < 0:  # TFDS records it when preparing; count once if it did not
+        epoch_size = int(base.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    if epoch_size == 0:
+        raise UserError(f"TFDS source {source} holds no examples")
+
+    def epoch(number):
+        def permute(window_number, window):
+            window_seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), number]), window_number)
+            return tf.gather(window, tf.random.experimental.stateless_shuffle(tf.range(tf.size(window)), window_seed))
+
+        shuffled = base.batch(shuffle_buffer).enumerate().map(permute).unbatch()
+        return tf.data.Dataset.zip(tf.data.Dataset.range(number * epoch_size, (number + 1) * epoch_size), shuffled)
+
+    start_epoch = first // epoch_size
+    stream = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max // epoch_size).flat_map(epoch)
+    stream = stream.skip(first - start_epoch * epoch_size).shard(step, 0)
+    return stream.map(lambda number, encoded: (number, encoded, tf.strings.format("example {} of " + str(source), number)))
+
+
+def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic=True) -> tf.data.Dataset:
+    """(global example number, decoded image) pairs, endless, at the global numbers `numbers`.
+
+    `numbers` is a range (start, endless, step): input pipeline i of n reads numbers i, i + n, ...
+    (from where a run restarts), so the stream of images does not depend on how many pipelines
+    read it, and a resumed run, with any number of workers, reads what an uninterrupted one
+    would. Folders: number g is file perm_e(g mod N) of epoch e = g // N, where perm_e is a
+    stateless permutation of all N files seeded by (seed, e). TFDS: see _tfds_stream. An image
+    that cannot be decoded keeps its number: the next files of the permutation stand in for it,
+    in turn (SUBSTITUTES of them, then a gray image; for TFDS, a gray image), so broken files
+    shift nothing.
+    """
     parsed = parse_source(source)
     if parsed.kind == "tfds":
-        stream_seed = seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
-        encoded = encoded_images(source, data_dir, True, stream_seed, input_context, shuffle_buffer).repeat()
-        decoded = encoded.map(decode_rgb, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
-        return tf.data.Dataset.zip(positions, decoded)
-    table = _pipeline_files(parsed.name, input_context)
+
+        def decode_example(number, encoded, name):
+            image = _decoded_or_substitute(tf.reshape(encoded, [1]), tf.identity, tf.reshape(name, [1]))
+            return image.map(lambda image: (number, image))
+
+        stream = _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer)
+        return stream.interleave(decode_example, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    table = image_file_table(parsed.name)
     count = tf.cast(tf.shape(table)[0], tf.int64)
 
-    def candidates(position):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), position // count])
-        following = (position + tf.range(SUBSTITUTES + 1, dtype=tf.int64)) % count
+    def candidates(number):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), number // count])
+        following = (number + tf.range(SUBSTITUTES + 1, dtype=tf.int64)) % count
         indices = tf.random.experimental.index_shuffle(following, epoch_seed, count - 1)
-        return position, tf.gather(table, indices)
+        return number, tf.gather(table, indices)
 
-    def decode(position, paths):
-        return _decoded_or_substitute(paths).map(lambda image: (position, image))
+    def decode(number, paths):
+        return _decoded_or_substitute(paths).map(lambda image: (number, image))
 
     # The one check at start-up: the first example's file (or a stand-in) must decode, so a
     # folder of nothing but broken files is an error, not a run on gray images.
-    _, first = candidates(tf.constant(start, tf.int64))
+    _, first = candidates(tf.constant(numbers.start, tf.int64))
     if not any(_decodes(path) for path in first.numpy()):
         raise UserError(f"image folder {parsed.name} holds no readable images ({len(set(first.numpy()))} tried, none decodes)")
 
     # One small dataset per example, interleaved in order and in parallel: reads stay lazy.
-    return positions.map(candidates).interleave(decode, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE)
+    positions = tf.data.Dataset.range(numbers.start, np.iinfo(np.int64).max, numbers.step)
+    return positions.map(candidates).interleave(
+        decode, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+    )
 
 
 def training_dataset(
@@ -436,17 +479,18 @@ def training_dataset(
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     pipelines = input_context.num_input_pipelines if input_context else 1
+    # This pipeline's examples are the global numbers pipeline_id, pipeline_id + pipelines, ...
+    numbers = range(start_position * pipelines + pipeline_id, np.iinfo(np.int64).max, pipelines)
 
-    def make_example(position, image):
-        example_seed = tf.stack([tf.constant(seed, tf.int64), position * pipelines + pipeline_id])
-        return training_example(image, example_seed, sizes, augmentations)
+    def make_example(number, image):
+        return training_example(image, tf.stack([tf.constant(seed, tf.int64), number]), sizes, augmentations)
 
-    dataset = _positioned_stream(source, data_dir, seed, start_position, input_context, shuffle_buffer)
-    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return dataset.with_options(options)
+    # `deterministic` is passed to the parallel steps that follow the numbering only: what is
+    # read (TFDS's own reading included) stays in its fixed order, so every number gets the
+    # same image either way, and deterministic=False lets examples into a batch as they are ready.
+    dataset = _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic)
+    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_size: int, start_step: int = 0, **kwargs):

@@ -317,3 +317,66 @@ def test_bad_augmentation_settings_are_errors():
     for bad in (dict(hue=0.6), dict(saturation=1.0), dict(contrast=-0.1), dict(grayscale=1.5), dict(brightness=2.0)):
         with pytest.raises(ValueError):
             data.Augmentations(**bad)
+
+
+# --- Several input pipelines (workers) read one global stream --------------------------------
+
+CATEGORIES = ("abbey", "beach", "canyon", "desert")
+
+
+@pytest.fixture
+def folder_by_category(tmp_path):
+    """Places365's layout: <category>/<number>.png, 4 categories x 8 flat images; file k is gray 10 + 7k."""
+    for index in range(32):
+        category = tmp_path / CATEGORIES[index // 8]
+        category.mkdir(exist_ok=True)
+        _save(category / f"{index % 8:08d}.png", np.full((40, 40, 3), 10 + 7 * index, np.uint8))
+    return tmp_path
+
+
+def _examples_by_number(source, pipelines, global_batch=8, start_step=0, steps=4, sizes=tiny.SIZES):
+    """{global example number: example} for `steps` steps read by `pipelines` input pipelines, as workers would."""
+    share = global_batch // pipelines
+    examples = {}
+    for pipeline in range(pipelines):
+        context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=pipelines)
+        dataset = data.training_dataset(
+            source, share, seed=3, sizes=sizes, deterministic=True, input_context=context, start_position=start_step * share, shuffle_buffer=5
+        )
+        for step, batch in enumerate(dataset.take(steps), start=start_step):
+            for row in range(share):
+                number = (step * share + row) * pipelines + pipeline
+                examples[number] = {key: value[row].numpy() for key, value in batch.items()}
+    return examples
+
+
+def _file_index(example):
+    """Which file of folder_by_category an example's crop came from (its flat gray level)."""
+    return int(round((float(example["image"].mean()) * 255 - 10) / 7))
+
+
+def test_four_workers_do_not_read_neighbouring_files_together(folder_by_category):
+    examples = _examples_by_number(f"folder:{folder_by_category}", pipelines=4, global_batch=4, steps=8)  # one epoch
+    files = [[_file_index(examples[step * 4 + worker]) for worker in range(4)] for step in range(8)]
+    assert sorted(sum(files, [])) == list(range(32))  # one epoch: every file once
+    # Before the global stream, 3 of these 8 steps read 4 files of one category ([0, 1, 2, 3], ...).
+    same_category = [row for row in files if len({index // 8 for index in row}) == 1]
+    assert not same_category, files
+
+
+@pytest.mark.parametrize("source_kind", ["folder", "tfds"])
+def test_the_stream_does_not_depend_on_the_worker_count_and_resumes_with_another(folder_by_category, source_kind):
+    def read(pipelines, start_step=0, steps=4):
+        if source_kind == "folder":
+            return _examples_by_number(f"folder:{folder_by_category}", pipelines, start_step=start_step, steps=steps)
+        with tfds.testing.mock_data(num_examples=11):  # epochs that are no multiple of the batch
+            return _examples_by_number("tfds:places365_small:train", pipelines, start_step=start_step, steps=steps)
+
+    one = read(1, steps=6)
+    assert len(one) == 48 and len({example["image"].tobytes() for example in one.values()}) > 20
+    for pipelines, start_step in ((2, 0), (4, 0), (2, 3), (4, 5)):  # a restart at step 3 or 5 with 2 or 4 workers
+        other = read(pipelines, start_step, steps=6 - start_step)
+        assert sorted(other) == list(range(8 * start_step, 48))
+        for number, example in other.items():
+            for key, value in example.items():  # the same image, crop, hole and boxes
+                np.testing.assert_array_equal(value, one[number][key], err_msg=f"{pipelines} workers, number {number}, {key}")
