@@ -49,6 +49,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 # before a flat gray image does (positions and seeds stay those of an uninterrupted run).
 SUBSTITUTES = 8
 
+# Most pixels a training image may have when it cannot be decoded downscaled (PNG): 50 megapixels,
+# 150 MB as RGB bytes. JPEGs are decoded downscaled instead (decode_for_training).
+MAX_TRAINING_PIXELS = 50_000_000
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A parsed source string: `kind` is "tfds" or "folder"; `split` is for TFDS only."""
@@ -125,8 +129,8 @@ def _note_broken(path, substitute) -> bool:
         first_time, count = _broken_files[path] == 1, len(_broken_files)
     if first_time:
         logging.warning(
-            "skipping %s: not a readable image (%d broken file%s so far); %s takes its place",
-            path, count, "s" if count > 1 else "", substitute or "a gray image",
+            "skipping %s: not a readable image, or a PNG over %d megapixels (%d broken file%s so far); %s takes its place",
+            path, MAX_TRAINING_PIXELS // 1_000_000, count, "s" if count > 1 else "", substitute or "a gray image",
         )
     return True
 
@@ -182,6 +186,32 @@ def _tfds_encoded_images(source, data_dir) -> tf.data.Dataset:
 def decode_rgb(encoded) -> tf.Tensor:
     """Encoded JPEG/PNG/BMP/GIF/WebP bytes -> (H, W, 3) uint8; grayscale and RGBA become RGB."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAINING_PIXELS) -> tf.Tensor:
+    """`decode_rgb`, bounded for training: a JPEG is decoded downscaled (by 2, 4 or 8 in its DCT,
+    which costs a fraction of a full decode) while its shortest edge stays at least
+    `shortest_edge`, the largest the crop is cut from; a PNG whose header announces more than
+    `max_pixels` fails before decoding (the pipeline then substitutes it, with a warning). A
+    100-megapixel photograph would otherwise cost gigabytes as float32, with 16 in flight."""
+
+    def jpeg():
+        size = tf.image.extract_jpeg_shape(encoded)
+        halvings = tf.reduce_sum(tf.cast(tf.reduce_min(size[:2]) >= shortest_edge * tf.constant([2, 4, 8]), tf.int32))
+        branches = [lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio) for ratio in (1, 2, 4, 8)]
+        return tf.switch_case(halvings, branches)
+
+    def other():
+        is_png = tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n")
+        header = tf.strings.substr(tf.strings.join([encoded, b"\0" * 24]), 16, 8)  # IHDR width, height
+        width, height = tf.unstack(tf.cast(tf.reshape(tf.io.decode_raw(header, tf.int32, little_endian=False), [2]), tf.int64))
+        check = tf.debugging.Assert(tf.logical_not(is_png) | (width * height <= max_pixels), ["PNG over the pixel limit"])
+        with tf.control_dependencies([check]):
+            return decode_rgb(encoded)
+
+    image = tf.cond(tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff"), jpeg, other)
     image.set_shape([None, None, 3])
     return image
 
@@ -321,34 +351,21 @@ def training_example(image, seed, sizes: TrainingSizes = TrainingSizes(), augmen
 # --- Whole pipelines -----------------------------------------------------------------------
 
 
-def encoded_images(
-    source: str,
-    data_dir: Optional[str] = None,
-    shuffle: bool = True,
-    seed: Optional[int] = None,
-    shuffle_buffer: int = SHUFFLE_BUFFER,
-) -> tf.data.Dataset:
-    """One pass over a source as encoded image bytes, the whole source (not sharded).
-
-    Unshuffled, the order is fixed: sorted file names, or a TFDS split in its prepared order.
-    """
+def encoded_images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+    """One pass over a whole source as encoded image bytes, in a fixed order: the sorted file
+    names, or a TFDS split in its prepared order."""
     parsed = parse_source(source)
     if parsed.kind == "tfds":
-        dataset = _tfds_encoded_images(parsed, data_dir)
-        return dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else dataset
-    files = image_file_table(parsed.name)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        dataset = dataset.shuffle(int(files.shape[0]), seed=seed, reshuffle_each_iteration=True)
-    return dataset.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+        return _tfds_encoded_images(parsed, data_dir)
+    return tf.data.Dataset.from_tensor_slices(image_file_table(parsed.name)).map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
 
 
 def _gray_image():
     return tf.fill([1, 1, 3], tf.constant(128, tf.uint8))
 
 
-def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None) -> tf.data.Dataset:
-    """The first of `candidates` that decodes (after `read`), as one (H, W, 3) uint8 image.
+def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None, decode=decode_rgb) -> tf.data.Dataset:
+    """The first of `candidates` that decodes (`decode` after `read`), as one (H, W, 3) uint8 image.
 
     Candidates are read one by one and only until one decodes; if none does, a flat gray image.
     `names` (default: the candidates, file names) name them in the warning.
@@ -357,7 +374,7 @@ def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None) -> tf.d
     indices = tf.range(tf.shape(candidates, out_type=tf.int64)[0])
     decoded = (
         tf.data.Dataset.from_tensor_slices((indices, candidates))
-        .map(lambda index, candidate: (index, decode_rgb(read(candidate))))
+        .map(lambda index, candidate: (index, decode(read(candidate))))
         .ignore_errors()
         .concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), _gray_image())))
         .take(1)
@@ -413,7 +430,7 @@ def _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer) -> tf.data.Dat
     return stream.map(lambda number, encoded: (number, encoded, tf.strings.format("example {} of " + str(source), number)))
 
 
-def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic=True) -> tf.data.Dataset:
+def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic=True, decode=decode_rgb) -> tf.data.Dataset:
     """(global example number, decoded image) pairs, endless, at the global numbers `numbers`.
 
     `numbers` is a range (start, endless, step): input pipeline i of n reads numbers i, i + n, ...
@@ -429,7 +446,7 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
     if parsed.kind == "tfds":
 
         def decode_example(number, encoded, name):
-            image = _decoded_or_substitute(tf.reshape(encoded, [1]), tf.identity, tf.reshape(name, [1]))
+            image = _decoded_or_substitute(tf.reshape(encoded, [1]), tf.identity, tf.reshape(name, [1]), decode)
             return image.map(lambda image: (number, image))
 
         stream = _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer)
@@ -443,8 +460,8 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
         indices = tf.random.experimental.index_shuffle(following, epoch_seed, count - 1)
         return number, tf.gather(table, indices)
 
-    def decode(number, paths):
-        return _decoded_or_substitute(paths).map(lambda image: (number, image))
+    def decode_one(number, paths):
+        return _decoded_or_substitute(paths, decode=decode).map(lambda image: (number, image))
 
     # The one check at start-up: the first example's file (or a stand-in) must decode, so a
     # folder of nothing but broken files is an error, not a run on gray images.
@@ -455,7 +472,7 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
     # One small dataset per example, interleaved in order and in parallel: reads stay lazy.
     positions = tf.data.Dataset.range(numbers.start, np.iinfo(np.int64).max, numbers.step)
     return positions.map(candidates).interleave(
-        decode, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        decode_one, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic
     )
 
 
@@ -488,7 +505,8 @@ def training_dataset(
     # `deterministic` is passed to the parallel steps that follow the numbering only: what is
     # read (TFDS's own reading included) stays in its fixed order, so every number gets the
     # same image either way, and deterministic=False lets examples into a batch as they are ready.
-    dataset = _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic)
+    decode = functools.partial(decode_for_training, shortest_edge=sizes.edge_range[1])
+    dataset = _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic, decode)
     dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
@@ -509,7 +527,7 @@ def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_
 
 def images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
     """Every image of a source once, in a fixed order, as (H, W, 3) uint8."""
-    dataset = encoded_images(source, data_dir, shuffle=False)
+    dataset = encoded_images(source, data_dir)
     return dataset.map(decode_rgb, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors(log_warning=True)
 
 

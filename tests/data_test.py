@@ -1,11 +1,15 @@
 """The input pipeline on real photographs (scikit-image's) and on TFDS mock data, offline."""
 
 import ctypes
+import io
 import os
 import re
 import shutil
 import struct
+import zlib
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -77,6 +81,12 @@ def test_random_rescale_crop_draws_every_shortest_edge_of_the_papers_range_and_n
 
 def _save(path, array):
     Image.fromarray(array).save(path)
+
+
+def _png_header_only(width, height):
+    """A valid PNG signature and IHDR chunk announcing width x height, and no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
 
 
 @pytest.fixture
@@ -208,8 +218,8 @@ def test_tfds_sources_work_offline_with_mock_data(name, split):
     assert batch["image"].shape == (3, 256, 256, 3)
 
 
-def test_distributed_dataset_gives_each_replica_its_share_of_the_global_batch(sample_folder):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_distributed_dataset_gives_each_replica_its_share_of_the_global_batch(sample_folder, two_replicas):
+    strategy = two_replicas
     dataset = data.distributed_training_dataset(
         strategy, global_batch_size=6, source=f"folder:{sample_folder}/train", seed=0, sizes=SMALL
     )
@@ -380,3 +390,24 @@ def test_the_stream_does_not_depend_on_the_worker_count_and_resumes_with_another
         for number, example in other.items():
             for key, value in example.items():  # the same image, crop, hole and boxes
                 np.testing.assert_array_equal(value, one[number][key], err_msg=f"{pipelines} workers, number {number}, {key}")
+
+
+def test_large_training_jpegs_are_decoded_downscaled_and_oversized_pngs_refused(tmp_path, caplog):
+    photo = cv2.resize(np.asarray(Image.open(sorted(Path(data.sample_data.ensure_sample_data(), "train").glob("*.jpg"))[0]))[..., :3], (2000, 1600))
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
+    encoded = tf.constant(buffer.getvalue())
+    # The shortest edge 1600 halves to 800 and 400 while it stays >= 384 (the paper's largest).
+    assert data.decode_for_training(encoded, shortest_edge=384).shape == (400, 500, 3)
+    assert data.decode_for_training(encoded, shortest_edge=1600).shape == (1600, 2000, 3)
+    # Downscaled in the DCT, the picture is the same one (mean error against a resize, 0-255).
+    small = data.decode_for_training(encoded, shortest_edge=384).numpy().astype(float)
+    assert np.abs(small - cv2.resize(photo, (500, 400), interpolation=cv2.INTER_AREA)).mean() < 8
+    # A PNG announcing 100000x100000 fails before decoding, and a training folder substitutes it.
+    _save(tmp_path / "small.png", np.full((40, 40, 3), 90, np.uint8))
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="PNG over the pixel limit"):
+        data.decode_for_training(tf.io.read_file(str(tmp_path / "bomb.png")), 384)
+    batch = _batch(f"folder:{tmp_path}", batch_size=4, sizes=tiny.SIZES)
+    assert np.allclose(batch["image"], 90 / 255, atol=1e-3)  # the small PNG stood in every time
+    assert f"skipping {tmp_path / 'bomb.png'}: not a readable image, or a PNG over 50 megapixels" in caplog.text
