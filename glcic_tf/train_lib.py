@@ -11,9 +11,13 @@ whole 256x256 image globally and the 128x128 box around the hole locally; real i
 seen with a random 128x128 box. Losses are in `glcic_tf.losses`.
 
 Everything runs under a tf.distribute strategy (the default one on a single device). The
-checkpoint holds both networks, both optimizers, the step and the phase; the input pipeline
-is a function of the seed and the step (`glcic_tf.data`), so a restarted run continues exactly
-where it stopped.
+checkpoint holds both networks, both optimizers, the step and the phase. The input is one
+global stream of numbered examples, a function of the seed alone (`glcic_tf.data`), so a
+restarted run, on any number of workers, reads the images, crops and holes an uninterrupted run
+would in the same steps, for folder and TFDS sources; with `deterministic` its weights are also
+bit-identical. A resume with settings that change the computation is refused
+(`check_resume_settings`). An update runs only when every replica's loss and gradients are
+finite (`apply_update`).
 """
 
 import contextlib
@@ -49,7 +53,7 @@ OPTIMIZERS = {
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_bfloat16", "mixed_float16")
 
-_NOT_FINITE = "training loss is NaN or infinite"
+_NOT_FINITE = "training loss or its gradients are NaN or infinite"
 
 
 class TrainingDiverged(UserError):
@@ -120,7 +124,51 @@ def crop_patches(images, boxes, size: int) -> tf.Tensor:
     return tf.gather(patches, cols, axis=2, batch_dims=1)
 
 
-def _is_chief(strategy) -> bool:
+def make_optimizer(name: str, learning_rate: Optional[float] = None, mixed_precision: str = "none"):
+    """The optimizer `name` of OPTIMIZERS (its learning rate unless given), loss-scaled for float16."""
+    cls, defaults = OPTIMIZERS[name]
+    options = dict(defaults)
+    if learning_rate is not None:
+        options["learning_rate"] = learning_rate
+    optimizer = cls(**options)
+    if mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def apply_update(optimizer, tape, loss, variables) -> None:
+    """One optimizer update from `loss` (recorded on `tape`), applied only if every replica agrees it is sound.
+
+    Each replica checks its loss and its gradients, and the replicas agree (an all-reduce of the
+    counts of failing replicas) before any variable changes: a NaN or infinite loss anywhere stops the step with
+    an InvalidArgumentError naming _NOT_FINITE, and no replica updates. Non-finite gradients do
+    the same, except under float16 loss scaling (LossScaleOptimizer), where they mean "scale too
+    high": every replica's gradients are then made non-finite, so Keras's skip-and-lower-the-scale
+    decision, which reads one replica's gradients before they are all-reduced, is the same for all.
+    """
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if scaled:
+        with tape:  # back on the tape: the scaling must be differentiated through
+            gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+    else:
+        gradients = tape.gradient(loss, variables)
+    local = tf.stack(
+        [tf.reduce_all(tf.math.is_finite(loss)), tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])]
+    )
+    failing = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(local, tf.float32))
+    loss_finite, gradients_finite = failing[0] == 0, failing[1] == 0  # replicas whose loss / gradients are not finite
+    sound = loss_finite if scaled else tf.logical_and(loss_finite, gradients_finite)
+    check = tf.debugging.Assert(sound, [_NOT_FINITE, "loss finite on every replica:", loss_finite, "gradients finite:", gradients_finite])
+    with tf.control_dependencies([check]):  # no update can run before (or without) the check
+        if scaled:
+            gradients = [tf.where(gradients_finite, g, tf.constant(np.nan, g.dtype)) for g in gradients]
+        else:
+            gradients = [tf.identity(g) for g in gradients]
+    optimizer.apply(gradients, variables)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run folder: the chief, or worker 0 of a cluster without one."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
@@ -167,7 +215,7 @@ class Trainer:
         self.config = config
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.is_chief = _is_chief(self.strategy)
+        self.is_chief = is_chief(self.strategy)
         if self.is_chief:
             checkpoints.check_folder(model_dir, "--model_dir")
         if config.deterministic:
@@ -178,8 +226,8 @@ class Trainer:
         with self.strategy.scope():
             self.completion = models.completion_network(config.width)
             self.discriminator = models.discriminator(sizes.crop_size, sizes.local_size, config.width)
-            self.completion_optimizer = self._optimizer()
-            self.discriminator_optimizer = self._optimizer()
+            self.completion_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
+            self.discriminator_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
             # Create the optimizers' slots now, in the scope (see ../shared/TF_NOTES.md).
             self.completion_optimizer.build(self.completion.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
@@ -221,16 +269,6 @@ class Trainer:
         self._steps = {1: self._compiled(self._phase1), 2: self._compiled(self._phase2), 3: self._compiled(self._phase3)}
 
     # --- setup ---------------------------------------------------------------------------
-
-    def _optimizer(self):
-        cls, defaults = OPTIMIZERS[self.config.optimizer]
-        options = dict(defaults)
-        if self.config.learning_rate is not None:
-            options["learning_rate"] = self.config.learning_rate
-        optimizer = cls(**options)
-        if self.config.mixed_precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        return optimizer
 
     def _restore(self) -> Optional[str]:
         """Every worker restores the latest checkpoint of `model_dir` (only the chief writes there).
@@ -294,12 +332,7 @@ class Trainer:
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
 
     def _apply(self, optimizer, tape, loss, model):
-        tf.debugging.assert_all_finite(loss, _NOT_FINITE)
-        variables = model.trainable_variables
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            with tape:  # back on the tape: the scaling must be differentiated through
-                loss = optimizer.scale_loss(loss)
-        optimizer.apply(tape.gradient(loss, variables), variables)
+        apply_update(optimizer, tape, loss, model.trainable_variables)
 
     def _complete(self, batch, training: bool):
         """The completion with the input's pixels put back outside the hole."""
@@ -371,8 +404,9 @@ class Trainer:
     def run(self, until_step: Optional[int] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> Dict[str, float]:
         """Train up to `until_step` (default: total_steps) or a stop request; returns the last metrics.
 
-        Checkpoints every `checkpoint_every` steps and when it returns. A NaN or infinite loss
-        raises TrainingDiverged without saving, so the latest checkpoint stays the last good one.
+        Checkpoints every `checkpoint_every` steps and when it returns. A NaN or infinite loss or
+        gradient (on any replica) raises TrainingDiverged before that update is applied and
+        without saving, so the latest checkpoint stays the last good one (see apply_update).
         """
         config = self.config
         until_step = min(until_step or config.total_steps, config.total_steps)
@@ -400,7 +434,8 @@ class Trainer:
                     if _NOT_FINITE not in error.message:
                         raise
                     raise TrainingDiverged(
-                        f"the phase {phase} loss became NaN or infinite at step {step}; nothing was saved after it, "
+                        f"the phase {phase} loss or its gradients became NaN or infinite at step {step}, before the update "
+                        f"was applied; nothing was saved after it, "
                         f"so the latest checkpoint ({self.manager.latest_checkpoint or 'none'}) is the last good one: "
                         f"lower the learning rate or check the data"
                     ) from None
@@ -483,6 +518,75 @@ def _duration(seconds: float) -> str:
 
 
 def write_config(config: Config, model_dir: str) -> None:
-    """The run's settings as JSON beside its checkpoints."""
+    """The run's settings as JSON beside its checkpoints (what inference reads: width, mean pixel)."""
     with open(os.path.join(model_dir, "config.json"), "w") as file:
         json.dump(dataclasses.asdict(config), file, indent=2)
+
+
+# Settings a resumed run may change: where the data are kept, how often it logs and saves, how
+# long it runs, op determinism, and what starts a run that has not started. Every other setting
+# changes what the run computes (batch size: the data position; phase lengths: the phase
+# boundaries; seed, source, sizes, augmentations: the data; optimizer, width, precision...).
+CHANGEABLE_ON_RESUME = frozenset(
+    {"data_dir", "total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "summary_every", "image_every", "init_checkpoint", "deterministic"}
+)
+SETTINGS_HISTORY = "settings_history.jsonl"
+
+
+def _flat_settings(settings: dict, prefix: str = "") -> Dict[str, object]:
+    flat = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat_settings(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat
+
+
+def changed_settings(config: Config, model_dir: str) -> list:
+    """'name: then -> now' for each setting that changes what the run computes and differs from
+    the run in `model_dir` (its config.json); empty when there is no run to resume there."""
+    path = os.path.join(model_dir, "config.json")
+    if not tf.train.latest_checkpoint(model_dir) or not os.path.exists(path):
+        return []
+    with open(path) as file:
+        then = _flat_settings(json.load(file))
+    now = _flat_settings(json.loads(json.dumps(dataclasses.asdict(config))))  # tuples as JSON lists, like `then`
+    return [
+        f"{name}: {json.dumps(then[name])} -> {json.dumps(now[name])}"
+        for name in sorted(then.keys() & now.keys())
+        if name.split(".")[0] not in CHANGEABLE_ON_RESUME and then[name] != now[name]
+    ]
+
+
+def check_resume_settings(config: Config, model_dir: str, allow_changes: bool = False) -> list:
+    """Refuses (UserError, one line naming each difference) to resume the run in `model_dir` with
+    settings that change what it computes, unless `allow_changes`; returns the differences."""
+    changes = changed_settings(config, model_dir)
+    if changes and not allow_changes:
+        raise UserError(
+            f"--model_dir {model_dir} holds a run with other settings ({'; '.join(changes)}): use the run's own "
+            f"settings (its flags.txt), a new --model_dir, or --allow_changed_settings to resume with these"
+        )
+    if changes:
+        logging.warning("resuming %s with changed settings, as --allow_changed_settings asks: %s", model_dir, "; ".join(changes))
+    return changes
+
+
+def record_start(config: Config, model_dir: str, step: int, flags_text: str = "", replicas: int = 1, changes=()) -> None:
+    """The settings of this start: config.json and flags.txt (the current ones) and one line more
+    in settings_history.jsonl, so a run resumed with changed settings keeps what each start used."""
+    write_config(config, model_dir)
+    if flags_text:
+        with open(os.path.join(model_dir, "flags.txt"), "w") as file:
+            file.write(flags_text)
+    entry = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "step": step,
+        "replicas": replicas,
+        "changed": list(changes),
+        "config": dataclasses.asdict(config),
+        "flags": flags_text,
+    }
+    with open(os.path.join(model_dir, SETTINGS_HISTORY), "a") as file:
+        file.write(json.dumps(entry) + "\n")

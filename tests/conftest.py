@@ -56,3 +56,10 @@ def export_base(trained_run, tmp_path_factory):
     export_lib.export_saved_model(network, mean_pixel, str(base), 1)
     export_lib.export_saved_model(network, mean_pixel, str(base), 3)
     return base
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """One MirroredStrategy over the two logical CPUs for the whole session: a second one in the
+    same process would reuse its collective keys, and collectives of the two then collide."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -1,6 +1,7 @@
 """The three-phase trainer on tiny networks: what each phase changes, exact resume, tf.distribute."""
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -113,14 +114,14 @@ def test_resume_across_phase_boundaries_gives_the_same_weights_as_one_run(source
     assert sum(not np.array_equal(a, b) for a, b in zip(straight, initial)) > len(initial) // 2
 
 
-def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(source, tmp_path):
+def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(source, tmp_path, two_replicas):
     # One step per phase from the same initial weights: the losses (which expose a wrong loss
     # scaling) and the updates (which expose BatchNorm statistics that are not the global
     # batch's) must agree. Longer runs drift apart chaotically, through round-off amplified by
     # nearly constant BatchNorm channels, as two single-device runs on different hardware would.
     config = _config(source, completion_steps=1, discriminator_steps=1, total_steps=3)
     runs = {}
-    for name, strategy in (("one", None), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    for name, strategy in (("one", None), ("two", two_replicas)):
         trainer = train_lib.Trainer(config, str(tmp_path / name), strategy)
         initial = _weights(trainer)
         metrics = [trainer.run(until_step=step) for step in (1, 2, 3)]
@@ -160,12 +161,95 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(source, tmp_p
     trainer.run(until_step=1)
     poisoned = data.training_dataset(source, 4, seed=0, sizes=TINY).map(lambda b: {**b, "image": b["image"] * np.nan})
     trainer.iterator = iter(poisoned)
-    with pytest.raises(train_lib.TrainingDiverged, match="phase 1 loss became NaN or infinite at step 1.*ckpt-1"):
+    with pytest.raises(train_lib.TrainingDiverged, match="phase 1 loss or its gradients became NaN or infinite at step 1.*ckpt-1"):
         trainer.run(until_step=6)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-1")
     reloaded = train_lib.Trainer(_config(source), str(tmp_path))
     assert int(reloaded.step.numpy()) == 1
     assert all(np.isfinite(v.numpy()).all() for v in reloaded.completion.weights)
+
+
+def _infinite_gradient_where(condition, x):
+    """x itself, whose gradient is infinite where `condition` holds (a finite loss, a non-finite gradient)."""
+
+    @tf.custom_gradient
+    def identity(value):
+        return tf.identity(value), lambda upstream: upstream * tf.where(condition, np.inf, 1.0)
+
+    return identity(x)
+
+
+def _poison_gradients(monkeypatch):
+    """hole_mse of the same value whose gradients are non-finite while the returned variable is 1."""
+    poison = tf.Variable(0.0, trainable=False)
+    original = losses.hole_mse
+    monkeypatch.setattr(losses, "hole_mse", lambda completed, *rest: original(_infinite_gradient_where(poison > 0, completed), *rest))
+    return poison
+
+
+@pytest.mark.parametrize("phase", [1, 3])
+def test_finite_loss_with_nan_gradients_stops_before_the_update_in_memory_and_on_disk(source, tmp_path, monkeypatch, phase):
+    poison = _poison_gradients(monkeypatch)
+    start = 0 if phase == 1 else 2  # phase 3 starts at step 2 here
+    config = _config(source, checkpoint_every=1, completion_steps=6 if phase == 1 else 2, discriminator_steps=0)
+    trainer = train_lib.Trainer(config, str(tmp_path))
+    metrics = trainer.run(until_step=start + 1)
+    assert np.isfinite(metrics["mse"])  # the poison is off: a normal step, saved
+    before = _values(trainer.completion)
+    poison.assign(1.0)
+    with pytest.raises(train_lib.TrainingDiverged, match=f"phase {phase} loss or its gradients .* at step {start + 1}, before the update"):
+        trainer.run(until_step=start + 3)  # a checkpoint is due after every step
+    assert int(trainer.step.numpy()) == start + 1
+    assert not _changed(before, trainer.completion, trainable_only=True)  # in memory: no update ran
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f"ckpt-{start + 1}")  # on disk: nothing after it
+    reader = tf.train.load_checkpoint(str(tmp_path))
+    assert all(np.isfinite(reader.get_tensor(name)).all() for name, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating)
+
+
+@pytest.mark.parametrize("bad_replica", [0, 1])
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "none"])
+def test_a_non_finite_gradient_on_one_replica_updates_no_replica(policy, bad_replica, two_replicas):
+    # On two replicas, the project's update: replica `bad_replica` alone has a non-finite gradient
+    # (float16: an overflow of the loss-scaled gradient, 32768 x 4 > 65504, with a finite loss;
+    # otherwise an infinite gradient of a finite loss). Keras's LossScaleOptimizer alone read replica 0 only: an overflow
+    # on replica 1 was applied, weights [nan 1.99]. Every replica must skip (float16, the scale
+    # halving) or stop (otherwise), with the weights untouched on both.
+    strategy = two_replicas
+    dtype = {"mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16, "none": tf.float32}[policy]
+    with strategy.scope():
+        weights = tf.Variable([1.0, 2.0])
+        optimizer = train_lib.make_optimizer("adam", 0.01, policy)
+        optimizer.build([weights])
+
+    @tf.function(autograph=False)
+    def step(bad):
+        def replica():
+            is_bad = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, bad)
+            x = tf.where(is_bad, tf.constant([4.0, 1.0]), tf.constant([1e-3, 1e-3]))
+            with tf.GradientTape() as tape:
+                loss = tf.cast(tf.reduce_sum(tf.cast(weights, dtype) * tf.cast(x, dtype)), tf.float32)
+                if policy != "mixed_float16":
+                    loss = _infinite_gradient_where(is_bad, loss)
+            train_lib.apply_update(optimizer, tape, loss, [weights])
+
+        strategy.run(replica)
+
+    def local_weights():
+        return [w.numpy() for w in strategy.experimental_local_results(weights)]
+
+    if policy == "mixed_float16":
+        scale = float(optimizer.dynamic_scale.numpy())
+        step(tf.constant(bad_replica))
+        assert float(optimizer.dynamic_scale.numpy()) == scale / 2  # skipped, the scale lowered
+    else:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+            step(tf.constant(bad_replica))
+    for w in local_weights():
+        np.testing.assert_array_equal(w, [1.0, 2.0])
+    step(tf.constant(-1))  # a clean step afterwards is applied, alike on both replicas
+    first, second = local_weights()
+    assert np.isfinite(first).all() and not np.array_equal(first, [1.0, 2.0])
+    np.testing.assert_array_equal(first, second)
 
 
 def test_init_checkpoint_loads_only_the_completion_network(source, tmp_path):
@@ -318,3 +402,30 @@ def test_a_short_run_with_free_form_holes_goes_through_all_three_phases(source, 
         metrics = trainer.run(until_step=step)
         assert metrics and all(np.isfinite(value) for value in metrics.values())
     assert sorted(metrics) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]
+
+
+def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_recorded_when_allowed(source, tmp_path):
+    config = _config(source, total_steps=4, completion_steps=1, discriminator_steps=1)
+    assert train_lib.check_resume_settings(config, str(tmp_path)) == []  # nothing to resume yet
+    trainer = train_lib.Trainer(config, str(tmp_path))
+    trainer.run(until_step=1)
+    train_lib.record_start(config, str(tmp_path), 0, "--batch_size=4\n")
+    # Longer, saved and logged more often, elsewhere: the same run.
+    same_run = dataclasses.replace(config, total_steps=9, checkpoint_every=5, log_every=1, data_dir="/elsewhere")
+    assert train_lib.check_resume_settings(same_run, str(tmp_path)) == []
+    other = dataclasses.replace(
+        config, batch_size=8, seed=1, completion_steps=2, sizes=dataclasses.replace(TINY, hole_range=(9, 12))
+    )
+    with pytest.raises(UserError) as refused:
+        train_lib.check_resume_settings(other, str(tmp_path))
+    message = str(refused.value)
+    assert "\n" not in message and "--allow_changed_settings" in message
+    for difference in ("batch_size: 4 -> 8", "seed: 0 -> 1", "completion_steps: 1 -> 2", "sizes.hole_range: [8, 12] -> [9, 12]"):
+        assert difference in message
+    changes = train_lib.check_resume_settings(other, str(tmp_path), allow_changes=True)
+    assert len(changes) == 4
+    train_lib.record_start(other, str(tmp_path), 1, "--batch_size=8\n", changes=changes)
+    history = [json.loads(line) for line in (tmp_path / train_lib.SETTINGS_HISTORY).read_text().splitlines()]
+    assert [entry["config"]["batch_size"] for entry in history] == [4, 8] and [entry["step"] for entry in history] == [0, 1]
+    assert history[1]["changed"] == changes and history[0]["flags"] == "--batch_size=4\n"
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 8  # the current settings

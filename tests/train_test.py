@@ -84,9 +84,10 @@ def test_command_line_flags_override_the_flag_file():
     assert _config_from("--flagfile=places2.flags", "--batch_size=8").batch_size == 8
 
 
-def _run(args, env=None, stdout=subprocess.PIPE):
+def _run(args, env=None, stdout=subprocess.PIPE, read_only=None):
+    command = [sys.executable, str(ROOT / "train.py"), *args]
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        _read_only(read_only, command) if read_only else command,
         cwd=ROOT,
         stdout=stdout,
         stderr=subprocess.STDOUT,
@@ -125,6 +126,14 @@ def test_sigterm_saves_and_exits_0_and_the_next_start_continues(sample_folder, t
     assert again.returncode == 0, output
     assert f"at step {saved} (phase 1)" in output and f"step {saved + 2}/500000" in output
     assert f"step {saved}/500000" not in output  # it did not redo a step
+    assert len(Path(tmp_path, "settings_history.jsonl").read_text().splitlines()) == 2  # one line per start
+
+    changed = _run([*args, "--batch_size=8", "--seed=3"])  # would move the data position and change the data
+    output, _ = changed.communicate(timeout=120)
+    assert changed.returncode == 1 and "Traceback" not in output
+    assert output.strip().splitlines()[-1].startswith(
+        f"error: --model_dir {tmp_path} holds a run with other settings (batch_size: 4 -> 8; seed: 0 -> 3)"
+    )
 
 
 def test_bad_model_dir_and_missing_source_are_one_line_errors(tmp_path):
@@ -149,16 +158,25 @@ def _free_ports(count):
     return ports
 
 
+def _read_only(folder, command):
+    """`command` in a mount namespace of its own where `folder` is read-only (even for root)."""
+    return ["unshare", "--mount", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(folder), *command]
+
+
 def _start_workers(worker_flags, run_dir, logs_prefix, *extra):
-    """Two train.py worker processes of one cluster on 127.0.0.1 (TF_CONFIG), logging to files."""
+    """Two train.py worker processes of one cluster on 127.0.0.1 (TF_CONFIG), logging to files.
+
+    The second worker (not the chief) sees `run_dir` read-only: a write there would fail it.
+    """
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     processes, logs = [], []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         args = [f"--model_dir={run_dir}", "--strategy=multi_worker", *worker_flags, *extra]
         logs.append(Path(f"{logs_prefix}{index}.log"))
         with open(logs[index], "w") as log:  # files, not pipes: a full pipe would stall one worker
-            processes.append(_run(args, env={"TF_CONFIG": json.dumps(tf_config)}, stdout=log))
+            processes.append(_run(args, env={"TF_CONFIG": json.dumps(tf_config)}, stdout=log, read_only=run_dir if index else None))
     return processes, logs
 
 
@@ -205,7 +223,9 @@ def test_multi_worker_run_with_two_local_processes_completes(two_workers_straigh
     for output in outputs:
         assert "step 6/6 phase 3" in output
     assert Path(run, "ckpt-6.index").exists()
-    assert not list(Path(run).glob("workertemp*"))  # the other worker never writes beside the chief's folder
+    # The second worker ran with the run folder read-only (see _start_workers) and still
+    # finished, so it wrote nothing there; nor beside it (TensorFlow's workertemp_<id> folders).
+    assert not list(Path(run).parent.glob("workertemp*")) and not list(Path(run).glob("workertemp*"))
 
 
 def test_two_workers_stopped_in_phase_3_and_started_again_end_as_an_uninterrupted_run(two_workers_straight, tmp_path):

@@ -5,10 +5,9 @@ r"""Train the completion network and the discriminators with the paper's three p
     glcic-train ...  # the same command, as pip installs it (any folder)
 
 Every default is the paper's. Starting again with the same --model_dir continues at the exact
-step and phase. SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
+step and phase, on any number of workers; settings that would change what the run computes are
+refused unless --allow_changed_settings. SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
 """
-
-import os
 
 from absl import flags, logging
 
@@ -63,7 +62,7 @@ flags.DEFINE_string("init_checkpoint", None, "Checkpoint (or run folder) whose c
 # Running.
 flags.DEFINE_integer("seed", 0, "Seed of the weights, crops and holes.")
 flags.DEFINE_bool("deterministic", False, "Op determinism and a fixed batch order (slower): reruns give identical weights.")
-flags.DEFINE_integer("shuffle_buffer", data.SHUFFLE_BUFFER, "Encoded images in the shuffle buffer (TFDS sources).")
+flags.DEFINE_integer("shuffle_buffer", data.SHUFFLE_BUFFER, "TFDS sources: encoded images per window shuffled together.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (also saved on exit and SIGTERM).")
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --model_dir.")
 flags.DEFINE_integer("log_every", 100, "Steps between progress lines.")
@@ -72,6 +71,11 @@ flags.DEFINE_integer("image_every", 1000, "Steps between TensorBoard preview ima
 flags.DEFINE_integer("stop_at_step", None, "Stop (with a checkpoint) at this step, before total_steps; run again to go on.")
 flags.DEFINE_enum("strategy", "default", train_lib.STRATEGIES, "tf.distribute strategy: one device, this machine, or TF_CONFIG workers.")
 flags.DEFINE_enum("mixed_precision", "none", train_lib.PRECISIONS, "Keras mixed-precision policy (float16 adds loss scaling).")
+flags.DEFINE_bool(
+    "allow_changed_settings",
+    False,
+    "Resume a run with settings that change what it computes (batch size, phases, seed, source...); refused otherwise.",
+)
 
 
 def _pair(values, kind, name):
@@ -151,14 +155,15 @@ def main(argv):
     with one_line_errors():
         if not FLAGS.model_dir:
             raise UserError("--model_dir is required")
-        checkpoints.check_folder(FLAGS.model_dir, "--model_dir")
         strategy = train_lib.make_strategy(FLAGS.strategy)  # before any other TensorFlow work
+        if train_lib.is_chief(strategy):  # the other workers only read --model_dir
+            checkpoints.check_folder(FLAGS.model_dir, "--model_dir")
         config = config_from_flags()
+        changes = train_lib.check_resume_settings(config, FLAGS.model_dir, FLAGS.allow_changed_settings)
         trainer = train_lib.Trainer(config, FLAGS.model_dir, strategy)
         if trainer.is_chief:
-            train_lib.write_config(config, FLAGS.model_dir)
-            with open(os.path.join(FLAGS.model_dir, "flags.txt"), "w") as file:
-                file.write(FLAGS.flags_into_string())
+            step = int(trainer.step.numpy())
+            train_lib.record_start(config, FLAGS.model_dir, step, FLAGS.flags_into_string(), strategy.num_replicas_in_sync, changes)
         with train_lib.stop_on_signals() as stop:
             trainer.run(FLAGS.stop_at_step, lambda: stop["signal"])
     logging.info("done at step %d; checkpoints and TensorBoard logs in %s", trainer.step.numpy(), FLAGS.model_dir)
