@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import os
 import threading
+import time
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -52,6 +53,10 @@ SUBSTITUTES = 8
 # Most pixels a training image may have when it cannot be decoded downscaled (PNG): 50 megapixels,
 # 150 MB as RGB bytes. JPEGs are decoded downscaled instead (decode_for_training).
 MAX_TRAINING_PIXELS = 50_000_000
+
+# A training file that cannot be read or decoded is read once more after this delay before
+# another stands in for it: on a network file system a read can fail and then succeed.
+RETRY_DELAY_SECONDS = 0.2
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -121,9 +126,13 @@ _broken_files = collections.Counter()
 _broken_lock = threading.Lock()
 
 
-def _note_broken(path, substitute) -> bool:
-    """Logs a file that could not be decoded and what took its place (once per file and process)."""
+def _note_broken(path, substitute, retried=False) -> bool:
+    """Logs a file that could not be decoded and what took its place (once per file and process),
+    or one that was read again after an error and then decoded (each time)."""
     path, substitute = path.numpy().decode(), substitute.numpy().decode()
+    if bool(retried):
+        logging.warning("read %s again after an error (%.1f s later), and it decoded: a passing read error?", path, RETRY_DELAY_SECONDS)
+        return True
     with _broken_lock:
         _broken_files[path] += 1
         first_time, count = _broken_files[path] == 1, len(_broken_files)
@@ -364,26 +373,42 @@ def _gray_image():
     return tf.fill([1, 1, 3], tf.constant(128, tf.uint8))
 
 
-def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None, decode=decode_rgb) -> tf.data.Dataset:
+def _after_a_pause(*values):
+    """`values`, RETRY_DELAY_SECONDS later (a sleep that holds no lock TensorFlow needs)."""
+    slept = tf.py_function(lambda: time.sleep(RETRY_DELAY_SECONDS) is None, [], tf.bool)
+    with tf.control_dependencies([slept]):
+        return tuple(tf.identity(value) for value in values)
+
+
+def _decoded_or_substitute(candidates, read=tf.io.read_file, names=None, decode=decode_rgb, retry=True) -> tf.data.Dataset:
     """The first of `candidates` that decodes (`decode` after `read`), as one (H, W, 3) uint8 image.
 
     Candidates are read one by one and only until one decodes; if none does, a flat gray image.
-    `names` (default: the candidates, file names) name them in the warning.
+    With `retry`, the first candidate is read once more, RETRY_DELAY_SECONDS later, before any
+    other stands in: a network file system's passing error is not a broken file. `names`
+    (default: the candidates, file names) name them in the warnings.
     """
     names = candidates if names is None else names
-    indices = tf.range(tf.shape(candidates, out_type=tf.int64)[0])
+    count = tf.shape(candidates, out_type=tf.int64)[0]
+    first = tf.data.Dataset.from_tensors((tf.constant(0, tf.int64), False))
+    others = tf.data.Dataset.range(1, count).map(lambda index: (index, False))
+    if retry:
+        again = tf.data.Dataset.from_tensors((tf.constant(0, tf.int64), True))
+        first = first.concatenate(again.map(_after_a_pause))
     decoded = (
-        tf.data.Dataset.from_tensor_slices((indices, candidates))
-        .map(lambda index, candidate: (index, decode(read(candidate))))
+        first.concatenate(others)
+        .map(lambda index, retried: (index, retried, decode(read(candidates[index]))))
         .ignore_errors()
-        .concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), _gray_image())))
+        .concatenate(tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), False, _gray_image())))
         .take(1)
     )
 
-    def note(index, image):
+    def note(index, retried, image):
         substituted = tf.not_equal(index, 0)
         substitute = tf.where(index > 0, names[tf.maximum(index, 0)], "")
-        logged = tf.cond(substituted, lambda: tf.py_function(_note_broken, [names[0], substitute], tf.bool), lambda: substituted)
+        logged = tf.cond(
+            substituted | retried, lambda: tf.py_function(_note_broken, [names[0], substitute, retried], tf.bool), lambda: substituted
+        )
         with tf.control_dependencies([logged]):
             return tf.identity(image)
 
@@ -446,7 +471,7 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
     if parsed.kind == "tfds":
 
         def decode_example(number, encoded, name):
-            image = _decoded_or_substitute(tf.reshape(encoded, [1]), tf.identity, tf.reshape(name, [1]), decode)
+            image = _decoded_or_substitute(tf.reshape(encoded, [1]), tf.identity, tf.reshape(name, [1]), decode, retry=False)
             return image.map(lambda image: (number, image))
 
         stream = _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer)

@@ -411,3 +411,20 @@ def test_large_training_jpegs_are_decoded_downscaled_and_oversized_pngs_refused(
     batch = _batch(f"folder:{tmp_path}", batch_size=4, sizes=tiny.SIZES)
     assert np.allclose(batch["image"], 90 / 255, atol=1e-3)  # the small PNG stood in every time
     assert f"skipping {tmp_path / 'bomb.png'}: not a readable image, or a PNG over 50 megapixels" in caplog.text
+
+
+def test_a_file_whose_first_read_fails_is_read_again_and_named(tmp_path, caplog):
+    _save(tmp_path / "photo.png", np.full((40, 40, 3), 77, np.uint8))
+    attempts = []
+
+    def flaky(path):  # a network file system's passing error: the first read fails
+        attempts.append(path.numpy())
+        if len(attempts) == 1:
+            raise OSError("Input/output error")
+        return tf.io.read_file(path)
+
+    candidates = tf.constant([str(tmp_path / "photo.png"), str(tmp_path / "missing.png")])
+    read = lambda path: tf.py_function(flaky, [path], tf.string)  # noqa: E731
+    (image,) = list(data._decoded_or_substitute(candidates, read=read).as_numpy_iterator())
+    assert (image == 77).all() and len(attempts) == 2  # its own pixels, not a stand-in's
+    assert f"read {tmp_path / 'photo.png'} again after an error" in caplog.text and "skipping" not in caplog.text
