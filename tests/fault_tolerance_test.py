@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 import signal
 import struct
 import subprocess
@@ -49,40 +50,41 @@ def _latest_step(model_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def test_kill_9_at_random_moments_loses_at_most_one_interval_and_ends_with_the_same_weights(sample_folder, tmp_path):
+def test_kill_9_at_random_steps_of_every_phase_loses_at_most_one_interval_and_ends_with_the_same_weights(sample_folder, tmp_path):
+    # Phase 1 is steps 0-7, phase 2 steps 8-11, phase 3 steps 12-23; a checkpoint every 3 steps.
     args = [f"--source=folder:{sample_folder}/train", *TRAIN_FLAGS]
     reference = _train(args, tmp_path / "uninterrupted")
     assert reference.wait(timeout=600) == 0
 
     rng = random.Random(3)
     model_dir = tmp_path / "killed"
-    kills = 0
-    # Kill at a random moment, then as a checkpoint is being written (its step's line has just
-    # been printed: the save follows), then at a random moment again.
-    for during_save in (False, True, False):
+    # Each kill comes once the run has finished step `target` (its progress line is printed),
+    # up to 0.3 s later: inside the next step or the save that follows: a random step of each
+    # phase and both phase boundaries (8 and 12; 12 is also a checkpoint step).
+    targets = [rng.randint(2, 7), 8, rng.randint(9, 11), 12, rng.randint(14, 22)]
+    killed_in_phases = set()
+    for target in targets:
         process = _train(args, model_dir)
-        last_step = _latest_step(model_dir)
-        deadline = time.time() + rng.uniform(0.0, 2.0)
-        started = False
+        finished = _latest_step(model_dir)
+        assert finished < target
         for line in process.stdout:
-            if " step " in line and "/24 phase" in line:
-                last_step = int(line.split(" step ")[1].split("/")[0])
-                started = True
-                if during_save and last_step % 3 == 0 and last_step > _latest_step(model_dir):
+            progress = re.search(r" step (\d+)/24 phase (\d)", line)
+            if progress:
+                finished, phase = int(progress.group(1)), int(progress.group(2))
+                if finished >= target:
                     break
-            if started and not during_save and time.time() >= deadline:
-                break
-        if process.poll() is not None:
-            break  # finished before the kill
+        assert finished == target, (finished, target)  # not exited early: killed where the test says
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert process.poll() is None
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
-        kills += 1
+        killed_in_phases.add(phase)
         kept = _latest_step(model_dir)
-        assert last_step - kept <= 3 + 1, (last_step, kept)  # the save interval, plus the step in flight
+        assert target - kept <= 3, (target, kept)  # at most one save interval lost
+    assert killed_in_phases == {1, 2, 3}
     finishing = _train(args, model_dir)
     output, _ = finishing.communicate(timeout=600)
     assert finishing.returncode == 0, output[-3000:]
-    assert kills >= 2
     killed, uninterrupted = _model_variables(model_dir), _model_variables(tmp_path / "uninterrupted")
     assert killed.keys() == uninterrupted.keys()
     for name in uninterrupted:
