@@ -181,10 +181,18 @@ def _start_workers(worker_flags, run_dir, logs_prefix, *extra):
 
 
 def _finish(processes, logs):
-    """Each worker's output, once both have exited with status 0."""
+    """Each worker's output, once both have exited with status 0; a worker that fails ends the
+    others at once (they would wait for it in a collective)."""
+    deadline, failed = time.time() + 600, None
+    while any(process.poll() is None for process in processes) and time.time() < deadline and failed is None:
+        failed = next((index for index, process in enumerate(processes) if process.poll() not in (None, 0)), None)
+        time.sleep(0.2)
     for process in processes:
-        process.wait(timeout=600)
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
     outputs = [log.read_text() for log in logs]
+    assert failed is None, f"worker {failed} failed:\n{outputs[failed][-3000:]}"
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     return outputs
