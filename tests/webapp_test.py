@@ -1,10 +1,19 @@
 """The page's server: POST /complete as the page sends it, and every refusal a person can meet."""
 
+import contextlib
+import http.client
+import json
+import select
+import socket
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
 from fake_serving import closed_port_address
 from starlette.testclient import TestClient
+import uvicorn
 
 from glcic_tf import completers, inference
 from glcic_tf.webapp import server
@@ -55,25 +64,101 @@ def test_the_page_and_its_limits_are_served(local_completer):
     page = client.get("/")
     assert page.status_code == 200 and 'id="mask-canvas"' in page.text and "static/editor.js" in page.text
     assert client.get("/static/editor.js").status_code == 200 and client.get("/static/style.css").status_code == 200
-    assert client.get("/config").json() == {"max_pixels": 1234, "max_upload_bytes": 5678, "model": "tiny"}
+    assert client.get("/config").json() == {"max_pixels": 1234, "max_upload_bytes": 5678, "max_mask_bytes": 5678, "model": "tiny"}
 
 
 def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sample_folder):
     photo = _photo(sample_folder)
     hole = _png(_hole(photo.shape[:2]))
     client = TestClient(server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=400_000))
+    # Limits: photo 400000 bytes, mask 200000 / 8 + 65536 = 90536, request those + 65536 = 556072.
     cases = [
         (b"this is a text file", hole, 400, "notes.png is not a readable image file"),
         (_png(photo), _png(np.zeros(photo.shape[:2], np.uint8)), 400, "Nothing is painted"),
         (_png(photo), _png(np.full((10, 10), 255, np.uint8)), 400, "the painted mask is 10x10 but the image is 451x300"),
         (_png(cv2.resize(photo, (600, 400))), _png(_hole((400, 600))), 413, "notes.png is 600x400, over the limit of 200000 pixels"),
-        (_png(np.random.default_rng(0).integers(0, 256, (300, 451, 3), np.uint8)) * 2, hole, 413, "notes.png is 0.8 MB; this server takes up to 0.4 MB"),
+        # Each size check once: the announced Content-Length (only it knows the size before reading),
+        # the photo's own limit, the mask's own limit.
+        (b"\x89PNG" + bytes(800_000), hole, 413, "The upload is 0.76"),
+        (b"\x89PNG" + bytes(450_000), hole, 413, "notes.png is 0.429 MB; this server takes photos up to 0.381 MB"),
+        (_png(photo), b"\x89PNG" + bytes(99_996), 413, "The painted mask is 0.0954 MB; this server takes masks up to 0.0863 MB"),
     ]
     for image_bytes, mask_bytes, status, message in cases:
         reply = _post(client, image_bytes, mask_bytes, name="notes.png")
         assert reply.status_code == status and message in reply.json()["error"], (status, message, reply.text)
     assert client.post("/complete", data={"postprocess": "false"}).json()["error"].startswith("Open a photo")
     assert _post(client, _png(photo), hole).status_code == 200  # still serving
+
+
+@contextlib.contextmanager
+def _real_server(app):
+    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    web_server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    while not web_server.started:
+        time.sleep(0.01)
+    try:
+        yield listening.getsockname()[1]
+    finally:
+        web_server.should_exit = True
+        thread.join(30)
+
+
+def _multipart(image_bytes, mask_bytes):
+    """The form the page sends, as (boundary, body)."""
+    boundary = b"glcicboundary"
+    parts = [
+        (b'name="image"; filename="big.png"', image_bytes),
+        (b'name="mask"; filename="mask.png"', mask_bytes),
+        (b'name="postprocess"', b"false"),
+    ]
+    body = b"".join(b"--" + boundary + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + data + b"\r\n" for disposition, data in parts)
+    return boundary, body + b"--" + boundary + b"--\r\n"
+
+
+def _post_chunked(port, boundary, body, chunk_size=64 * 1024):
+    """POST /complete with Transfer-Encoding: chunked (no Content-Length), as a client that
+    hides its size; stops sending once the server has answered. Returns (status, body, bytes sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(
+            b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n\r\n"
+        )
+        sent = 0
+        try:
+            for start in range(0, len(body), chunk_size):
+                chunk = body[start : start + chunk_size]
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([connection], [], [], 0)[0]:  # the server answered already
+                    break
+            else:
+                connection.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection after answering
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        return reply.status, reply.read(), sent
+
+
+@pytest.mark.parametrize("oversized", ["photo", "mask"])
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams_in(local_completer, sample_folder, oversized):
+    photo_png = _png(_photo(sample_folder))
+    hole = _png(_hole(_photo(sample_folder).shape[:2]))
+    if oversized == "photo":
+        image_bytes, mask_bytes = photo_png + bytes(32 * 2**20), hole  # 32 MB against a 1 MB limit
+    else:
+        image_bytes, mask_bytes = photo_png, hole + bytes(8 * 2**20)  # an 8 MB mask (a valid PNG and padding)
+    boundary, body = _multipart(image_bytes, mask_bytes)
+    app = server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=2**20)
+    with _real_server(app) as port:
+        status, reply, sent = _post_chunked(port, boundary, body)
+        assert status == 413 and json.loads(reply)["error"].startswith("The upload is larger than 1.15 MB; this server takes photos up to 1 MB"), reply
+        assert sent < len(body) / 4, (sent, len(body))  # refused as it arrived, not after the whole body
+        status, reply, _ = _post_chunked(port, *_multipart(photo_png, hole))  # the next upload, chunked too, completes
+        assert status == 200 and reply.startswith(b"\x89PNG"), reply[:200]
 
 
 def test_a_model_server_that_is_down_is_a_message(sample_folder):

@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 commands.define_completion_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 makes the page reachable from other machines).")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
-flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes.")
+flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this).")
 
 
 def main(argv):

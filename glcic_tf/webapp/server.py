@@ -7,7 +7,9 @@
 Every problem a user can cause or meet is a JSON reply {"error": message} that the page shows:
 a file that is no image (400), one over the size limits (413), no hole (400), the model server
 down (503), anything unforeseen (500, logged with its traceback). The server keeps serving after
-each. The completion runs in a worker thread, so pages complete at the same time; a local
+each. The size limits hold for every client: the request's bytes are counted as they arrive
+(a chunked request announces no Content-Length), and reading stops at the limit with a 413, so
+nothing past it is read, spooled or kept. The completion runs in a worker thread, so pages complete at the same time; a local
 network runs one completion at a time (it uses every core already), TF Serving gets requests
 as they come.
 """
@@ -31,6 +33,7 @@ from glcic_tf import completers, inference, strategy
 from glcic_tf.errors import ImageTooLarge, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
+FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
 
 
@@ -50,7 +53,14 @@ def create_app(
     max_network_pixels: int = strategy.MAX_NETWORK_PIXELS,
     description: str = "",
 ) -> Starlette:
-    """The page and its /complete endpoint around `completer` (see glcic_tf.completers)."""
+    """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
+
+    The photo's file may have up to `max_upload_bytes`, the mask's up to `mask_limit_bytes(...)`
+    and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
+    that many bytes have arrived.
+    """
+    max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
+    max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
     remote = isinstance(completer, completers.ServingCompleter)
     one_at_a_time = contextlib.nullcontext() if remote else threading.Lock()
 
@@ -68,11 +78,13 @@ def create_app(
 
     async def complete_endpoint(request: Request) -> Response:
         start = time.perf_counter()
+        limits = f"this server takes photos up to {_megabytes(max_upload_bytes)} and masks up to {_megabytes(max_mask_bytes)}"
         try:
             length = int(request.headers.get("content-length") or 0)
-            if length > max_upload_bytes + 1024 * 1024:  # the photo, the mask and the form's own bytes
-                raise _Refused(413, f"The photo is {_megabytes(length)}; this server takes up to {_megabytes(max_upload_bytes)}.")
-            async with request.form(max_files=2, max_fields=4, max_part_size=1024 * 1024) as form:
+            if length > max_request_bytes:  # an honest client's announced size: refused before reading
+                raise _Refused(413, f"The upload is {_megabytes(length)}; {limits}.")
+            capped = Request(request.scope, _capped_receive(request.receive, max_request_bytes, f"The upload is larger than {_megabytes(max_request_bytes)}; {limits}."))
+            async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
                 image_file, mask_file = form.get("image"), form.get("mask")
                 if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
                     raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
@@ -80,7 +92,9 @@ def create_app(
                 image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
                 post = form.get("postprocess") == "true"
             if len(image_bytes) > max_upload_bytes:
-                raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes up to {_megabytes(max_upload_bytes)}.")
+                raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
+            if len(mask_bytes) > max_mask_bytes:
+                raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask_bytes)}.")
             png = await run_in_threadpool(complete, image_bytes, mask_bytes, name, post)
         except _Refused as refused:
             return _refusal(refused.status, str(refused))
@@ -98,7 +112,7 @@ def create_app(
         return Response(png, media_type="image/png", headers={"X-Completion-Seconds": f"{seconds:.3f}"})
 
     async def config_endpoint(request: Request) -> Response:
-        return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "model": description})
+        return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "max_mask_bytes": max_mask_bytes, "model": description})
 
     async def page(request: Request) -> Response:
         return FileResponse(str(STATIC.joinpath("index.html")))
@@ -113,8 +127,33 @@ def create_app(
     )
 
 
+def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
+    """The largest mask file the page takes: a mask holds one bit per pixel, so max_pixels / 8
+    bytes (plus 64 KB for small limits) is more than any PNG of painted strokes needs, and never
+    more than the photo's own limit."""
+    return min(max_upload_bytes, max_pixels // 8 + 64 * 1024)
+
+
+def _capped_receive(receive, limit: int, refusal: str):
+    """`receive` that counts the request body's bytes as they arrive and raises a 413 `_Refused`
+    once more than `limit` have come, so the form parser stops there: a chunked request, which
+    announces no Content-Length, is held to the same limit as one that does."""
+    received = 0
+
+    async def capped_receive():
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _Refused(413, refusal)
+        return message
+
+    return capped_receive
+
+
 def _megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
+    return f"{size / 2**20:.3g} MB"
 
 
 def _refusal(status: int, message: str) -> Response:
