@@ -32,10 +32,18 @@ BYTES_SIGNATURE = "inpaint_bytes"
 
 
 def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
-    """Decoded pixels, checked against `max_pixels` from the header before decoding and after."""
+    """Decoded pixels, checked against `max_pixels` from the header before decoding and after.
+
+    Only files whose header states their size are decoded: PNG, JPEG, GIF, BMP and WebP (what
+    `announced_size` reads); anything else is refused before `tf.io.decode_image` sees it.
+    """
     limit, message = tf.constant(max_pixels, tf.int64), f"{what} is larger than {max_pixels} pixels"
-    check = tf.debugging.assert_less_equal(tf.reduce_prod(announced_size(encoded)), limit, message=message)
-    with tf.control_dependencies([check]):  # decode only after the header's check passed
+    announced = tf.reduce_prod(announced_size(encoded))
+    checks = [
+        tf.debugging.assert_positive(announced, message=f"{what} is not a PNG, JPEG, GIF, BMP or WebP file"),
+        tf.debugging.assert_less_equal(announced, limit, message=message),
+    ]
+    with tf.control_dependencies(checks):  # decode only after the header's checks passed
         decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
     shape = tf.shape(decoded, out_type=tf.int64)
     with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):

@@ -150,37 +150,84 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
-def header_size(source) -> Optional[Tuple[int, int]]:
-    """(width, height) as the file's header states it, read by Pillow without decoding the pixels
-    (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow knows); None if Pillow
-    cannot tell. `source` is a path or a file object."""
-    limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # the caller judges the size
+# The formats every path reads (the page, inpaint.py and, but TIFF, the export's inpaint_bytes),
+# by Pillow's names for their header readers. MPO is the JPEG of cameras that store several
+# pictures (phones' portrait mode); its first picture is read. Nothing else is decoded, however
+# capable OpenCV is: a format whose size no header states before decoding (Radiance HDR, which
+# OpenCV decodes into float32 first) could cost gigabytes before any size check.
+FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+_HEADER_BYTES = 16  # enough for every allowed format's signature
+
+
+def _header_readers():
+    """Pillow's (factory, accept) for each allowed format, its plugins imported on first use."""
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401, PLC0415
+
+    return [(name, *PIL.Image.OPEN[name]) for name in FORMATS if name != "MPO"]  # JPEG's factory returns MPO itself
+
+
+def header_format_and_size(source) -> Optional[Tuple[str, int, int]]:
+    """(format, width, height) as the file's header states it, for the allowed FORMATS only, read
+    by Pillow's header readers without decoding the pixels; None for any other file, and for
+    one whose header no reader makes sense of (whatever the reader raised: Pillow's readers
+    raise SyntaxError, OSError, struct.error, but also AttributeError or NotImplementedError on
+    odd files). `source` is a path or a file object.
+
+    Pillow's own `Image.open` is not used: it checks its global decompression-bomb limit, and
+    switching that off and on around the call would race between threads (the page decodes in
+    several); calling the format's reader directly leaves the global alone. The caller judges
+    the size.
+    """
+    close = isinstance(source, (str, os.PathLike))
+    file = open(source, "rb") if close else source
     try:
-        with PIL.Image.open(source) as image:
-            return image.size
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        prefix = file.read(_HEADER_BYTES)
+        for name, factory, accept in _header_readers():
+            accepted = accept is None or accept(prefix)
+            if accepted and not isinstance(accepted, str):  # a str is Pillow's "support not installed"
+                file.seek(0)
+                try:
+                    with factory(file, "") as image:
+                        width, height = image.size
+                        return FORMATS.get(image.format, image.format), int(width), int(height)
+                except Exception:  # noqa: BLE001 (any reader failure means: not a readable file)
+                    return None
         return None
     finally:
-        PIL.Image.MAX_IMAGE_PIXELS = limit
+        if close:
+            file.close()
+
+
+def header_size(source) -> Optional[Tuple[int, int]]:
+    """(width, height) as the header of a file in one of the allowed FORMATS states it; None if it
+    is not one of them or its header cannot be read (see header_format_and_size)."""
+    found = header_format_and_size(source)
+    return found[1:] if found else None
 
 
 def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray:
-    """Decode an image file's bytes with OpenCV; UserError if they are no image or it is over
-    `max_pixels`. `what` names the file in messages ("image photo.jpg").
+    """Decode an image file's bytes with OpenCV; UserError if they are no image in one of the
+    allowed FORMATS (or a broken one), ImageTooLarge if it is over `max_pixels`. `what` names the
+    file in messages ("image photo.jpg").
 
     The size is checked twice: from the header before decoding (a small file announcing a huge
-    image must not be decoded at all), and on the decoded pixels, for any format whose header
-    was not read.
+    image must not be decoded at all; a file whose header states no size is not decoded), and
+    on the decoded pixels.
     """
-    # Pillow reads the headers of many formats; announced_size reads a few, but leniently (a
-    # file with nothing but a header still announces its size).
-    announced = [header_size(io.BytesIO(encoded)), tuple(int(side) for side in announced_size(tf.constant(encoded)))]
-    for width, height in filter(None, announced):
-        if width * height > max_pixels:
-            raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
-    decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode) if encoded else None
+    unreadable = f"{what} is not a readable image file ({FORMAT_NAMES})"
+    found = header_format_and_size(io.BytesIO(encoded))
+    if found is None:
+        raise UserError(unreadable)
+    _, width, height = found
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    try:
+        decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode)
+    except cv2.error:  # OpenCV raises on some broken files rather than returning None
+        decoded = None
     if decoded is None:
-        raise UserError(f"{what} is not a readable image file")
+        raise UserError(unreadable)
     height, width = decoded.shape[:2]
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
@@ -201,6 +248,11 @@ def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.
     return tf.reduce_sum(raw * (weights if little_endian else tf.reverse(weights, [0])))
 
 
+def _signed_32(value: tf.Tensor) -> tf.Tensor:
+    """An unsigned 32-bit integer (int64) read as two's complement."""
+    return tf.where(value >= 2**31, value - 2**32, value)
+
+
 def announced_size(encoded) -> tf.Tensor:
     """[width, height] as a PNG, JPEG, GIF, BMP or WebP header states it, read without decoding:
     the guard against a small file announcing a huge image (a decompression bomb), in TensorFlow
@@ -217,7 +269,17 @@ def announced_size(encoded) -> tf.Tensor:
         return tf.stack([_header_integer(encoded, 6, 2, True), _header_integer(encoded, 8, 2, True)])
 
     def bmp():
-        return tf.stack([_header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)])
+        # BITMAPINFOHEADER and later (header size 40+ at 14): signed 32-bit width and height at
+        # 18 and 22, the height negative for rows stored top-down. OS/2 1.x (BITMAPCOREHEADER,
+        # header size 12): unsigned 16-bit width and height at 18 and 20.
+        def core():
+            return tf.stack([_header_integer(encoded, 18, 2, True), _header_integer(encoded, 20, 2, True)])
+
+        def info():
+            width, height = _header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)
+            return tf.stack([_signed_32(width), tf.abs(_signed_32(height))])
+
+        return tf.cond(tf.equal(_header_integer(encoded, 14, 4, True), 12), core, info)
 
     def jpeg():
         return tf.reverse(tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), [0])

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -118,3 +119,18 @@ def test_bfloat16_is_refused_for_a_saved_model_with_a_one_line_error(exported):
     with pytest.raises(UserError, match="runs as exported"):
         inference.load_completer(exported, "bfloat16")
     assert inference.load_completer(exported, "auto") is not None  # auto: the export's float32
+
+
+def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_header_states(exported, sample_folder):
+    from inference_test import _top_down_bmp  # noqa: PLC0415
+
+    photo = tf.io.decode_png(tf.io.read_file(str(sample_folder / "test" / "chelsea.png")), channels=3)[:40, :56].numpy()
+    mask = np.zeros((40, 56, 1), np.uint8)
+    mask[10:20, 15:30] = 255
+    signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
+    reply = signature(image_bytes=tf.constant([_top_down_bmp(photo)]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
+    result = tf.io.decode_png(reply["inpainted_bytes"][0]).numpy()
+    np.testing.assert_array_equal(result[mask[..., 0] == 0], photo[mask[..., 0] == 0])  # read the right way up
+    hdr = cv2.imencode(".hdr", np.ones((40, 56, 3), np.float32))[1].tobytes()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image is not a PNG, JPEG, GIF, BMP or WebP file"):
+        signature(image_bytes=tf.constant([hdr]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))

@@ -74,6 +74,7 @@ def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sam
     # Limits: photo 400000 bytes, mask 200000 / 8 + 65536 = 90536, request those + 65536 = 556072.
     cases = [
         (b"this is a text file", hole, 400, "notes.png is not a readable image file"),
+        (b"\xff\xd8\xff" + bytes(range(256)) * 2, hole, 400, "notes.png is not a readable image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"),
         (_png(photo), _png(np.zeros(photo.shape[:2], np.uint8)), 400, "Nothing is painted"),
         (_png(photo), _png(np.full((10, 10), 255, np.uint8)), 400, "the painted mask is 10x10 but the image is 451x300"),
         (_png(cv2.resize(photo, (600, 400))), _png(_hole((400, 600))), 413, "notes.png is 600x400, over the limit of 200000 pixels"),

@@ -16,8 +16,9 @@ installed with --no-deps: see BUILD.md).
 
 By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
 by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
-with a small hole takes about a second; see glcic_tf/strategy.py. With a folder, a broken image
-is skipped and named, the others are written, and the exit status is 1.
+with a small hole takes about a second; see glcic_tf/strategy.py. Images are read if they are
+JPEG, PNG, WebP, GIF, BMP or TIFF files (inference.FORMATS); with a folder, a broken image or
+one in another format is skipped and named, the others are written, and the exit status is 1.
 """
 
 import os
@@ -36,7 +37,7 @@ flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder whe
 flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
 commands.define_completion_flags()
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # inference.FORMATS
 
 
 def _parse_box(text):
