@@ -92,8 +92,9 @@ def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sam
 
 
 @contextlib.contextmanager
-def _real_server(app):
-    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port."""
+def _real_server(app, before_stopping=lambda: None):
+    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port. Stopping waits
+    for the requests in flight, so `before_stopping` lets a test's blocked completer go."""
     listening = socket.create_server(("127.0.0.1", 0))
     web_server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
@@ -103,6 +104,7 @@ def _real_server(app):
     try:
         yield listening.getsockname()[1]
     finally:
+        before_stopping()
         web_server.should_exit = True
         thread.join(30)
 
@@ -151,13 +153,15 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams_in(local_co
     if oversized == "photo":
         image_bytes, mask_bytes = photo_png + bytes(32 * 2**20), hole  # 32 MB against a 1 MB limit
     else:
-        image_bytes, mask_bytes = photo_png, hole + bytes(8 * 2**20)  # an 8 MB mask (a valid PNG and padding)
+        image_bytes, mask_bytes = photo_png, hole + bytes(32 * 2**20)  # a 32 MB mask (a valid PNG and padding)
     boundary, body = _multipart(image_bytes, mask_bytes)
     app = server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=2**20)
     with _real_server(app) as port:
         status, reply, sent = _post_chunked(port, boundary, body)
         assert status == 413 and json.loads(reply)["error"].startswith("The upload is larger than 1.15 MB; this server takes photos up to 1 MB"), reply
-        assert sent < len(body) / 4, (sent, len(body))  # refused as it arrived, not after the whole body
+        # Refused as it arrived, not after the whole body (what was sent includes what the
+        # sockets' buffers took, a few MB, before the client saw the reply).
+        assert sent < len(body) / 4, (sent, len(body))
         status, reply, _ = _post_chunked(port, *_multipart(photo_png, hole))  # the next upload, chunked too, completes
         assert status == 200 and reply.startswith(b"\x89PNG"), reply[:200]
 
@@ -191,3 +195,95 @@ def test_a_malformed_form_is_a_400_message(local_completer):
     client = TestClient(server.create_app(local_completer))
     reply = client.post("/complete", content=b"--x\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--x--\r\n", headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert reply.status_code == 400 and reply.json()["error"].startswith("The request is not a form this server reads"), reply.text
+
+
+def _small_photo_form():
+    """A 64x48 photo with a painted square, as the page's form."""
+    photo = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    hole = np.zeros((48, 64), np.uint8)
+    hole[10:20, 10:30] = 255
+    return _multipart(_png(photo), _png(hole))
+
+
+def _send_form(port, boundary, body):
+    """A connection that has sent POST /complete with the form (Content-Length), reply unread."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    connection.sendall(
+        b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" + boundary
+        + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    return connection
+
+
+def _reply(connection):
+    """(status, headers, body) of the reply on `connection`, which is then closed."""
+    with connection:
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        return reply.status, reply.headers, reply.read()
+
+
+class _BlockingCompleter:
+    """A completer that returns its input once `release` is set, counting its calls."""
+
+    def __init__(self):
+        self.started, self.release, self.calls = threading.Event(), threading.Event(), 0
+
+    def __call__(self, image, mask):
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(60)
+        return image
+
+
+def test_the_page_stays_fast_while_completions_are_queued():
+    def slow(image, mask):  # a completion that takes half a second, as a small hole on a big photo
+        time.sleep(0.5)
+        return image
+
+    with _real_server(server.create_app(slow, max_queue=60)) as port:
+        waiting = [_send_form(port, *_small_photo_form()) for _ in range(45)]
+        time.sleep(1)  # all 45 arrived: one completing, the others queued
+        start = time.perf_counter()
+        page = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        page.request("GET", "/")
+        assert page.getresponse().status == 200
+        seconds = time.perf_counter() - start
+        for connection in waiting:  # the queued completions are dropped: their clients went away
+            connection.close()
+    # Before: completions waited for their lock in the thread pool that also reads the page's
+    # files, so GET / waited behind them (3.9 s with 45 queued 1-second completions).
+    assert seconds < 0.5, seconds
+
+
+def test_past_the_queue_length_completions_are_told_busy_and_the_queue_completes():
+    completer = _BlockingCompleter()
+    with _real_server(server.create_app(completer, max_queue=2), completer.release.set) as port:
+        running = _send_form(port, *_small_photo_form())
+        assert completer.started.wait(30)
+        queued = [_send_form(port, *_small_photo_form()) for _ in range(2)]
+        time.sleep(0.5)  # both arrived and wait for the slot
+        status, headers, body = _reply(_send_form(port, *_small_photo_form()))
+        assert status == 503 and headers["Retry-After"] == "5", body
+        assert json.loads(body)["error"] == "The server is busy (3 photos are being completed or waiting); try again in a moment."
+        completer.release.set()
+        assert [_reply(connection)[0] for connection in [running, *queued]] == [200, 200, 200]
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200  # the queue is free again
+    assert completer.calls == 4
+
+
+def test_a_queued_completion_whose_client_went_away_is_dropped():
+    completer = _BlockingCompleter()
+    with _real_server(server.create_app(completer), completer.release.set) as port:
+        running = _send_form(port, *_small_photo_form())
+        assert completer.started.wait(30)
+        abandoned = _send_form(port, *_small_photo_form())
+        time.sleep(0.5)  # it arrived and waits for the slot
+        abandoned.close()  # the user closed the page
+        time.sleep(0.5)
+        completer.release.set()
+        assert _reply(running)[0] == 200
+        time.sleep(1)  # before: the abandoned completion ran now
+        assert completer.calls == 1
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+    assert completer.calls == 2

@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 commands.define_completion_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 makes the page reachable from other machines).")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
+flags.DEFINE_integer("max_queue", 8, "Completions that may wait for the model; more are answered 503 (busy, try again).")
 flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this).")
 
 
@@ -33,13 +34,15 @@ def main(argv):
 
         if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels <= 0:
             raise UserError("--max_upload_mb and --max_pixels must be positive")
+        if FLAGS.max_queue < 0:
+            raise UserError(f"--max_queue must be 0 or more, not {FLAGS.max_queue}")
         try:  # first, so a busy port fails before the model loads; listening, so the address printed works at once
             listening = socket.create_server((FLAGS.host, FLAGS.port))
         except OSError as error:
             raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port}: {os.strerror(error.errno) if error.errno else error} (try another --port)") from None
         completer = commands.completer_from_flags()
         described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
-        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described)
+        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described, FLAGS.max_queue)
         web_server = uvicorn.Server(uvicorn.Config(page, log_level="warning"))
         shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
         logging.info("completing with %s", described)

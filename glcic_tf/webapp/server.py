@@ -9,20 +9,26 @@ a file that is no image (400), one over the size limits (413), no hole (400), th
 down (503), anything unforeseen (500, logged with its traceback). The server keeps serving after
 each. The size limits hold for every client: the request's bytes are counted as they arrive
 (a chunked request announces no Content-Length), and reading stops at the limit with a 413, so
-nothing past it is read, spooled or kept. The completion runs in a worker thread, so pages complete at the same time; a local
-network runs one completion at a time (it uses every core already), TF Serving gets requests
-as they come.
+nothing past it is read, spooled or kept.
+
+Completions queue on the event loop, not in the worker threads: each waits for one of its own
+slots (a local network runs one completion at a time, as it uses every core already; TF
+Serving gets REMOTE_SLOTS at once) and only then decodes its photo in a thread of its own
+limiter, so the threads that serve the page's files are never taken by waiting completions.
+At most `max_queue` completions wait; more are answered 503 "busy, try again" before their
+upload is read. A completion whose client has gone (closed the page, gave up) is dropped while
+it waits, and before decoding and before running the network if its thread had started.
 """
 
-import contextlib
 import threading
 import time
 from importlib import resources
 
+import anyio
+import anyio.to_thread
 import cv2
 from absl import logging
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -34,7 +40,14 @@ from glcic_tf.errors import ImageTooLarge, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
 FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
+MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to the limits) meanwhile
+REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
+RETRY_AFTER_SECONDS = 5
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
+
+
+class _ClientGone(Exception):
+    """The request's client disconnected: its completion is not worth finishing."""
 
 
 class _Refused(Exception):
@@ -52,31 +65,51 @@ def create_app(
     strategy_name: str = "auto",
     max_network_pixels: int = strategy.MAX_NETWORK_PIXELS,
     description: str = "",
+    max_queue: int = MAX_QUEUE,
 ) -> Starlette:
     """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
 
     The photo's file may have up to `max_upload_bytes`, the mask's up to `mask_limit_bytes(...)`
     and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
-    that many bytes have arrived.
+    that many bytes have arrived. Up to `max_queue` completions wait for a slot (see above).
     """
     max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
     max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
     remote = isinstance(completer, completers.ServingCompleter)
-    one_at_a_time = contextlib.nullcontext() if remote else threading.Lock()
+    slots = anyio.CapacityLimiter(REMOTE_SLOTS if remote else 1)  # also the completions' own threads
+    admitted = 0  # completions running or waiting for a slot (changed on the event loop only)
 
-    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool) -> bytes:
+    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event) -> bytes:
+        if gone.is_set():
+            raise _ClientGone
         image = inference.decode_image(image_bytes, name, max_pixels)
         mask = inference.decode_mask(mask_bytes, image.shape[:2], "the painted mask", max_pixels)
         if not mask.any():
             raise _Refused(400, "Nothing is painted: paint over what should go, then press Complete.")
+        if gone.is_set():
+            raise _ClientGone
         try:
-            with one_at_a_time:
-                completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
+            completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
         except UserError as error:
             raise _Refused(503 if remote else 400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
     async def complete_endpoint(request: Request) -> Response:
+        nonlocal admitted
+        if admitted >= slots.total_tokens + max_queue:  # before reading the upload
+            logging.warning("refused (503): %d completions running or waiting", admitted)
+            return JSONResponse(
+                {"error": f"The server is busy ({admitted} photos are being completed or waiting); try again in a moment."},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        admitted += 1
+        try:
+            return await complete_request(request)
+        finally:
+            admitted -= 1
+
+    async def complete_request(request: Request) -> Response:
         start = time.perf_counter()
         limits = f"this server takes photos up to {_megabytes(max_upload_bytes)} and masks up to {_megabytes(max_mask_bytes)}"
         try:
@@ -95,7 +128,13 @@ def create_app(
                 raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
             if len(mask_bytes) > max_mask_bytes:
                 raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask_bytes)}.")
-            png = await run_in_threadpool(complete, image_bytes, mask_bytes, name, post)
+            gone = threading.Event()
+            png = await _unless_client_goes(
+                request.receive, gone, lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, limiter=slots)
+            )
+        except _ClientGone:
+            logging.info("dropped %s: its client went away", name)
+            return Response(status_code=499)  # nobody reads it
         except _Refused as refused:
             return _refusal(refused.status, str(refused))
         except ImageTooLarge as error:
@@ -150,6 +189,34 @@ def _capped_receive(receive, limit: int, refusal: str):
         return message
 
     return capped_receive
+
+
+async def _unless_client_goes(receive, gone: threading.Event, work):
+    """`await work()`, cancelled while it waits (for a slot) if the client disconnects, which
+    sets `gone` too (for work whose thread has started; it checks it). _ClientGone then."""
+    outcome = {}
+
+    async def run(scope):
+        try:
+            outcome["value"] = await work()
+        except Exception as error:  # noqa: BLE001 (re-raised below, outside the task group)
+            outcome["error"] = error
+        scope.cancel()
+
+    async def watch(scope):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope)
+        group.start_soon(watch, group.cancel_scope)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "value" not in outcome:
+        raise _ClientGone
+    return outcome["value"]
 
 
 def _megabytes(size: int) -> str:
