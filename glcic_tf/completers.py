@@ -9,6 +9,7 @@ export, a train.py run folder or a checkpoint: `inference.load_completer`),
 
 import base64
 import json
+import threading
 import urllib.error
 import urllib.request
 
@@ -21,6 +22,10 @@ from glcic_tf.errors import UserError
 PROTOCOLS = ("rest", "grpc")
 MODEL_NAME = "glcic"  # export.py's default name under the server's model base path
 TIMEOUT_SECONDS = 300
+# The largest gRPC message either way (gRPC's own default for replies is 4 MB, less than the PNG
+# of a 2048x2048 region, 3.9-5.9 MB). A PNG takes at most about 3 bytes per pixel (noise), so
+# 64 MB holds any region up to some 20 megapixels, five times strategy.MAX_NETWORK_PIXELS.
+GRPC_MESSAGE_BYTES = 64 * 2**20
 
 
 def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NAME, precision="auto"):
@@ -44,12 +49,38 @@ class ServingCompleter:
     `inference.inpaint` crops around the holes before it calls this, so the server gets the
     holes' neighbourhoods, not the whole photograph. A server that does not answer is a
     UserError naming its address, so callers can show it and carry on.
+
+    gRPC goes through one channel, opened at the first call and shared by every call after it
+    (from any thread: gRPC channels are thread-safe), with messages of up to
+    `max_message_bytes` each way; `close()` (or leaving a `with` block) closes it.
     """
 
-    def __init__(self, address: str, protocol: str = "rest", model_name: str = MODEL_NAME, timeout: float = TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        address: str,
+        protocol: str = "rest",
+        model_name: str = MODEL_NAME,
+        timeout: float = TIMEOUT_SECONDS,
+        max_message_bytes: int = GRPC_MESSAGE_BYTES,
+    ):
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
         self.address, self.protocol, self.model_name, self.timeout = address, protocol, model_name, timeout
+        self.max_message_bytes = max_message_bytes
+        self._channel, self._stub, self._opening = None, None, threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        """Close the gRPC channel, if one is open (a later call opens a new one)."""
+        with self._opening:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel, self._stub = None, None
 
     def __call__(self, image, mask):
         image_png = _encode_png(inference.to_uint8(np.asarray(image)[0]))
@@ -87,7 +118,12 @@ class ServingCompleter:
         request.model_spec.signature_name = "inpaint_bytes"
         request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image_png]))
         request.inputs["mask_bytes"].CopyFrom(tf.make_tensor_proto([mask_png]))
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.address))
+        with self._opening:
+            if self._stub is None:
+                limits = [("grpc.max_receive_message_length", self.max_message_bytes), ("grpc.max_send_message_length", self.max_message_bytes)]
+                self._channel = grpc.insecure_channel(self.address, options=limits)
+                self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            stub = self._stub
         try:
             reply = stub.Predict(request, self.timeout)
         except grpc.RpcError as error:

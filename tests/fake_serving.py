@@ -57,3 +57,41 @@ def closed_port_address():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def fake_grpc_serving(export_version_dir, max_message_bytes=64 * 2**20):
+    """TF Serving's gRPC PredictionService on 127.0.0.1, with tensorflow-serving-api's own
+    messages and stubs, running the export's `inpaint_bytes` signature; yields (address, list of
+    PredictRequests seen). Its message limit is raised as tensorflow_model_server's is."""
+    import concurrent.futures  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
+
+    signature = tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"]
+    requests = []
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (the service's name)
+            requests.append(request)
+            if request.model_spec.name != "glcic" or request.model_spec.signature_name != "inpaint_bytes":
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_spec.name} / {request.model_spec.signature_name}")
+            inputs = {name: tf.constant(tf.make_ndarray(request.inputs[name])) for name in ("image_bytes", "mask_bytes")}
+            try:
+                outputs = signature(**inputs)["inpainted_bytes"]
+            except tf.errors.InvalidArgumentError as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            reply = predict_pb2.PredictResponse()
+            reply.outputs["inpainted_bytes"].CopyFrom(tf.make_tensor_proto(outputs.numpy()))
+            return reply
+
+    limits = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4), options=limits)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", requests
+    finally:
+        server.stop(grace=None)

@@ -47,7 +47,10 @@ def main(argv):
         shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
         logging.info("completing with %s", described)
         print(f"glcic_tf page: http://{shown}:{listening.getsockname()[1]}  (Ctrl-C stops it)", flush=True)
-        web_server.run(sockets=[listening])
+        try:
+            web_server.run(sockets=[listening])
+        finally:
+            getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
 
 
 def run():

@@ -97,14 +97,17 @@ def main(argv):
         failures = []
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
-        for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
-            try:
-                _complete_file(completer, image_path, mask_path, output_path, boxes)
-            except UserError as error:
-                if len(jobs) == 1:
-                    raise
-                logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
-                failures.append(image_path)
+        try:
+            for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
+                try:
+                    _complete_file(completer, image_path, mask_path, output_path, boxes)
+                except UserError as error:
+                    if len(jobs) == 1:
+                        raise
+                    logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
+                    failures.append(image_path)
+        finally:
+            getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
         if failures:
             raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {len(jobs) - len(failures)} were written to {FLAGS.output}")
     print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")
