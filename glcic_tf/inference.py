@@ -213,11 +213,19 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
 
     The size is checked twice: from the header before decoding (a small file announcing a huge
     image must not be decoded at all; a file whose header states no size is not decoded), and
-    on the decoded pixels.
+    on the decoded pixels. A file no reader makes sense of is refused either way; its message
+    says "over the limit" if its first bytes still announce a size over it (`announced_size`,
+    which is lenient: a PNG of nothing but its header), as that is what a user should know.
     """
     unreadable = f"{what} is not a readable image file ({FORMAT_NAMES})"
     found = header_format_and_size(io.BytesIO(encoded))
-    if found is None:
+    if found is None:  # never decoded; but a broken file that still announces a bomb is named as one
+        try:
+            width, height = (int(side) for side in announced_size(tf.constant(encoded)))
+        except tf.errors.OpError:  # extract_jpeg_shape on a broken JPEG
+            width = height = 0
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
         raise UserError(unreadable)
     _, width, height = found
     if width * height > max_pixels:
