@@ -74,8 +74,9 @@ class Inpainter(tf.Module):
     Compiled once with unknown batch, height and width, so a new size does not retrace. The
     image is padded to a multiple of 4 (its last row and column repeated), the network runs in
     inference mode, the result is cropped back and the input's pixels are put back outside the
-    holes. Images of more than `max_pixels` pixels are refused (InvalidArgumentError) before the
-    network runs: it needs about 670 bytes per pixel. The network runs with its BatchNorms folded
+    holes. A batch of more than `max_pixels` pixels in all (batch x height x width) is refused
+    (InvalidArgumentError) before the network runs: it runs on the whole batch at once and needs
+    about 670 bytes per pixel, so the bound is on the request, not on each image. The network runs with its BatchNorms folded
     into its convolutions (`glcic_tf.folded`: the same outputs, faster); `fold=False` runs the
     Keras network as it is (for comparisons). `precision` is one of folded.PRECISIONS: "auto"
     computes in bfloat16 where that is faster (processors with AMX), float32 elsewhere.
@@ -106,9 +107,9 @@ class Inpainter(tf.Module):
             tf.debugging.assert_equal(tf.shape(mask)[:3], tf.shape(image)[:3], message="mask and image sizes differ"),
             tf.debugging.assert_all_finite(image, "the image holds NaN or infinite values"),
             tf.debugging.assert_less_equal(
-                tf.shape(image, out_type=tf.int64)[1] * tf.shape(image, out_type=tf.int64)[2],
+                tf.reduce_prod(tf.shape(image, out_type=tf.int64)[:3]),
                 tf.constant(self.max_pixels, tf.int64),
-                message=f"the image is larger than {self.max_pixels} pixels, the most the network runs on at once",
+                message=f"the batch is larger than {self.max_pixels} pixels in all (images x height x width), the most the network runs on at once",
             ),
         ]
         with tf.control_dependencies(checks):  # nothing runs on inputs that failed a check

@@ -134,3 +134,23 @@ def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_he
     hdr = cv2.imencode(".hdr", np.ones((40, 56, 3), np.float32))[1].tobytes()
     with pytest.raises(tf.errors.InvalidArgumentError, match="image is not a PNG, JPEG, GIF, BMP or WebP file"):
         signature(image_bytes=tf.constant([hdr]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
+
+
+def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_network, tmp_path):
+    network, mean_pixel, _ = run_network
+    signatures = tf.saved_model.load(export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, max_pixels=3 * 40 * 40)).signatures
+    image, mask = np.full((4, 40, 40, 3), 0.5, np.float32), np.ones((4, 40, 40, 1), np.float32)
+    assert signatures["serving_default"](image=tf.constant(image[:3]), mask=tf.constant(mask[:3]))["inpainted"].shape == (3, 40, 40, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the batch is larger than 4800 pixels in all"):
+        signatures["serving_default"](image=tf.constant(image), mask=tf.constant(mask))  # four images of 1600 pixels
+    photo_png = tf.io.encode_png(tf.fill([40, 40, 3], tf.constant(128, tf.uint8))).numpy()
+    mask_png = tf.io.encode_png(tf.fill([40, 40, 1], tf.constant(255, tf.uint8))).numpy()
+    by_bytes = signatures["inpaint_bytes"]
+    assert by_bytes(image_bytes=tf.constant([photo_png] * 3), mask_bytes=tf.constant([mask_png] * 3))["inpainted_bytes"].shape == (3,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image is larger than 4800 pixels \(counting every image of the request\)"):
+        by_bytes(image_bytes=tf.constant([photo_png] * 4), mask_bytes=tf.constant([mask_png] * 4))
+    small_png = tf.io.encode_png(tf.fill([4, 4, 3], tf.constant(128, tf.uint8))).numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask is larger than 4800 pixels \(counting every mask of the request\)"):
+        by_bytes(image_bytes=tf.constant([small_png] * 4), mask_bytes=tf.constant([mask_png] * 4))  # each mask's size is refused later; the sum first
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one mask per image"):
+        by_bytes(image_bytes=tf.constant([photo_png] * 2), mask_bytes=tf.constant([mask_png]))
