@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import json
 import select
+import signal
 import socket
 import threading
 import time
@@ -96,7 +97,7 @@ def _real_server(app, before_stopping=lambda: None):
     """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port. Stopping waits
     for the requests in flight, so `before_stopping` lets a test's blocked completer go."""
     listening = socket.create_server(("127.0.0.1", 0))
-    web_server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)  # as app.py serves it
     thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     while not web_server.started:
@@ -287,3 +288,28 @@ def test_a_queued_completion_whose_client_went_away_is_dropped():
         assert completer.calls == 1
         assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
     assert completer.calls == 2
+
+
+def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after_the_running_one():
+    def slow(image, mask):
+        time.sleep(0.5)
+        return image
+
+    app = server.create_app(slow, max_queue=20)
+    listening = socket.create_server(("127.0.0.1", 0))
+    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)
+    thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    while not web_server.started:
+        time.sleep(0.01)
+    connections = [_send_form(listening.getsockname()[1], *_small_photo_form()) for _ in range(10)]
+    time.sleep(0.3)  # the first one is completing, nine wait
+    start = time.perf_counter()
+    web_server.handle_exit(signal.SIGTERM, None)  # what SIGTERM or Ctrl-C calls in app.py
+    replies = [_reply(connection) for connection in connections]
+    thread.join(30)
+    seconds = time.perf_counter() - start
+    statuses = [status for status, _, _ in replies]
+    assert 1 <= statuses.count(200) <= 2 and statuses.count(503) == 10 - statuses.count(200), statuses
+    assert all(json.loads(body)["error"] == "The server is stopping; try again once it is back." for status, _, body in replies if status == 503)
+    assert not thread.is_alive() and seconds < 2.5, seconds  # before: the ten ran, 5 s

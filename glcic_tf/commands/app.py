@@ -43,7 +43,7 @@ def main(argv):
         completer = commands.completer_from_flags()
         described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
         page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described, FLAGS.max_queue)
-        web_server = uvicorn.Server(uvicorn.Config(page, log_level="warning"))
+        web_server = server.PageServer(uvicorn.Config(page, log_level="warning"), page)
         shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
         logging.info("completing with %s", described)
         print(f"glcic_tf page: http://{shown}:{listening.getsockname()[1]}  (Ctrl-C stops it)", flush=True)

@@ -18,6 +18,8 @@ limiter, so the threads that serve the page's files are never taken by waiting c
 At most `max_queue` completions wait; more are answered 503 "busy, try again" before their
 upload is read. A completion whose client has gone (closed the page, gave up) is dropped while
 it waits, and before decoding and before running the network if its thread had started.
+Told to stop (`PageServer`: SIGTERM, Ctrl-C), the server answers every completion still
+waiting 503 "stopping" at once, so it stops once the running ones are done, not the queue.
 """
 
 import threading
@@ -27,6 +29,7 @@ from importlib import resources
 import anyio
 import anyio.to_thread
 import cv2
+import uvicorn
 from absl import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -43,11 +46,16 @@ FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postp
 MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to the limits) meanwhile
 REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
 RETRY_AFTER_SECONDS = 5
+STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion looks whether the server is stopping
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
 
 
 class _ClientGone(Exception):
     """The request's client disconnected: its completion is not worth finishing."""
+
+
+class _ServerStopping(Exception):
+    """The server was told to stop while the completion waited for its slot."""
 
 
 class _Refused(Exception):
@@ -78,8 +86,12 @@ def create_app(
     remote = isinstance(completer, completers.ServingCompleter)
     slots = anyio.CapacityLimiter(REMOTE_SLOTS if remote else 1)  # also the completions' own threads
     admitted = 0  # completions running or waiting for a slot (changed on the event loop only)
+    stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
 
-    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event) -> bytes:
+    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
+        started.set()
+        if stopping.is_set():
+            raise _ServerStopping
         if gone.is_set():
             raise _ClientGone
         image = inference.decode_image(image_bytes, name, max_pixels)
@@ -96,6 +108,8 @@ def create_app(
 
     async def complete_endpoint(request: Request) -> Response:
         nonlocal admitted
+        if stopping.is_set():  # a request on a kept-alive connection after the stop
+            return _refusal(503, "The server is stopping; try again once it is back.")
         if admitted >= slots.total_tokens + max_queue:  # before reading the upload
             logging.warning("refused (503): %d completions running or waiting", admitted)
             return JSONResponse(
@@ -128,13 +142,19 @@ def create_app(
                 raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
             if len(mask_bytes) > max_mask_bytes:
                 raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask_bytes)}.")
-            gone = threading.Event()
-            png = await _unless_client_goes(
-                request.receive, gone, lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, limiter=slots)
+            gone, started = threading.Event(), threading.Event()
+            png = await _unless_client_goes_or_server_stops(
+                request.receive,
+                gone,
+                stopping,
+                started,
+                lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, started, limiter=slots),
             )
         except _ClientGone:
             logging.info("dropped %s: its client went away", name)
             return Response(status_code=499)  # nobody reads it
+        except _ServerStopping:
+            return _refusal(503, "The server is stopping; try again once it is back.")
         except _Refused as refused:
             return _refusal(refused.status, str(refused))
         except ImageTooLarge as error:
@@ -156,7 +176,7 @@ def create_app(
     async def page(request: Request) -> Response:
         return FileResponse(str(STATIC.joinpath("index.html")))
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/config", config_endpoint),
@@ -164,6 +184,23 @@ def create_app(
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]
     )
+    app.state.stopping = stopping
+    return app
+
+
+class PageServer(uvicorn.Server):
+    """uvicorn's server for `create_app`'s page: told to stop (SIGTERM, Ctrl-C), it first tells
+    the completions waiting for a slot that the server is stopping (503), then stops as uvicorn
+    does, once the requests in flight, now only the running completions, are answered. (Plain
+    uvicorn waits for every queued completion to run: minutes with a long queue.)"""
+
+    def __init__(self, config: uvicorn.Config, page: Starlette):
+        super().__init__(config)
+        self.page = page
+
+    def handle_exit(self, sig, frame) -> None:
+        self.page.state.stopping.set()  # a threading.Event: safe in a signal handler
+        super().handle_exit(sig, frame)
 
 
 def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
@@ -191,9 +228,10 @@ def _capped_receive(receive, limit: int, refusal: str):
     return capped_receive
 
 
-async def _unless_client_goes(receive, gone: threading.Event, work):
+async def _unless_client_goes_or_server_stops(receive, gone: threading.Event, stopping: threading.Event, started: threading.Event, work):
     """`await work()`, cancelled while it waits (for a slot) if the client disconnects, which
-    sets `gone` too (for work whose thread has started; it checks it). _ClientGone then."""
+    sets `gone` too (for work whose thread has started; it checks it): _ClientGone then. If
+    `stopping` is set before the work has `started`, it is cancelled too: _ServerStopping."""
     outcome = {}
 
     async def run(scope):
@@ -209,14 +247,22 @@ async def _unless_client_goes(receive, gone: threading.Event, work):
         gone.set()
         scope.cancel()
 
+    async def watch_stopping(scope):
+        while not stopping.is_set():
+            await anyio.sleep(STOPPING_POLL_SECONDS)
+        if not started.is_set():  # a running completion is left to finish and be answered
+            outcome["stopping"] = True
+            scope.cancel()
+
     async with anyio.create_task_group() as group:
         group.start_soon(run, group.cancel_scope)
         group.start_soon(watch, group.cancel_scope)
+        group.start_soon(watch_stopping, group.cancel_scope)
     if "error" in outcome:
         raise outcome["error"]
-    if "value" not in outcome:
-        raise _ClientGone
-    return outcome["value"]
+    if "value" in outcome:
+        return outcome["value"]
+    raise _ServerStopping if "stopping" in outcome else _ClientGone
 
 
 def _megabytes(size: int) -> str:
