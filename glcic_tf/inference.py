@@ -46,12 +46,15 @@ def load_completion_network(path: str):
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 
-def load_completer(path: str, precision: str = "float32"):
+def load_completer(path: str, precision: str = "float32", max_network_pixels: Optional[int] = None):
     """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
 
     `path`: a SavedModel (export.py's version folder, or its base folder whose highest version
     is used), a train.py run folder, or a checkpoint (.../ckpt-N). A SavedModel runs as it was
-    exported (float32); `precision` applies to runs and checkpoints (see Inpainter).
+    exported (float32, with the pixel limit it was exported with); `precision` and
+    `max_network_pixels` (the most the network runs on at once: default
+    strategy.MAX_NETWORK_PIXELS, set it to what --max_network_pixels sends) apply to runs and
+    checkpoints (see Inpainter).
     """
     saved_model = path
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -65,7 +68,7 @@ def load_completer(path: str, precision: str = "float32"):
     if os.path.isdir(path) and not tf.train.latest_checkpoint(path):
         raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
     network, mean_pixel, _ = load_completion_network(path)
-    return Inpainter(network, mean_pixel, precision=precision)
+    return Inpainter(network, mean_pixel, max_network_pixels or strategies.MAX_NETWORK_PIXELS, precision=precision)
 
 
 class Inpainter(tf.Module):
@@ -384,7 +387,7 @@ def inpaint(
         except tf.errors.InvalidArgumentError as error:  # e.g. an export's own pixel limit
             height, width = crop.shape[:2]
             raise UserError(
-                f"the model refused a {width}x{height} region: {_reason(error.message)} (lower --max_network_pixels)"
+                f"the model refused a {width}x{height} region: {failed_check_message(error.message)} (lower --max_network_pixels)"
             ) from None
         completed = to_uint8(completed[0])
         completed = np.where(crop_mask > 0.5, completed, crop)  # exactly the input's pixels outside the holes
@@ -393,10 +396,12 @@ def inpaint(
     return strategies.complete(complete_one, image, mask, strategy, max_network_pixels=max_network_pixels)
 
 
-def _reason(message: str) -> str:
-    """The failed check's own text out of a TensorFlow error message."""
+def failed_check_message(message: str) -> str:
+    """The failed check's own text out of a TensorFlow error message (a local one, or one TF
+    Serving passes on), else its last line."""
     found = re.search(r"assertion failed: \[([^\]]*)\]", message)
-    return found.group(1) if found else message.strip().splitlines()[-1]
+    lines = message.strip().splitlines()
+    return found.group(1) if found else (lines[-1] if lines else message)
 
 
 def write_image(path: str, image: np.ndarray) -> None:

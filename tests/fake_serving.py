@@ -25,9 +25,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.requests.append(request)
         images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
         masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
-        outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
-        reply = json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
-        self.send_response(200)
+        try:
+            outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
+        except tf.errors.InvalidArgumentError as error:  # as TF Serving: 400 with the message
+            status, reply = 400, json.dumps({"error": error.message}).encode()
+        else:
+            status, reply = 200, json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()

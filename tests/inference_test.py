@@ -282,3 +282,12 @@ def test_reading_a_header_leaves_pillows_global_bomb_limit_alone(monkeypatch):
     with pytest.raises(UserError, match="is 30000x20000, over the limit of 100000000 pixels"):
         inference.decode_image(huge)
     assert seen == [12345, 12345] and PIL.Image.MAX_IMAGE_PIXELS == 12345
+
+
+def test_a_run_folders_network_takes_what_max_network_pixels_says(trained_run):
+    image, mask = tf.zeros((1, 40, 40, 3)), tf.ones((1, 40, 40, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1000 pixels"):
+        inference.load_completer(str(trained_run), "float32", max_network_pixels=1000)(image, mask)
+    # Above the default too: before, a run folder's network always refused more than 2048 x 2048.
+    assert inference.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_pixels == 5_000_000
+    assert inference.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)

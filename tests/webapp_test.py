@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from fake_serving import closed_port_address
+from fake_serving import closed_port_address, fake_serving
 from starlette.testclient import TestClient
 import uvicorn
 
@@ -313,3 +313,19 @@ def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after
     assert 1 <= statuses.count(200) <= 2 and statuses.count(503) == 10 - statuses.count(200), statuses
     assert all(json.loads(body)["error"] == "The server is stopping; try again once it is back." for status, _, body in replies if status == 503)
     assert not thread.is_alive() and seconds < 2.5, seconds  # before: the ten ran, 5 s
+
+
+def test_what_the_model_server_or_the_strategy_refuses_is_a_400_the_user_can_act_on(export_base):
+    big = np.zeros((2100, 2100, 3), np.uint8)  # 4.41 M pixels: over the export's 2048 x 2048
+    hole = np.zeros((2100, 2100), np.uint8)
+    hole[1000:1100, 1000:1100] = 255
+    with fake_serving(export_base / "3") as (address, _):
+        whole = TestClient(server.create_app(completers.ServingCompleter(address), strategy_name="whole", max_network_pixels=5_000_000))
+        reply = _post(whole, _png(big), _png(hole))
+    assert reply.status_code == 400, reply.text  # before: 503, as if the server were down
+    assert reply.json()["error"] == (
+        f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: image is larger than 4194304 pixels (counting every image of the request)"
+    )
+    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), strategy_name="crop", max_network_pixels=1000))
+    reply = _post(crop, _png(big[:200, :200]), _png(hole[1000:1200, 1000:1200]))
+    assert reply.status_code == 400 and "--max_network_pixels" in reply.json()["error"], reply.text

@@ -39,7 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from glcic_tf import completers, inference, strategy
-from glcic_tf.errors import ImageTooLarge, UserError
+from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
 FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
@@ -102,8 +102,10 @@ def create_app(
             raise _ClientGone
         try:
             completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
-        except UserError as error:
-            raise _Refused(503 if remote else 400, str(error)) from None
+        except ServiceUnavailable as error:  # the model server is down or failing: try again later
+            raise _Refused(503, str(error)) from None
+        except UserError as error:  # refused: --strategy=crop over the limit, the export's own limits
+            raise _Refused(400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
     async def complete_endpoint(request: Request) -> Response:
