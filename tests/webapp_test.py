@@ -3,6 +3,7 @@
 import contextlib
 import http.client
 import json
+import logging
 import select
 import signal
 import socket
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 import uvicorn
 
 from glcic_tf import completers, inference
+from glcic_tf.errors import UserError
 from glcic_tf.webapp import server
 
 
@@ -176,7 +178,7 @@ def test_a_model_server_that_is_down_is_a_message(sample_folder):
     assert client.get("/config").status_code == 200
 
 
-def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder):
+def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder, caplog):
     photo = _photo(sample_folder)
     calls = []
 
@@ -187,8 +189,11 @@ def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_c
         return local_completer(image, mask)
 
     client = TestClient(server.create_app(flaky), raise_server_exceptions=False)
-    failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
-    assert failed.status_code == 500 and "RuntimeError: out of memory, say" in failed.json()["error"]
+    with caplog.at_level(logging.ERROR):
+        failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "The server failed to complete this photo (the reason is in its log); it keeps running."
+    assert "RuntimeError: out of memory, say" in caplog.text  # internals in the log only
     assert _post(client, _png(photo), _png(_hole(photo.shape[:2]))).status_code == 200
 
 
@@ -329,3 +334,49 @@ def test_what_the_model_server_or_the_strategy_refuses_is_a_400_the_user_can_act
     crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), strategy_name="crop", max_network_pixels=1000))
     reply = _post(crop, _png(big[:200, :200]), _png(hole[1000:1200, 1000:1200]))
     assert reply.status_code == 400 and "--max_network_pixels" in reply.json()["error"], reply.text
+
+
+def test_a_post_from_another_sites_page_is_refused(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    client = TestClient(server.create_app(local_completer))
+    files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
+    for origin in ("http://evil.example", "null", "http://testserver.evil.example"):
+        reply = client.post("/complete", files=files, headers={"Origin": origin})
+        assert reply.status_code == 403 and reply.json()["error"] == "This server completes photos for its own page only, not for other sites.", origin
+    assert client.post("/complete", files=files, headers={"Origin": "http://testserver"}).status_code == 200  # its own page
+    assert client.post("/complete", files=files).status_code == 200  # a script (curl sends no Origin)
+
+
+def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
+    app = server.create_app(local_completer, token="s3cret-token")
+    stranger = TestClient(app)
+    for reply in (stranger.get("/"), stranger.get("/config"), stranger.post("/complete", files=files), stranger.get("/?token=wrong")):
+        assert reply.status_code == 403 and "needs its token" in reply.json()["error"], reply.text
+    browser = TestClient(app)
+    assert browser.get("/?token=s3cret-token").status_code == 200  # the printed address; sets the cookie
+    assert browser.get("/config").status_code == 200 and browser.post("/complete", files=files).status_code == 200
+    script = TestClient(app, headers={"Authorization": "Bearer s3cret-token"})
+    assert script.post("/complete", files=files).status_code == 200
+
+
+def test_config_tells_the_models_folder_name_not_its_path_nor_the_servers_address():
+    assert server.model_description("/home/me/secret/runs/places2/", None, "rest", "glcic") == "places2"
+    assert server.model_description(None, "10.0.0.5:8500", "grpc", "glcic") == "TF Serving (grpc), model glcic"
+
+
+def test_listening_on_ipv6_and_clear_errors_for_addresses_that_cannot_be_had():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with server.listening_socket("::1", 0) as listening:
+        assert listening.family == socket.AF_INET6
+        port = listening.getsockname()[1]
+        assert server.page_address("::1", port) == f"[::1]:{port}"
+        with pytest.raises(UserError, match=rf"^cannot listen on \[::1\]:{port}: Address already in use \(check --host, try another --port\)$"):
+            server.listening_socket("::1", port)
+    with pytest.raises(UserError, match=r"^cannot listen on no-such-host.invalid:7860: (Name or service not known|.*not known.*) \(check --host"):
+        server.listening_socket("no-such-host.invalid", 7860)
+    assert server.page_address("0.0.0.0", 80) == "127.0.0.1:80" and server.page_address("::", 80) == "[::1]:80"
+    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
+    assert not server.is_loopback("0.0.0.0") and not server.is_loopback("::") and not server.is_loopback("192.168.1.20")

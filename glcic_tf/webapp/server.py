@@ -20,11 +20,24 @@ upload is read. A completion whose client has gone (closed the page, gave up) is
 it waits, and before decoding and before running the network if its thread had started.
 Told to stop (`PageServer`: SIGTERM, Ctrl-C), the server answers every completion still
 waiting 503 "stopping" at once, so it stops once the running ones are done, not the queue.
+
+Exposed beyond this machine, the page is guarded: a POST from another site's page (its Origin
+is not this server) is refused (403), so a web page the user visits cannot make the server
+run completions; with a `token`, every request must carry it (`?token=` on the page's address,
+which sets a same-site cookie for the page's own requests, or `Authorization: Bearer`; 403
+otherwise). Replies never carry internals (tracebacks, exception text, the model's path):
+those go to the log.
 """
 
+import ipaddress
+import os
+import secrets
+import socket
 import threading
 import time
 from importlib import resources
+from typing import Optional
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -47,6 +60,7 @@ MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to th
 REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
 RETRY_AFTER_SECONDS = 5
 STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion looks whether the server is stopping
+TOKEN_COOKIE = "glcic_token"
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
 
 
@@ -74,12 +88,15 @@ def create_app(
     max_network_pixels: int = strategy.MAX_NETWORK_PIXELS,
     description: str = "",
     max_queue: int = MAX_QUEUE,
+    token: Optional[str] = None,
 ) -> Starlette:
     """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
 
     The photo's file may have up to `max_upload_bytes`, the mask's up to `mask_limit_bytes(...)`
     and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
     that many bytes have arrived. Up to `max_queue` completions wait for a slot (see above).
+    `description` is what /config tells about the model (see `model_description`); `token`, if
+    given, is required of every request (see above).
     """
     max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
     max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
@@ -108,8 +125,25 @@ def create_app(
             raise _Refused(400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
+    def refused_access(request: Request) -> Optional[Response]:
+        """403 for a request without the token (when there is one) or from another site's page."""
+        if token is not None:
+            offered = request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token") or ""
+            authorization = request.headers.get("authorization", "")
+            if authorization.lower().startswith("bearer "):
+                offered = authorization[len("bearer ") :].strip()
+            if not secrets.compare_digest(offered.encode(), token.encode()):
+                return _refusal(403, "This server needs its token: open the address it printed (with ?token=...).")
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            return _refusal(403, "This server completes photos for its own page only, not for other sites.")
+        return None
+
     async def complete_endpoint(request: Request) -> Response:
         nonlocal admitted
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
         if stopping.is_set():  # a request on a kept-alive connection after the stop
             return _refusal(503, "The server is stopping; try again once it is back.")
         if admitted >= slots.total_tokens + max_queue:  # before reading the upload
@@ -165,18 +199,27 @@ def create_app(
             return _refusal(400, str(error))
         except HTTPException as error:  # a form Starlette could not parse
             return _refusal(error.status_code, f"The request is not a form this server reads: {error.detail}")
-        except Exception as error:  # noqa: BLE001 (the page gets a message, the log the traceback)
-            logging.exception("completing failed")
-            return _refusal(500, f"The server failed to complete this photo ({type(error).__name__}: {error}); it keeps running.")
+        except Exception:  # noqa: BLE001 (the page gets a message, the log the traceback)
+            logging.exception("completing %s failed", name if "name" in locals() else "a photo")
+            return _refusal(500, "The server failed to complete this photo (the reason is in its log); it keeps running.")
         seconds = time.perf_counter() - start
         logging.info("completed %s in %.2f s", name, seconds)
         return Response(png, media_type="image/png", headers={"X-Completion-Seconds": f"{seconds:.3f}"})
 
     async def config_endpoint(request: Request) -> Response:
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
         return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "max_mask_bytes": max_mask_bytes, "model": description})
 
     async def page(request: Request) -> Response:
-        return FileResponse(str(STATIC.joinpath("index.html")))
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
+        reply = FileResponse(str(STATIC.joinpath("index.html")))
+        if token is not None:  # the page's own requests (config, complete) then carry it
+            reply.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return reply
 
     app = Starlette(
         routes=[
@@ -203,6 +246,41 @@ class PageServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         self.page.state.stopping.set()  # a threading.Event: safe in a signal handler
         super().handle_exit(sig, frame)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or "" (every address)
+        return False
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, IPv4 or IPv6 as `host` is; UserError with the system's
+    reason (not "Unknown error -9") if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:  # errno > 0: the system's (create_server adds the address to strerror); else getaddrinfo's
+        reason = os.strerror(error.errno) if error.errno and error.errno > 0 else (error.strerror or str(error))
+        raise UserError(f"cannot listen on {page_address(host, port)}: {reason} (check --host, try another --port)") from None
+
+
+def page_address(host: str, port: int) -> str:
+    """host:port as a URL writes it (IPv6 in brackets); every address (0.0.0.0, ::, "") as this machine's."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+
+
+def model_description(model: Optional[str], server: Optional[str], protocol: str, model_name: str) -> str:
+    """What /config tells anyone about the model: its folder's name, or that it is TF Serving's
+    model `model_name`; never its path on this machine or the model server's address."""
+    if model:
+        return os.path.basename(os.path.normpath(model))
+    return f"TF Serving ({protocol}), model {model_name}"
 
 
 def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
