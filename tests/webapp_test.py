@@ -361,9 +361,9 @@ def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder
     assert script.post("/complete", files=files).status_code == 200
 
 
-def test_config_tells_the_models_folder_name_not_its_path_nor_the_servers_address():
+def test_config_tells_the_models_folder_name_not_its_path():
     assert server.model_description("/home/me/secret/runs/places2/", None, "rest", "glcic") == "places2"
-    assert server.model_description(None, "10.0.0.5:8500", "grpc", "glcic") == "TF Serving (grpc), model glcic"
+    assert server.model_description(None, "10.0.0.5:8500", "grpc", "glcic") == "TF Serving at 10.0.0.5:8500 (grpc, model glcic)"
 
 
 def test_listening_on_ipv6_and_clear_errors_for_addresses_that_cannot_be_had():

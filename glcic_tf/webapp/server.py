@@ -276,11 +276,11 @@ def page_address(host: str, port: int) -> str:
 
 
 def model_description(model: Optional[str], server: Optional[str], protocol: str, model_name: str) -> str:
-    """What /config tells anyone about the model: its folder's name, or that it is TF Serving's
-    model `model_name`; never its path on this machine or the model server's address."""
+    """What /config tells anyone about the model: its folder's name, never its path on this
+    machine; or the TF Serving address and model (which the page's errors name too)."""
     if model:
         return os.path.basename(os.path.normpath(model))
-    return f"TF Serving ({protocol}), model {model_name}"
+    return f"TF Serving at {server} ({protocol}, model {model_name})"
 
 
 def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
