@@ -279,3 +279,29 @@ def test_through_tf_serving_and_a_message_when_it_is_down(new_page, export_base,
             page.wait_for_selector("#error", state="visible")
             assert f"TF Serving at http://{address}/v1/models/glcic:predict did not answer" in page.text_content("#error")
             assert page.is_enabled("#complete") and page.is_hidden("#busy")
+
+
+def test_two_browsers_through_tf_serving_complete_at_the_same_time_while_the_page_answers(new_page, export_base, photos):
+    # A model server that takes 3 s a request: if the page's server ran completions one after
+    # the other, or blocked while one ran, both results would take 6 s and /config would wait.
+    delay = 3.0
+    with fake_serving(export_base / "3", delay_seconds=delay) as (address, requests), _app(f"--server={address}") as url:
+        pages = [new_page(url), new_page(url)]
+        for page in pages:
+            _paint(page, _open(page, photos / "coins.png"), (100, 120), (220, 150))
+        pages[0].click("#complete")  # a first completion warms the model server's signature up
+        pages[0].wait_for_selector("#result-section", state="visible")
+        start = time.perf_counter()
+        for page in pages:
+            page.click("#complete")
+        time.sleep(0.5)  # both requests are at the model server now
+        asked = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/config", timeout=30) as reply:
+            assert reply.status == 200
+        config_seconds = time.perf_counter() - asked
+        for page in pages:
+            page.wait_for_selector("#result-section", state="visible")
+        both_seconds = time.perf_counter() - start
+    assert len(requests) == 3
+    assert config_seconds < 0.5, config_seconds
+    assert both_seconds < 1.6 * delay, both_seconds  # at the same time: about one request's time

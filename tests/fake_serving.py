@@ -10,6 +10,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 
 import tensorflow as tf
 
@@ -17,12 +18,14 @@ import tensorflow as tf
 class _Handler(http.server.BaseHTTPRequestHandler):
     signature = None
     requests = None
+    delay_seconds = 0.0
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         assert self.path == "/v1/models/glcic:predict"
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert request["signature_name"] == "inpaint_bytes"
         self.requests.append(request)
+        time.sleep(self.delay_seconds)  # a busy model server
         images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
         masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
         try:
@@ -42,9 +45,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def fake_serving(export_version_dir):
-    """Serves the export on 127.0.0.1; yields (address "127.0.0.1:port", list of requests seen)."""
-    handler = type("Handler", (_Handler,), {"signature": tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"], "requests": []})
+def fake_serving(export_version_dir, delay_seconds=0.0):
+    """Serves the export on 127.0.0.1, each request after `delay_seconds` (requests are answered
+    in threads, at the same time); yields (address "127.0.0.1:port", list of requests seen)."""
+    signature = tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"]
+    handler = type("Handler", (_Handler,), {"signature": signature, "requests": [], "delay_seconds": delay_seconds})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
