@@ -161,6 +161,11 @@ def to_uint8(image) -> np.ndarray:
 # OpenCV decodes into float32 first) could cost gigabytes before any size check.
 FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+# EXIF orientation follows the browser the page runs in, so a mask painted on the page fits the
+# photo the server reads: Chromium (150) turns JPEGs and PNGs (eXIf) upright and shows WebPs as
+# stored; OpenCV 5 would turn all of them. TIFF, which browsers do not open, is turned as TIFF
+# viewers do.
+AS_STORED = {"WebP"}
 _HEADER_BYTES = 16  # enough for every allowed format's signature
 
 
@@ -231,9 +236,11 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
         if width * height > max_pixels:
             raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
         raise UserError(unreadable)
-    _, width, height = found
+    file_format, width, height = found
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    if file_format in AS_STORED:
+        mode |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
         decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode)
     except cv2.error:  # OpenCV raises on some broken files rather than returning None

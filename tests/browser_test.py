@@ -107,6 +107,8 @@ def photos(sample_folder, tmp_path_factory):
     exif = PIL.Image.Exif()
     exif[0x0112] = 6
     PIL.Image.open(sample_folder / "test" / "chelsea.png").convert("RGB").save(folder / "phone.jpg", quality=90, exif=exif)
+    # The same as a WebP, which Chromium shows as stored (451x300) whatever its EXIF says.
+    PIL.Image.open(sample_folder / "test" / "chelsea.png").convert("RGB").save(folder / "phone.webp", lossless=True, exif=exif)
     cv2.imwrite(str(folder / "huge.png"), np.zeros((1000, 1200, 3), np.uint8))  # 1.2 megapixels, over MAX_PIXELS
     return folder
 
@@ -305,3 +307,17 @@ def test_two_browsers_through_tf_serving_complete_at_the_same_time_while_the_pag
     assert len(requests) == 3
     assert config_seconds < 0.5, config_seconds
     assert both_seconds < 1.6 * delay, both_seconds  # at the same time: about one request's time
+
+
+def test_a_webp_with_exif_orientation_completes_as_chromium_shows_it_as_stored(new_page, photos, tmp_path):
+    # OpenCV 5 turns a WebP by its EXIF orientation; Chromium does not, so the server must not
+    # either, or the mask painted on what the page showed would not fit (or fill the wrong area).
+    page = new_page()
+    page.set_input_files("#file", str(photos / "phone.webp"))
+    page.wait_for_selector("#stage", state="visible")
+    assert page.text_content("#photo-info") == "phone.webp: 451x300"
+    start, end = (100, 120), (300, 200)
+    radius = _paint(page, (300, 451), start, end)
+    stored = tmp_path / "stored.png"  # the WebP's pixels as stored, unturned (Pillow does not turn them)
+    cv2.imwrite(str(stored), cv2.cvtColor(np.asarray(PIL.Image.open(photos / "phone.webp").convert("RGB")), cv2.COLOR_RGB2BGR))
+    _check_completion(_complete_and_download(page, tmp_path), stored, start, end, radius)

@@ -327,3 +327,25 @@ def test_a_run_folders_network_takes_what_max_network_pixels_says(trained_run):
     # Above the default too: before, a run folder's network always refused more than 2048 x 2048.
     assert inference.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_pixels == 5_000_000
     assert inference.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)
+
+
+def _turned_sideways(file_format):
+    """An 8x4 picture with a red top-left pixel, stored with EXIF orientation 6 (turn 90 degrees clockwise to show)."""
+    image = np.zeros((4, 8, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)
+    buffer, exif = io.BytesIO(), PIL.Image.Exif()
+    exif[0x0112] = 6
+    options = {"tiffinfo": {0x0112: 6}} if file_format == "TIFF" else {"exif": exif.tobytes(), "lossless": True} if file_format == "WEBP" else {"exif": exif.tobytes()}
+    PIL.Image.fromarray(image).save(buffer, file_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("file_format, upright", [("JPEG", True), ("PNG", True), ("WEBP", False), ("TIFF", True)])
+def test_exif_orientation_is_applied_as_the_browser_shows_the_photo(file_format, upright):
+    # Chromium 150 shows a JPEG or PNG with orientation 6 as 4x8 and a WebP as 8x4 (stored);
+    # it does not open TIFF, which is turned as TIFF viewers do. OpenCV alone turned the WebP.
+    image = inference.decode_image(_turned_sideways(file_format))
+    mask = inference.decode_mask(_turned_sideways(file_format), image.shape[:2])
+    assert image.shape[:2] == ((8, 4) if upright else (4, 8)) and mask.shape[:2] == image.shape[:2]
+    red = tuple(np.argwhere(image[..., 0] > 128)[0]) if file_format != "JPEG" else tuple(np.unravel_index(image[..., 0].argmax(), image.shape[:2]))
+    assert red == ((0, 3) if upright else (0, 0)), red  # turned clockwise: the top-left corner goes top-right
