@@ -9,6 +9,7 @@ export, a train.py run folder or a checkpoint: `inference.load_completer`),
 
 import base64
 import json
+import threading
 import urllib.error
 import urllib.request
 
@@ -16,20 +17,25 @@ import cv2
 import numpy as np
 
 from glcic_tf import inference
-from glcic_tf.errors import UserError
+from glcic_tf.errors import ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
 MODEL_NAME = "glcic"  # export.py's default name under the server's model base path
 TIMEOUT_SECONDS = 300
+# The largest gRPC message either way (gRPC's own default for replies is 4 MB, less than the PNG
+# of a 2048x2048 region, 3.9-5.9 MB). A PNG takes at most about 3 bytes per pixel (noise), so
+# 64 MB holds any region up to some 20 megapixels, five times strategy.MAX_NETWORK_PIXELS.
+GRPC_MESSAGE_BYTES = 64 * 2**20
 
 
-def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NAME, precision="auto"):
-    """A completer from exactly one of `model` (a path, runs here) or `server` (host:port)."""
+def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NAME, precision="auto", max_network_pixels=None):
+    """A completer from exactly one of `model` (a path, runs here) or `server` (host:port).
+    `max_network_pixels` is the most a run folder's network takes at once (see load_completer)."""
     if bool(model) == bool(server):
         raise UserError("give either --model (run locally) or --server (TF Serving)")
     if server:
         return ServingCompleter(server, protocol, model_name)
-    return inference.load_completer(model, precision)
+    return inference.load_completer(model, precision, max_network_pixels)
 
 
 def _encode_png(array: np.ndarray) -> bytes:
@@ -42,14 +48,42 @@ class ServingCompleter:
     """TF Serving's `inpaint_bytes` signature as a completer: PNG files on the wire.
 
     `inference.inpaint` crops around the holes before it calls this, so the server gets the
-    holes' neighbourhoods, not the whole photograph. A server that does not answer is a
-    UserError naming its address, so callers can show it and carry on.
+    holes' neighbourhoods, not the whole photograph. A server that does not answer (or fails on
+    its side: HTTP 5xx, gRPC UNAVAILABLE...) is a ServiceUnavailable naming its address, one
+    that refuses the request (HTTP 4xx, gRPC INVALID_ARGUMENT...: the export's pixel limit, say)
+    a plain UserError with its message, so callers can show either and carry on.
+
+    gRPC goes through one channel, opened at the first call and shared by every call after it
+    (from any thread: gRPC channels are thread-safe), with messages of up to
+    `max_message_bytes` each way; `close()` (or leaving a `with` block) closes it.
     """
 
-    def __init__(self, address: str, protocol: str = "rest", model_name: str = MODEL_NAME, timeout: float = TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        address: str,
+        protocol: str = "rest",
+        model_name: str = MODEL_NAME,
+        timeout: float = TIMEOUT_SECONDS,
+        max_message_bytes: int = GRPC_MESSAGE_BYTES,
+    ):
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
         self.address, self.protocol, self.model_name, self.timeout = address, protocol, model_name, timeout
+        self.max_message_bytes = max_message_bytes
+        self._channel, self._stub, self._opening = None, None, threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self) -> None:
+        """Close the gRPC channel, if one is open (a later call opens a new one)."""
+        with self._opening:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel, self._stub = None, None
 
     def __call__(self, image, mask):
         image_png = _encode_png(inference.to_uint8(np.asarray(image)[0]))
@@ -68,9 +102,10 @@ class ServingCompleter:
             with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
                 prediction = json.loads(reply.read())["predictions"][0]
         except urllib.error.HTTPError as error:  # the server answered, with an error of its own
-            raise UserError(f"TF Serving at {url} refused the request: {_serving_error(error)}") from None
+            failure = ServiceUnavailable if error.code >= 500 else UserError
+            raise failure(f"TF Serving at {url} refused the request: {inference.failed_check_message(_serving_error(error))}") from None
         except (urllib.error.URLError, OSError) as error:
-            raise UserError(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
+            raise ServiceUnavailable(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
         # One named output comes back as the bare value; several as a dict by name.
         encoded = prediction["b64"] if "b64" in prediction else prediction["inpainted_bytes"]["b64"]
         return base64.b64decode(encoded)
@@ -87,11 +122,18 @@ class ServingCompleter:
         request.model_spec.signature_name = "inpaint_bytes"
         request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image_png]))
         request.inputs["mask_bytes"].CopyFrom(tf.make_tensor_proto([mask_png]))
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.address))
+        with self._opening:
+            if self._stub is None:
+                limits = [("grpc.max_receive_message_length", self.max_message_bytes), ("grpc.max_send_message_length", self.max_message_bytes)]
+                self._channel = grpc.insecure_channel(self.address, options=limits)
+                self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            stub = self._stub
         try:
             reply = stub.Predict(request, self.timeout)
         except grpc.RpcError as error:
-            raise UserError(f"TF Serving at {self.address} (gRPC) failed: {error.details()}") from None
+            unavailable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED}
+            failure = ServiceUnavailable if error.code() in unavailable else UserError
+            raise failure(f"TF Serving at {self.address} (gRPC) failed: {inference.failed_check_message(error.details() or str(error.code()))}") from None
         return reply.outputs["inpainted_bytes"].string_val[0]
 
 

@@ -13,8 +13,9 @@ into a temporary folder and renamed into place, so a server watching `export_dir
 partial version.
 
 Bad requests fail with InvalidArgumentError and a message (the server answers 400 and keeps
-serving): undecodable bytes, an image of more than `max_pixels` pixels (checked from the file's
-header before decoding, and after), a mask of another size, NaN or infinite float pixels.
+serving): undecodable bytes, a request of more than `max_pixels` pixels in all (its images
+together; checked from the files' headers before decoding, and after), a mask of another size,
+NaN or infinite float pixels.
 """
 
 import os
@@ -32,14 +33,36 @@ BYTES_SIGNATURE = "inpaint_bytes"
 
 
 def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
-    """Decoded pixels, checked against `max_pixels` from the header before decoding and after."""
+    """Decoded pixels, checked against `max_pixels` from the header before decoding and after.
+
+    Only files whose header states their size are decoded: PNG, JPEG, GIF, BMP and WebP (what
+    `announced_size` reads); anything else is refused before `tf.io.decode_image` sees it.
+    """
     limit, message = tf.constant(max_pixels, tf.int64), f"{what} is larger than {max_pixels} pixels"
-    check = tf.debugging.assert_less_equal(tf.reduce_prod(announced_size(encoded)), limit, message=message)
-    with tf.control_dependencies([check]):  # decode only after the header's check passed
+    announced = tf.reduce_prod(announced_size(encoded))
+    checks = [
+        tf.debugging.assert_positive(announced, message=f"{what} is not a PNG, JPEG, GIF, BMP or WebP file"),
+        tf.debugging.assert_less_equal(announced, limit, message=message),
+    ]
+    with tf.control_dependencies(checks):  # decode only after the header's checks passed
         decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
     shape = tf.shape(decoded, out_type=tf.int64)
     with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):
         return tf.identity(decoded)
+
+
+def _request_checks(image_bytes, mask_bytes, max_pixels: int):
+    """Checks on the whole bytes request, from the files' headers before any is decoded: the
+    images announce at most `max_pixels` pixels in all, and so do the masks (tf.map_fn decodes
+    and completes up to 10 images at once, so a per-image bound alone lets a batch take ten
+    times the memory, and a long batch as long as it runs)."""
+    limit = tf.constant(max_pixels, tf.int64)
+    checks = [tf.debugging.assert_equal(tf.size(image_bytes), tf.size(mask_bytes), message="there must be one mask per image")]
+    for files, what in ((image_bytes, "image"), (mask_bytes, "mask")):
+        announced = tf.map_fn(lambda encoded: tf.reduce_prod(announced_size(encoded)), files, fn_output_signature=tf.int64)
+        message = f"{what} is larger than {max_pixels} pixels (counting every {what} of the request)"
+        checks.append(tf.debugging.assert_less_equal(tf.reduce_sum(announced), limit, message=message))
+    return checks
 
 
 def _png_of_one(inpainter, pair, max_pixels: int):
@@ -67,9 +90,10 @@ def export_saved_model(
 ) -> str:
     """Write the SavedModel of `network` into `export_dir/version`; returns that path.
 
-    Both signatures refuse images of more than `max_pixels` pixels (the bytes signature checks
-    the header before decoding too): the server runs the network on the whole image it is sent,
-    at about 670 bytes per pixel, so the default (4 megapixels) keeps a request under 3 GB.
+    Both signatures refuse requests of more than `max_pixels` pixels in all, the batch's images
+    together (the bytes signature checks the headers before decoding too): the server runs the
+    network on what it is sent, at about 670 bytes per pixel, so the default (4 megapixels)
+    keeps a request under 3 GB whatever its batch.
     Clients send the holes' neighbourhoods (`glcic_tf.strategy`), not whole photographs.
     """
     target = version_path(export_dir, version, overwrite)
@@ -86,15 +110,17 @@ def export_saved_model(
             tf.TensorSpec([None, None, None, 1], tf.float32, name="mask"),
         ],
     )
+    def inpaint_bytes(image_bytes, mask_bytes):
+        with tf.control_dependencies(_request_checks(image_bytes, mask_bytes, max_pixels)):
+            image_bytes, mask_bytes = tf.identity(image_bytes), tf.identity(mask_bytes)
+        pngs = tf.map_fn(
+            lambda pair: _png_of_one(inpainter, pair, max_pixels), (image_bytes, mask_bytes), fn_output_signature=tf.TensorSpec([], tf.string)
+        )
+        return {"inpainted_bytes": pngs}
+
     archive.add_endpoint(
         BYTES_SIGNATURE,
-        lambda image_bytes, mask_bytes: {
-            "inpainted_bytes": tf.map_fn(
-                lambda pair: _png_of_one(inpainter, pair, max_pixels),
-                (image_bytes, mask_bytes),
-                fn_output_signature=tf.TensorSpec([], tf.string),
-            )
-        },
+        inpaint_bytes,
         input_signature=[
             tf.TensorSpec([None], tf.string, name="image_bytes"),
             tf.TensorSpec([None], tf.string, name="mask_bytes"),

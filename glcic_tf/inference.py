@@ -46,12 +46,15 @@ def load_completion_network(path: str):
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 
-def load_completer(path: str, precision: str = "float32"):
+def load_completer(path: str, precision: str = "float32", max_network_pixels: Optional[int] = None):
     """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
 
     `path`: a SavedModel (export.py's version folder, or its base folder whose highest version
     is used), a train.py run folder, or a checkpoint (.../ckpt-N). A SavedModel runs as it was
-    exported (float32); `precision` applies to runs and checkpoints (see Inpainter).
+    exported (float32, with the pixel limit it was exported with); `precision` and
+    `max_network_pixels` (the most the network runs on at once: default
+    strategy.MAX_NETWORK_PIXELS, set it to what --max_network_pixels sends) apply to runs and
+    checkpoints (see Inpainter).
     """
     saved_model = path
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -65,7 +68,7 @@ def load_completer(path: str, precision: str = "float32"):
     if os.path.isdir(path) and not tf.train.latest_checkpoint(path):
         raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
     network, mean_pixel, _ = load_completion_network(path)
-    return Inpainter(network, mean_pixel, precision=precision)
+    return Inpainter(network, mean_pixel, max_network_pixels or strategies.MAX_NETWORK_PIXELS, precision=precision)
 
 
 class Inpainter(tf.Module):
@@ -74,8 +77,9 @@ class Inpainter(tf.Module):
     Compiled once with unknown batch, height and width, so a new size does not retrace. The
     image is padded to a multiple of 4 (its last row and column repeated), the network runs in
     inference mode, the result is cropped back and the input's pixels are put back outside the
-    holes. Images of more than `max_pixels` pixels are refused (InvalidArgumentError) before the
-    network runs: it needs about 670 bytes per pixel. The network runs with its BatchNorms folded
+    holes. A batch of more than `max_pixels` pixels in all (batch x height x width) is refused
+    (InvalidArgumentError) before the network runs: it runs on the whole batch at once and needs
+    about 670 bytes per pixel, so the bound is on the request, not on each image. The network runs with its BatchNorms folded
     into its convolutions (`glcic_tf.folded`: the same outputs, faster); `fold=False` runs the
     Keras network as it is (for comparisons). `precision` is one of folded.PRECISIONS: "auto"
     computes in bfloat16 where that is faster (processors with AMX), float32 elsewhere.
@@ -106,9 +110,9 @@ class Inpainter(tf.Module):
             tf.debugging.assert_equal(tf.shape(mask)[:3], tf.shape(image)[:3], message="mask and image sizes differ"),
             tf.debugging.assert_all_finite(image, "the image holds NaN or infinite values"),
             tf.debugging.assert_less_equal(
-                tf.shape(image, out_type=tf.int64)[1] * tf.shape(image, out_type=tf.int64)[2],
+                tf.reduce_prod(tf.shape(image, out_type=tf.int64)[:3]),
                 tf.constant(self.max_pixels, tf.int64),
-                message=f"the image is larger than {self.max_pixels} pixels, the most the network runs on at once",
+                message=f"the batch is larger than {self.max_pixels} pixels in all (images x height x width), the most the network runs on at once",
             ),
         ]
         with tf.control_dependencies(checks):  # nothing runs on inputs that failed a check
@@ -150,37 +154,99 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
 
 
-def header_size(source) -> Optional[Tuple[int, int]]:
-    """(width, height) as the file's header states it, read by Pillow without decoding the pixels
-    (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow knows); None if Pillow
-    cannot tell. `source` is a path or a file object."""
-    limit, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # the caller judges the size
+# The formats every path reads (the page, inpaint.py and, but TIFF, the export's inpaint_bytes),
+# by Pillow's names for their header readers. MPO is the JPEG of cameras that store several
+# pictures (phones' portrait mode); its first picture is read. Nothing else is decoded, however
+# capable OpenCV is: a format whose size no header states before decoding (Radiance HDR, which
+# OpenCV decodes into float32 first) could cost gigabytes before any size check.
+FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+# EXIF orientation follows the browser the page runs in, so a mask painted on the page fits the
+# photo the server reads: Chromium (150) turns JPEGs and PNGs (eXIf) upright and shows WebPs as
+# stored; OpenCV 5 would turn all of them. TIFF, which browsers do not open, is turned as TIFF
+# viewers do.
+AS_STORED = {"WebP"}
+_HEADER_BYTES = 16  # enough for every allowed format's signature
+
+
+def _header_readers():
+    """Pillow's (factory, accept) for each allowed format, its plugins imported on first use."""
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401, PLC0415
+
+    return [(name, *PIL.Image.OPEN[name]) for name in FORMATS if name != "MPO"]  # JPEG's factory returns MPO itself
+
+
+def header_format_and_size(source) -> Optional[Tuple[str, int, int]]:
+    """(format, width, height) as the file's header states it, for the allowed FORMATS only, read
+    by Pillow's header readers without decoding the pixels; None for any other file, and for
+    one whose header no reader makes sense of (whatever the reader raised: Pillow's readers
+    raise SyntaxError, OSError, struct.error, but also AttributeError or NotImplementedError on
+    odd files). `source` is a path or a file object.
+
+    Pillow's own `Image.open` is not used: it checks its global decompression-bomb limit, and
+    switching that off and on around the call would race between threads (the page decodes in
+    several); calling the format's reader directly leaves the global alone. The caller judges
+    the size.
+    """
+    close = isinstance(source, (str, os.PathLike))
+    file = open(source, "rb") if close else source
     try:
-        with PIL.Image.open(source) as image:
-            return image.size
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        prefix = file.read(_HEADER_BYTES)
+        for name, factory, accept in _header_readers():
+            accepted = accept is None or accept(prefix)
+            if accepted and not isinstance(accepted, str):  # a str is Pillow's "support not installed"
+                file.seek(0)
+                try:
+                    with factory(file, "") as image:
+                        width, height = image.size
+                        return FORMATS.get(image.format, image.format), int(width), int(height)
+                except Exception:  # noqa: BLE001 (any reader failure means: not a readable file)
+                    return None
         return None
     finally:
-        PIL.Image.MAX_IMAGE_PIXELS = limit
+        if close:
+            file.close()
+
+
+def header_size(source) -> Optional[Tuple[int, int]]:
+    """(width, height) as the header of a file in one of the allowed FORMATS states it; None if it
+    is not one of them or its header cannot be read (see header_format_and_size)."""
+    found = header_format_and_size(source)
+    return found[1:] if found else None
 
 
 def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray:
-    """Decode an image file's bytes with OpenCV; UserError if they are no image or it is over
-    `max_pixels`. `what` names the file in messages ("image photo.jpg").
+    """Decode an image file's bytes with OpenCV; UserError if they are no image in one of the
+    allowed FORMATS (or a broken one), ImageTooLarge if it is over `max_pixels`. `what` names the
+    file in messages ("image photo.jpg").
 
     The size is checked twice: from the header before decoding (a small file announcing a huge
-    image must not be decoded at all), and on the decoded pixels, for any format whose header
-    was not read.
+    image must not be decoded at all; a file whose header states no size is not decoded), and
+    on the decoded pixels. A file no reader makes sense of is refused either way; its message
+    says "over the limit" if its first bytes still announce a size over it (`announced_size`,
+    which is lenient: a PNG of nothing but its header), as that is what a user should know.
     """
-    # Pillow reads the headers of many formats; announced_size reads a few, but leniently (a
-    # file with nothing but a header still announces its size).
-    announced = [header_size(io.BytesIO(encoded)), tuple(int(side) for side in announced_size(tf.constant(encoded)))]
-    for width, height in filter(None, announced):
+    unreadable = f"{what} is not a readable image file ({FORMAT_NAMES})"
+    found = header_format_and_size(io.BytesIO(encoded))
+    if found is None:  # never decoded; but a broken file that still announces a bomb is named as one
+        try:
+            width, height = (int(side) for side in announced_size(tf.constant(encoded)))
+        except tf.errors.OpError:  # extract_jpeg_shape on a broken JPEG
+            width = height = 0
         if width * height > max_pixels:
             raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
-    decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode) if encoded else None
+        raise UserError(unreadable)
+    file_format, width, height = found
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    if file_format in AS_STORED:
+        mode |= cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode)
+    except cv2.error:  # OpenCV raises on some broken files rather than returning None
+        decoded = None
     if decoded is None:
-        raise UserError(f"{what} is not a readable image file")
+        raise UserError(unreadable)
     height, width = decoded.shape[:2]
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
@@ -201,6 +267,11 @@ def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.
     return tf.reduce_sum(raw * (weights if little_endian else tf.reverse(weights, [0])))
 
 
+def _signed_32(value: tf.Tensor) -> tf.Tensor:
+    """An unsigned 32-bit integer (int64) read as two's complement."""
+    return tf.where(value >= 2**31, value - 2**32, value)
+
+
 def announced_size(encoded) -> tf.Tensor:
     """[width, height] as a PNG, JPEG, GIF, BMP or WebP header states it, read without decoding:
     the guard against a small file announcing a huge image (a decompression bomb), in TensorFlow
@@ -217,7 +288,17 @@ def announced_size(encoded) -> tf.Tensor:
         return tf.stack([_header_integer(encoded, 6, 2, True), _header_integer(encoded, 8, 2, True)])
 
     def bmp():
-        return tf.stack([_header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)])
+        # BITMAPINFOHEADER and later (header size 40+ at 14): signed 32-bit width and height at
+        # 18 and 22, the height negative for rows stored top-down. OS/2 1.x (BITMAPCOREHEADER,
+        # header size 12): unsigned 16-bit width and height at 18 and 20.
+        def core():
+            return tf.stack([_header_integer(encoded, 18, 2, True), _header_integer(encoded, 20, 2, True)])
+
+        def info():
+            width, height = _header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)
+            return tf.stack([_signed_32(width), tf.abs(_signed_32(height))])
+
+        return tf.cond(tf.equal(_header_integer(encoded, 14, 4, True), 12), core, info)
 
     def jpeg():
         return tf.reverse(tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), [0])
@@ -313,7 +394,7 @@ def inpaint(
         except tf.errors.InvalidArgumentError as error:  # e.g. an export's own pixel limit
             height, width = crop.shape[:2]
             raise UserError(
-                f"the model refused a {width}x{height} region: {_reason(error.message)} (lower --max_network_pixels)"
+                f"the model refused a {width}x{height} region: {failed_check_message(error.message)} (lower --max_network_pixels)"
             ) from None
         completed = to_uint8(completed[0])
         completed = np.where(crop_mask > 0.5, completed, crop)  # exactly the input's pixels outside the holes
@@ -322,10 +403,12 @@ def inpaint(
     return strategies.complete(complete_one, image, mask, strategy, max_network_pixels=max_network_pixels)
 
 
-def _reason(message: str) -> str:
-    """The failed check's own text out of a TensorFlow error message."""
+def failed_check_message(message: str) -> str:
+    """The failed check's own text out of a TensorFlow error message (a local one, or one TF
+    Serving passes on), else its last line."""
     found = re.search(r"assertion failed: \[([^\]]*)\]", message)
-    return found.group(1) if found else message.strip().splitlines()[-1]
+    lines = message.strip().splitlines()
+    return found.group(1) if found else (lines[-1] if lines else message)
 
 
 def write_image(path: str, image: np.ndarray) -> None:

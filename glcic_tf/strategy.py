@@ -6,16 +6,21 @@ The network is fully convolutional and one output pixel sees only `models.recept
 its corners on multiples of the network's stride (4), completes the hole exactly as the whole
 image would: a 128x128 hole in a 12-megapixel photograph costs the network 436x436 pixels
 instead of 12 million. Crops that overlap are merged. A crop larger than `max_network_pixels`
-(a hole too large for cropping to pay) is completed on a downscaled copy, and the completion is
+is split into tiles: square cores on the stride's grid, each run with the margin around it and
+filling only its own core's holes, so the result is still the whole image's; only cores that
+hold hole pixels run. A long thin hole (a power line across a photo) costs its neighbourhood,
+not its bounding box. Where tiling would cost more than the crop itself (a hole too large for
+cropping to pay), the crop is completed on a downscaled copy instead, and the completion is
 scaled back up into the hole.
 
-Strategies: `auto` (crops, downscaled where too large: the default), `crop` (crops at full
-resolution only), `resize` (the whole image, downscaled to fit) and `whole` (the whole image at
-full resolution). `crop` and `whole` refuse work over the limit instead of exhausting memory.
+Strategies: `auto` (crops, tiled or downscaled where too large: the default), `crop` (crops at
+full resolution only, tiled where too large), `resize` (the whole image, downscaled to fit) and
+`whole` (the whole image at full resolution). `crop` and `whole` refuse work over the limit
+(`crop`: when not even one tile and its margin fit) instead of exhausting memory.
 """
 
 import math
-from typing import Callable, List, NamedTuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -36,13 +41,16 @@ ArrayCompleter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class Region(NamedTuple):
-    """Rows [top, bottom) and columns [left, right) of the image, completed at `scale` (1 = native)."""
+    """Rows [top, bottom) and columns [left, right) of the image, completed at `scale` (1 = native).
+    `fills`: the (top, left, bottom, right) part of it whose holes it fills (a tile's core, whose
+    completion its margin makes exact); None: all of it."""
 
     top: int
     left: int
     bottom: int
     right: int
     scale: float = 1.0
+    fills: Optional[Tuple[int, int, int, int]] = None
 
     @property
     def pixels(self) -> int:
@@ -77,6 +85,43 @@ def hole_regions(mask: np.ndarray, margin: int = MARGIN, multiple: int = models.
     )
 
 
+def tiles(mask: np.ndarray, region: Region, margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS, multiple: int = models.SIZE_MULTIPLE) -> Optional[List[Region]]:
+    """`region` split into tiles that each fit `max_network_pixels`: square cores on the
+    `multiple` grid, each grown by `margin` (rounded up to the grid, clipped to the image) and
+    filling its core's holes only; only cores holding hole pixels. Of a few core sizes, the one
+    whose tiles run the fewest pixels in all. None when not even a core of `multiple` pixels
+    and its margin fit."""
+    height, width = mask.shape[:2]
+    grown = -(-margin // multiple) * multiple
+    largest = (math.isqrt(max_network_pixels) - 2 * grown) // multiple * multiple
+    if largest < multiple:
+        return None
+    # Which multiple x multiple cells of the region hold hole pixels, summed (a summed-area table
+    # at 1/16 of the pixels, int32: small even for a 100-megapixel region).
+    holes = mask.reshape(height, width)[region.top : region.bottom, region.left : region.right] > 0.5
+    rows, cols = -(-holes.shape[0] // multiple), -(-holes.shape[1] // multiple)
+    holes = np.pad(holes, ((0, rows * multiple - holes.shape[0]), (0, cols * multiple - holes.shape[1])))
+    cells = holes.reshape(rows, multiple, cols, multiple).any(axis=(1, 3))
+    counts = np.pad(cells.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32), ((1, 0), (1, 0)))  # cells in [0, y) x [0, x)
+
+    def tiling(side):
+        found = []
+        for top in range(region.top, region.bottom, side):
+            for left in range(region.left, region.right, side):
+                bottom, right = min(top + side, region.bottom), min(left + side, region.right)
+                y0, x0 = (top - region.top) // multiple, (left - region.left) // multiple
+                y1, x1 = -(-(bottom - region.top) // multiple), -(-(right - region.left) // multiple)
+                if counts[y1, x1] - counts[y0, x1] - counts[y1, x0] + counts[y0, x0] == 0:
+                    continue
+                found.append(
+                    Region(max(0, top - grown), max(0, left - grown), min(height, bottom + grown), min(width, right + grown), fills=(top, left, bottom, right))
+                )
+        return found
+
+    sides = {largest} | {side for side in (64, 128, 256, 384, 512, 768, 1024, 1536) if side < largest and side % multiple == 0}
+    return min((tiling(side) for side in sorted(sides)), key=lambda found: sum(tile.pixels for tile in found))
+
+
 def plan(mask: np.ndarray, strategy: str = "auto", margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS) -> List[Region]:
     """The regions `complete` runs the network on, each with the scale that keeps it within the limit."""
     if strategy not in STRATEGIES:
@@ -89,6 +134,11 @@ def plan(mask: np.ndarray, strategy: str = "auto", margin: int = MARGIN, max_net
     planned = []
     for region in regions:
         if region.pixels > max_network_pixels:
+            tiled = tiles(mask, region, margin, max_network_pixels) if strategy in ("auto", "crop") else None
+            # crop: at full resolution whatever it costs; auto: where the tiles run fewer pixels than the crop
+            if tiled is not None and (strategy == "crop" or sum(tile.pixels for tile in tiled) <= region.pixels):
+                planned.extend(tiled)
+                continue
             if strategy in ("whole", "crop"):
                 raise UserError(
                     f"--strategy={strategy} would run the network on {region.right - region.left}x{region.bottom - region.top} "
@@ -121,7 +171,10 @@ def complete(
             completed = _complete_downscaled(completer, crop, crop_mask, region.scale)
         else:
             completed = completer(crop, crop_mask)
-        result[rows, cols] = np.where(holes[rows, cols], completed, result[rows, cols])
+        top, left, bottom, right = region.fills or region[:4]
+        filled = completed[top - region.top : bottom - region.top, left - region.left : right - region.left]
+        rows, cols = slice(top, bottom), slice(left, right)
+        result[rows, cols] = np.where(holes[rows, cols], filled, result[rows, cols])
     return result
 
 

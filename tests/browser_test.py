@@ -107,6 +107,8 @@ def photos(sample_folder, tmp_path_factory):
     exif = PIL.Image.Exif()
     exif[0x0112] = 6
     PIL.Image.open(sample_folder / "test" / "chelsea.png").convert("RGB").save(folder / "phone.jpg", quality=90, exif=exif)
+    # The same as a WebP, which Chromium shows as stored (451x300) whatever its EXIF says.
+    PIL.Image.open(sample_folder / "test" / "chelsea.png").convert("RGB").save(folder / "phone.webp", lossless=True, exif=exif)
     cv2.imwrite(str(folder / "huge.png"), np.zeros((1000, 1200, 3), np.uint8))  # 1.2 megapixels, over MAX_PIXELS
     return folder
 
@@ -279,3 +281,43 @@ def test_through_tf_serving_and_a_message_when_it_is_down(new_page, export_base,
             page.wait_for_selector("#error", state="visible")
             assert f"TF Serving at http://{address}/v1/models/glcic:predict did not answer" in page.text_content("#error")
             assert page.is_enabled("#complete") and page.is_hidden("#busy")
+
+
+def test_two_browsers_through_tf_serving_complete_at_the_same_time_while_the_page_answers(new_page, export_base, photos):
+    # A model server that takes 3 s a request: if the page's server ran completions one after
+    # the other, or blocked while one ran, both results would take 6 s and /config would wait.
+    delay = 3.0
+    with fake_serving(export_base / "3", delay_seconds=delay) as (address, requests), _app(f"--server={address}") as url:
+        pages = [new_page(url), new_page(url)]
+        for page in pages:
+            _paint(page, _open(page, photos / "coins.png"), (100, 120), (220, 150))
+        pages[0].click("#complete")  # a first completion warms the model server's signature up
+        pages[0].wait_for_selector("#result-section", state="visible")
+        start = time.perf_counter()
+        for page in pages:
+            page.click("#complete")
+        time.sleep(0.5)  # both requests are at the model server now
+        asked = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/config", timeout=30) as reply:
+            assert reply.status == 200
+        config_seconds = time.perf_counter() - asked
+        for page in pages:
+            page.wait_for_selector("#result-section", state="visible")
+        both_seconds = time.perf_counter() - start
+    assert len(requests) == 3
+    assert config_seconds < 0.5, config_seconds
+    assert both_seconds < 1.6 * delay, both_seconds  # at the same time: about one request's time
+
+
+def test_a_webp_with_exif_orientation_completes_as_chromium_shows_it_as_stored(new_page, photos, tmp_path):
+    # OpenCV 5 turns a WebP by its EXIF orientation; Chromium does not, so the server must not
+    # either, or the mask painted on what the page showed would not fit (or fill the wrong area).
+    page = new_page()
+    page.set_input_files("#file", str(photos / "phone.webp"))
+    page.wait_for_selector("#stage", state="visible")
+    assert page.text_content("#photo-info") == "phone.webp: 451x300"
+    start, end = (100, 120), (300, 200)
+    radius = _paint(page, (300, 451), start, end)
+    stored = tmp_path / "stored.png"  # the WebP's pixels as stored, unturned (Pillow does not turn them)
+    cv2.imwrite(str(stored), cv2.cvtColor(np.asarray(PIL.Image.open(photos / "phone.webp").convert("RGB")), cv2.COLOR_RGB2BGR))
+    _check_completion(_complete_and_download(page, tmp_path), stored, start, end, radius)

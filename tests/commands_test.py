@@ -104,7 +104,40 @@ def test_the_page_command_says_in_one_line_what_is_wrong(trained_run):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         busy = _app_py(f"--model={trained_run}", f"--port={port}")
-    assert busy.returncode == 1 and busy.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (try another --port)"
+    assert busy.returncode == 1 and busy.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (check --host, try another --port)"
     neither = _app_py("--port=0")
     assert neither.returncode == 1 and neither.stderr.strip().splitlines()[-1] == "error: give either --model (run locally) or --server (TF Serving)"
     assert "Traceback" not in busy.stderr + neither.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::1"])
+def test_the_page_command_listens_on_ipv4_and_ipv6_and_needs_a_token_off_loopback(trained_run, host):
+    import json  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), f"--model={trained_run}", f"--host={host}", "--port=0", "--precision=float32"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    try:
+        line = process.stdout.readline()
+        url = line.split("glcic_tf page: ")[1].split()[0]
+        base = url.split("/?token=")[0]
+        if host == "0.0.0.0":  # reachable from other machines: a random token is printed in the address
+            assert url.startswith("http://127.0.0.1:") and "/?token=" in url, line
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{base}/config", timeout=30)
+            assert refused.value.code == 403
+            with urllib.request.urlopen(url, timeout=30) as page:  # the printed address opens the page and sets the cookie
+                cookie = page.headers["Set-Cookie"].split(";")[0]
+            config = urllib.request.Request(f"{base}/config", headers={"Cookie": cookie})
+        else:  # loopback: no token
+            assert url.startswith("http://[::1]:") and "token" not in url, line
+            config = urllib.request.Request(f"{base}/config")
+        with urllib.request.urlopen(config, timeout=30) as reply:
+            assert json.loads(reply.read())["model"] == trained_run.name  # its folder's name, not its path
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -118,3 +119,38 @@ def test_bfloat16_is_refused_for_a_saved_model_with_a_one_line_error(exported):
     with pytest.raises(UserError, match="runs as exported"):
         inference.load_completer(exported, "bfloat16")
     assert inference.load_completer(exported, "auto") is not None  # auto: the export's float32
+
+
+def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_header_states(exported, sample_folder):
+    from inference_test import _top_down_bmp  # noqa: PLC0415
+
+    photo = tf.io.decode_png(tf.io.read_file(str(sample_folder / "test" / "chelsea.png")), channels=3)[:40, :56].numpy()
+    mask = np.zeros((40, 56, 1), np.uint8)
+    mask[10:20, 15:30] = 255
+    signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
+    reply = signature(image_bytes=tf.constant([_top_down_bmp(photo)]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
+    result = tf.io.decode_png(reply["inpainted_bytes"][0]).numpy()
+    np.testing.assert_array_equal(result[mask[..., 0] == 0], photo[mask[..., 0] == 0])  # read the right way up
+    hdr = cv2.imencode(".hdr", np.ones((40, 56, 3), np.float32))[1].tobytes()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image is not a PNG, JPEG, GIF, BMP or WebP file"):
+        signature(image_bytes=tf.constant([hdr]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
+
+
+def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_network, tmp_path):
+    network, mean_pixel, _ = run_network
+    signatures = tf.saved_model.load(export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, max_pixels=3 * 40 * 40)).signatures
+    image, mask = np.full((4, 40, 40, 3), 0.5, np.float32), np.ones((4, 40, 40, 1), np.float32)
+    assert signatures["serving_default"](image=tf.constant(image[:3]), mask=tf.constant(mask[:3]))["inpainted"].shape == (3, 40, 40, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the batch is larger than 4800 pixels in all"):
+        signatures["serving_default"](image=tf.constant(image), mask=tf.constant(mask))  # four images of 1600 pixels
+    photo_png = tf.io.encode_png(tf.fill([40, 40, 3], tf.constant(128, tf.uint8))).numpy()
+    mask_png = tf.io.encode_png(tf.fill([40, 40, 1], tf.constant(255, tf.uint8))).numpy()
+    by_bytes = signatures["inpaint_bytes"]
+    assert by_bytes(image_bytes=tf.constant([photo_png] * 3), mask_bytes=tf.constant([mask_png] * 3))["inpainted_bytes"].shape == (3,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image is larger than 4800 pixels \(counting every image of the request\)"):
+        by_bytes(image_bytes=tf.constant([photo_png] * 4), mask_bytes=tf.constant([mask_png] * 4))
+    small_png = tf.io.encode_png(tf.fill([4, 4, 3], tf.constant(128, tf.uint8))).numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask is larger than 4800 pixels \(counting every mask of the request\)"):
+        by_bytes(image_bytes=tf.constant([small_png] * 4), mask_bytes=tf.constant([mask_png] * 4))  # each mask's size is refused later; the sum first
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one mask per image"):
+        by_bytes(image_bytes=tf.constant([photo_png] * 2), mask_bytes=tf.constant([mask_png]))

@@ -10,6 +10,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 
 import tensorflow as tf
 
@@ -17,17 +18,23 @@ import tensorflow as tf
 class _Handler(http.server.BaseHTTPRequestHandler):
     signature = None
     requests = None
+    delay_seconds = 0.0
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         assert self.path == "/v1/models/glcic:predict"
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert request["signature_name"] == "inpaint_bytes"
         self.requests.append(request)
+        time.sleep(self.delay_seconds)  # a busy model server
         images = [base64.b64decode(i["image_bytes"]["b64"]) for i in request["instances"]]
         masks = [base64.b64decode(i["mask_bytes"]["b64"]) for i in request["instances"]]
-        outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
-        reply = json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
-        self.send_response(200)
+        try:
+            outputs = self.signature(image_bytes=tf.constant(images), mask_bytes=tf.constant(masks))["inpainted_bytes"]
+        except tf.errors.InvalidArgumentError as error:  # as TF Serving: 400 with the message
+            status, reply = 400, json.dumps({"error": error.message}).encode()
+        else:
+            status, reply = 200, json.dumps({"predictions": [{"b64": base64.b64encode(o).decode()} for o in outputs.numpy()]}).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
@@ -38,9 +45,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def fake_serving(export_version_dir):
-    """Serves the export on 127.0.0.1; yields (address "127.0.0.1:port", list of requests seen)."""
-    handler = type("Handler", (_Handler,), {"signature": tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"], "requests": []})
+def fake_serving(export_version_dir, delay_seconds=0.0):
+    """Serves the export on 127.0.0.1, each request after `delay_seconds` (requests are answered
+    in threads, at the same time); yields (address "127.0.0.1:port", list of requests seen)."""
+    signature = tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"]
+    handler = type("Handler", (_Handler,), {"signature": signature, "requests": [], "delay_seconds": delay_seconds})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -57,3 +66,41 @@ def closed_port_address():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def fake_grpc_serving(export_version_dir, max_message_bytes=64 * 2**20):
+    """TF Serving's gRPC PredictionService on 127.0.0.1, with tensorflow-serving-api's own
+    messages and stubs, running the export's `inpaint_bytes` signature; yields (address, list of
+    PredictRequests seen). Its message limit is raised as tensorflow_model_server's is."""
+    import concurrent.futures  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
+
+    signature = tf.saved_model.load(str(export_version_dir)).signatures["inpaint_bytes"]
+    requests = []
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (the service's name)
+            requests.append(request)
+            if request.model_spec.name != "glcic" or request.model_spec.signature_name != "inpaint_bytes":
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_spec.name} / {request.model_spec.signature_name}")
+            inputs = {name: tf.constant(tf.make_ndarray(request.inputs[name])) for name in ("image_bytes", "mask_bytes")}
+            try:
+                outputs = signature(**inputs)["inpainted_bytes"]
+            except tf.errors.InvalidArgumentError as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            reply = predict_pb2.PredictResponse()
+            reply.outputs["inpainted_bytes"].CopyFrom(tf.make_tensor_proto(outputs.numpy()))
+            return reply
+
+    limits = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4), options=limits)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", requests
+    finally:
+        server.stop(grace=None)

@@ -1,6 +1,8 @@
 """Completing images of any size with any holes, post-processing, loading runs, reading files."""
 
 import io
+import struct
+import zlib
 import logging
 
 import cv2
@@ -51,19 +53,55 @@ def test_uint8_inpainting_with_and_without_postprocessing(inpainter, photo, post
     np.testing.assert_array_equal(result[outside], photo[outside])
 
 
-def test_postprocessing_changes_only_the_holes_and_smooths_the_seam(inpainter, photo):
+def _seam_step(image, mask):
+    """Mean absolute difference between each hole pixel and its 4-neighbours outside the hole:
+    how visible the holes' edges are."""
+    hole = mask[..., 0] > 0
+    image = image.astype(np.float32)
+    steps = []
+    for axis in (0, 1):
+        for shift in (1, -1):
+            neighbour_outside = np.roll(~hole, shift, axis=axis)
+            neighbour = np.roll(image, shift, axis=axis)
+            edge = hole & neighbour_outside
+            edge &= ~_wrapped(hole.shape, axis, shift)
+            steps.append(np.abs(image - neighbour)[edge])
+    return np.concatenate(steps).mean()
+
+
+def _wrapped(shape, axis, shift):
+    """The row or column np.roll filled from the other side."""
+    wrapped = np.zeros(shape, bool)
+    index = 0 if shift == 1 else -1
+    if axis == 0:
+        wrapped[index, :] = True
+    else:
+        wrapped[:, index] = True
+    return wrapped
+
+
+def _flat_gray(image, mask):
+    """A completer that fills every hole with mid-gray: a seam as visible as it gets."""
+    return tf.ones_like(image) * 0.5
+
+
+def test_postprocessing_changes_only_the_holes_and_smooths_the_seam(photo):
     mask = _holes(photo.shape[:2])
-    plain = inference.inpaint(inpainter, photo, mask)
-    post = inference.inpaint(inpainter, photo, mask, post=True)
-    inside = mask[..., 0] > 0
-    assert not np.array_equal(plain[inside], post[inside])
+    plain = inference.inpaint(_flat_gray, photo, mask)
+    post = inference.inpaint(_flat_gray, photo, mask, post=True)
+    outside = mask[..., 0] == 0
+    np.testing.assert_array_equal(post[outside], photo[outside])
+    assert _seam_step(post, mask) < 0.5 * _seam_step(plain, mask), (_seam_step(post, mask), _seam_step(plain, mask))
 
 
 def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(photo):
     mask = inference.box_mask(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
-    completed = np.full_like(photo, 128)
-    result = inference.postprocess(photo, np.where(mask > 0, completed, photo), mask)
-    assert result.shape == photo.shape
+    completed = np.where(mask > 0, np.full_like(photo, 128), photo)
+    result = inference.postprocess(photo, completed, mask)
+    assert result.shape == photo.shape and result.dtype == np.uint8
+    outside = mask[..., 0] == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert _seam_step(result, mask) < 0.5 * _seam_step(completed, mask), (_seam_step(result, mask), _seam_step(completed, mask))
 
 
 def _gradients(image):
@@ -194,3 +232,120 @@ def test_announced_size_reads_every_format_the_bytes_signature_decodes(name, enc
 def test_announced_size_reads_an_extended_webp_header():
     assert inference.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
 
+
+
+def _top_down_bmp(image):
+    """A 24-bit BMP whose rows are stored top-down (negative height), as some tools write them."""
+    height, width = image.shape[:2]
+    row = ((width * 3 + 3) // 4) * 4
+    pixels = b"".join(image[y, :, ::-1].tobytes().ljust(row, b"\0") for y in range(height))
+    info = struct.pack("<IiiHHIIiiII", 40, width, -height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info) + len(pixels), 0, 0, 14 + len(info)) + info + pixels
+
+
+def _os2_bmp(image):
+    """A 24-bit OS/2 1.x BMP (a 12-byte BITMAPCOREHEADER: 16-bit width and height), bottom-up."""
+    height, width = image.shape[:2]
+    row = ((width * 3 + 3) // 4) * 4
+    pixels = b"".join(image[y, :, ::-1].tobytes().ljust(row, b"\0") for y in reversed(range(height)))
+    core = struct.pack("<IHHHH", 12, width, height, 1, 24)
+    return b"BM" + struct.pack("<IHHI", 14 + len(core) + len(pixels), 0, 0, 14 + len(core)) + core + pixels
+
+
+@pytest.mark.parametrize("encode", [_top_down_bmp, _os2_bmp], ids=["top_down", "os2"])
+def test_top_down_and_os2_bmps_are_read_as_they_are(encode):
+    image = np.random.default_rng(2).integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    assert inference.announced_size(tf.constant(encode(image))).numpy().tolist() == [8, 5]
+    np.testing.assert_array_equal(inference.decode_image(encode(image)), image)
+
+
+def _hostile_files():
+    """Files no path may decode or crash on, by name: other formats and broken allowed ones."""
+    rng = np.random.default_rng(3)
+    jpeg = cv2.imencode(".jpg", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    files = {
+        "radiance_hdr": cv2.imencode(".hdr", np.ones((5, 8, 3), np.float32))[1].tobytes(),  # OpenCV decodes it; no header reader sizes it
+        "ppm": cv2.imencode(".ppm", np.zeros((5, 8, 3), np.uint8))[1].tobytes(),
+        "jpeg_marker_then_garbage": b"\xff\xd8\xff" + rng.bytes(500),
+        "png_signature_then_zeros": b"\x89PNG\r\n\x1a\n" + bytes(50),
+    }
+    files.update({f"jpeg_cut_at_{cut}": jpeg[:cut] for cut in (3, 20, 100, 150, 200)})
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(_hostile_files()))
+def test_only_readable_files_of_the_allowed_formats_are_decoded(name):
+    with pytest.raises(UserError, match=r"^photo.x is not a readable image file \(JPEG, PNG, WebP, GIF, BMP or TIFF\)$"):
+        inference.decode_image(_hostile_files()[name], "photo.x")
+    with pytest.raises(UserError, match="not a readable image file"):
+        inference.decode_mask(_hostile_files()[name], (5, 8), "mask.x")
+
+
+@pytest.mark.parametrize("failure", [AttributeError, NotImplementedError, struct.error, MemoryError])
+def test_whatever_a_header_reader_raises_is_not_a_readable_image(monkeypatch, failure):
+    # Pillow's readers raised AttributeError (SPIDER) and NotImplementedError (DDS) in a fuzz.
+    def broken_reader(*args):
+        raise failure("reader failed")
+
+    inference.header_size(io.BytesIO(b""))  # the plugins are registered before patching
+    monkeypatch.setitem(PIL.Image.OPEN, "PNG", (broken_reader, PIL.Image.OPEN["PNG"][1]))
+    with pytest.raises(UserError, match="photo.png is not a readable image file"):
+        inference.decode_image(cv2.imencode(".png", np.zeros((5, 8, 3), np.uint8))[1].tobytes(), "photo.png")
+
+
+def _png_announcing(width, height):
+    """A small PNG file whose header says it is width x height (its IHDR rewritten, CRC and all)."""
+    png = bytearray(cv2.imencode(".png", np.zeros((2, 2, 3), np.uint8))[1].tobytes())
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def test_reading_a_header_leaves_pillows_global_bomb_limit_alone(monkeypatch):
+    # The page decodes in several threads at once: switching the process-wide limit off and on
+    # around each read left it off for everyone whenever two reads overlapped.
+    seen = []
+    png_reader, accept = PIL.Image.OPEN["PNG"]
+
+    def watching_reader(*args):
+        seen.append(PIL.Image.MAX_IMAGE_PIXELS)
+        return png_reader(*args)
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 12345)
+    monkeypatch.setitem(PIL.Image.OPEN, "PNG", (watching_reader, accept))
+    huge = _png_announcing(30000, 20000)
+    assert inference.header_size(io.BytesIO(huge)) == (30000, 20000)  # far over Pillow's own limit: the caller judges
+    with pytest.raises(UserError, match="is 30000x20000, over the limit of 100000000 pixels"):
+        inference.decode_image(huge)
+    assert seen == [12345, 12345] and PIL.Image.MAX_IMAGE_PIXELS == 12345
+
+
+def test_a_run_folders_network_takes_what_max_network_pixels_says(trained_run):
+    image, mask = tf.zeros((1, 40, 40, 3)), tf.ones((1, 40, 40, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1000 pixels"):
+        inference.load_completer(str(trained_run), "float32", max_network_pixels=1000)(image, mask)
+    # Above the default too: before, a run folder's network always refused more than 2048 x 2048.
+    assert inference.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_pixels == 5_000_000
+    assert inference.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)
+
+
+def _turned_sideways(file_format):
+    """An 8x4 picture with a red top-left pixel, stored with EXIF orientation 6 (turn 90 degrees clockwise to show)."""
+    image = np.zeros((4, 8, 3), np.uint8)
+    image[0, 0] = (255, 0, 0)
+    buffer, exif = io.BytesIO(), PIL.Image.Exif()
+    exif[0x0112] = 6
+    options = {"tiffinfo": {0x0112: 6}} if file_format == "TIFF" else {"exif": exif.tobytes(), "lossless": True} if file_format == "WEBP" else {"exif": exif.tobytes()}
+    PIL.Image.fromarray(image).save(buffer, file_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("file_format, upright", [("JPEG", True), ("PNG", True), ("WEBP", False), ("TIFF", True)])
+def test_exif_orientation_is_applied_as_the_browser_shows_the_photo(file_format, upright):
+    # Chromium 150 shows a JPEG or PNG with orientation 6 as 4x8 and a WebP as 8x4 (stored);
+    # it does not open TIFF, which is turned as TIFF viewers do. OpenCV alone turned the WebP.
+    image = inference.decode_image(_turned_sideways(file_format))
+    mask = inference.decode_mask(_turned_sideways(file_format), image.shape[:2])
+    assert image.shape[:2] == ((8, 4) if upright else (4, 8)) and mask.shape[:2] == image.shape[:2]
+    red = tuple(np.argwhere(image[..., 0] > 128)[0]) if file_format != "JPEG" else tuple(np.unravel_index(image[..., 0].argmax(), image.shape[:2]))
+    assert red == ((0, 3) if upright else (0, 0)), red  # turned clockwise: the top-left corner goes top-right

@@ -60,8 +60,8 @@ def test_server_mode_speaks_tf_servings_rest_api(export_base, sample_folder, tmp
         ("too_large", "error: image {photo} is 451x300, over the limit of 1000 pixels (--max_pixels)"),
         ("too_large_tiff", "error: image {tmp}/photo.tif is 451x300, over the limit of 100000 pixels (--max_pixels)"),
         ("too_large_webp", "error: image {tmp}/photo.webp is 451x300, over the limit of 100000 pixels (--max_pixels)"),
-        ("too_large_ppm", "error: image {tmp}/photo.ppm is 451x300, over the limit of 100000 pixels (--max_pixels)"),
-        ("corrupt", "error: image {tmp}/corrupt.png is not a readable image file"),
+        ("ppm_not_allowed", "error: image {tmp}/photo.ppm is not a readable image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"),
+        ("corrupt", "error: image {tmp}/corrupt.png is not a readable image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"),
         ("mask_and_box", "error: give either --mask or --box"),
         ("bad_box", "error: --box '1,2,3' must be four integers x,y,width,height"),
     ],
@@ -78,7 +78,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(export_base, sample_fo
         "too_large": [f"--image={photo}", "--box=1,1,5,5", "--max_pixels=1000"],
         "too_large_tiff": [f"--image={tmp_path}/photo.tif", "--box=1,1,5,5", "--max_pixels=100000"],
         "too_large_webp": [f"--image={tmp_path}/photo.webp", "--box=1,1,5,5", "--max_pixels=100000"],
-        "too_large_ppm": [f"--image={tmp_path}/photo.ppm", "--box=1,1,5,5", "--max_pixels=100000"],
+        "ppm_not_allowed": [f"--image={tmp_path}/photo.ppm", "--box=1,1,5,5"],
         "corrupt": [f"--image={tmp_path}/corrupt.png", "--box=1,1,5,5"],
         "mask_and_box": [f"--image={photo}", f"--mask={tmp_path}/small.png", "--box=1,1,5,5"],
         "bad_box": [f"--image={photo}", "--box=1,2,3"],
@@ -97,9 +97,18 @@ def test_a_folder_with_a_broken_image_writes_the_others_and_fails_naming_it_once
     photos.mkdir()
     for name in ("camera.png", "coins.png"):
         (photos / name).write_bytes((sample_folder / "test" / name).read_bytes())
-    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    jpeg = cv2.imencode(".jpg", _read(photos / "coins.png"))[1].tobytes()
+    broken = {
+        "broken.png": b"\x89PNG\r\n\x1a\n" + b"\0" * 50,
+        "a_garbage.jpg": b"\xff\xd8\xff" + np.random.default_rng(0).bytes(500),  # TensorFlow's extract_jpeg_shape raised here
+        "b_cut.jpg": jpeg[:150],
+        "d_radiance.tif": cv2.imencode(".hdr", np.ones((50, 60, 3), np.float32))[1].tobytes(),  # OpenCV would decode it
+    }
+    for name, data in broken.items():
+        (photos / name).write_bytes(data)
     done = _inpaint(f"--model={export_base}", f"--image={photos}", "--box=10,20,40,30", f"--output={tmp_path / 'out'}")
-    assert done.returncode == 1
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.png", "coins.png"]
-    assert done.stderr.count(f"image {photos / 'broken.png'} is not a readable image file") == 1
-    assert done.stderr.strip().splitlines()[-1] == f"error: 1 of 3 images failed (named above); the other 2 were written to {tmp_path / 'out'}"
+    for name in broken:
+        assert done.stderr.count(f"image {photos / name} is not a readable image file") == 1, name
+    assert done.stderr.strip().splitlines()[-1] == f"error: 4 of 6 images failed (named above); the other 2 were written to {tmp_path / 'out'}"

@@ -138,3 +138,53 @@ def test_a_region_over_the_models_own_limit_is_a_one_line_error(large_photo):
     mask = _square_holes(image.shape[:2], [(50, 50)], 20)
     with pytest.raises(UserError, match=r"the model refused a 300x200 region: .*larger than 4096 pixels.*--max_network_pixels"):
         inference.inpaint(small, image, mask, strategy="whole")
+
+
+def _stroke(shape, start, end, thickness):
+    """A thin straight brush stroke (a power line, say) as a (H, W, 1) mask."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.line(mask, start, end, 255, thickness)
+    return (mask > 0).astype(np.float32)[..., None]
+
+
+def test_tiles_of_a_region_over_the_limit_complete_its_holes_as_the_whole_image(inpainter, large_photo):
+    mask = _stroke(large_photo.shape[:2], (10, 20), (1190, 780), 5)  # across the whole photo: its box is all of it
+    limit = 500 * 500
+    counting = _Counting(inpainter)
+    tiled = strategy.complete(counting, large_photo, mask, "crop", max_network_pixels=limit)  # crop tiles whatever it costs
+    whole = inpainter(large_photo[None], mask[None])[0].numpy()
+    hole = mask[..., 0] > 0.5
+    assert len(counting.shapes) > 1 and all(h * w <= limit for h, w in counting.shapes), counting.shapes
+    np.testing.assert_allclose(tiled[hole], whole[hole], atol=1e-4)  # full resolution, exact: no downscaling
+    np.testing.assert_array_equal(tiled[~hole], large_photo[~hole])
+    # At this size the tiles' margins cost more than the photo: auto downscales instead.
+    assert [region.scale < 1 for region in strategy.plan(mask, "auto", max_network_pixels=limit)] == [True]
+
+
+def test_a_power_line_across_a_phone_photo_is_planned_as_full_resolution_tiles():
+    # Before: one 4000x3000 box completed at 0.59 scale and scaled back.
+    mask = _stroke((3000, 4000), (0, 0), (3999, 2999), 9)
+    planned = strategy.plan(mask)
+    assert all(region.scale == 1.0 and region.pixels <= strategy.MAX_NETWORK_PIXELS for region in planned)
+    assert sum(region.pixels for region in planned) < 0.75 * 4000 * 3000
+    filled = np.zeros((3000, 4000), bool)
+    for region in planned:  # the tiles' cores cover every hole pixel, each once
+        top, left, bottom, right = region.fills
+        assert not filled[top:bottom, left:right].any()
+        filled[top:bottom, left:right] = True
+        assert region.top <= top - 156 or region.top == 0
+        assert region.top % 4 == region.left % 4 == 0
+    assert filled[mask[..., 0] > 0.5].all()
+
+
+def test_a_large_solid_hole_is_downscaled_by_auto_and_tiled_by_crop(inpainter, large_photo):
+    mask = _square_holes(large_photo.shape[:2], [(200, 300)], 300)
+    limit = 500 * 500  # room for tiles, but tiling a solid hole costs more than its crop
+    auto = strategy.plan(mask, "auto", max_network_pixels=limit)
+    assert len(auto) == 1 and auto[0].scale < 1.0
+    counting = _Counting(inpainter)
+    cropped = strategy.complete(counting, large_photo, mask, "crop", max_network_pixels=limit)
+    assert len(counting.shapes) > 1 and all(h * w <= limit for h, w in counting.shapes)
+    hole = mask[..., 0] > 0.5
+    whole = inpainter(large_photo[None], mask[None])[0].numpy()
+    np.testing.assert_allclose(cropped[hole], whole[hole], atol=1e-4)

@@ -1,12 +1,24 @@
 """The page's server: POST /complete as the page sends it, and every refusal a person can meet."""
 
+import contextlib
+import http.client
+import json
+import logging
+import select
+import signal
+import socket
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
-from fake_serving import closed_port_address
+from fake_serving import closed_port_address, fake_serving
 from starlette.testclient import TestClient
+import uvicorn
 
 from glcic_tf import completers, inference
+from glcic_tf.errors import UserError
 from glcic_tf.webapp import server
 
 
@@ -55,25 +67,106 @@ def test_the_page_and_its_limits_are_served(local_completer):
     page = client.get("/")
     assert page.status_code == 200 and 'id="mask-canvas"' in page.text and "static/editor.js" in page.text
     assert client.get("/static/editor.js").status_code == 200 and client.get("/static/style.css").status_code == 200
-    assert client.get("/config").json() == {"max_pixels": 1234, "max_upload_bytes": 5678, "model": "tiny"}
+    assert client.get("/config").json() == {"max_pixels": 1234, "max_upload_bytes": 5678, "max_mask_bytes": 5678, "model": "tiny"}
 
 
 def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sample_folder):
     photo = _photo(sample_folder)
     hole = _png(_hole(photo.shape[:2]))
     client = TestClient(server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=400_000))
+    # Limits: photo 400000 bytes, mask 200000 / 8 + 65536 = 90536, request those + 65536 = 556072.
     cases = [
         (b"this is a text file", hole, 400, "notes.png is not a readable image file"),
+        (b"\xff\xd8\xff" + bytes(range(256)) * 2, hole, 400, "notes.png is not a readable image file (JPEG, PNG, WebP, GIF, BMP or TIFF)"),
         (_png(photo), _png(np.zeros(photo.shape[:2], np.uint8)), 400, "Nothing is painted"),
         (_png(photo), _png(np.full((10, 10), 255, np.uint8)), 400, "the painted mask is 10x10 but the image is 451x300"),
         (_png(cv2.resize(photo, (600, 400))), _png(_hole((400, 600))), 413, "notes.png is 600x400, over the limit of 200000 pixels"),
-        (_png(np.random.default_rng(0).integers(0, 256, (300, 451, 3), np.uint8)) * 2, hole, 413, "notes.png is 0.8 MB; this server takes up to 0.4 MB"),
+        # Each size check once: the announced Content-Length (only it knows the size before reading),
+        # the photo's own limit, the mask's own limit.
+        (b"\x89PNG" + bytes(800_000), hole, 413, "The upload is 0.76"),
+        (b"\x89PNG" + bytes(450_000), hole, 413, "notes.png is 0.429 MB; this server takes photos up to 0.381 MB"),
+        (_png(photo), b"\x89PNG" + bytes(99_996), 413, "The painted mask is 0.0954 MB; this server takes masks up to 0.0863 MB"),
     ]
     for image_bytes, mask_bytes, status, message in cases:
         reply = _post(client, image_bytes, mask_bytes, name="notes.png")
         assert reply.status_code == status and message in reply.json()["error"], (status, message, reply.text)
     assert client.post("/complete", data={"postprocess": "false"}).json()["error"].startswith("Open a photo")
     assert _post(client, _png(photo), hole).status_code == 200  # still serving
+
+
+@contextlib.contextmanager
+def _real_server(app, before_stopping=lambda: None):
+    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port. Stopping waits
+    for the requests in flight, so `before_stopping` lets a test's blocked completer go."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)  # as app.py serves it
+    thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    while not web_server.started:
+        time.sleep(0.01)
+    try:
+        yield listening.getsockname()[1]
+    finally:
+        before_stopping()
+        web_server.should_exit = True
+        thread.join(30)
+
+
+def _multipart(image_bytes, mask_bytes):
+    """The form the page sends, as (boundary, body)."""
+    boundary = b"glcicboundary"
+    parts = [
+        (b'name="image"; filename="big.png"', image_bytes),
+        (b'name="mask"; filename="mask.png"', mask_bytes),
+        (b'name="postprocess"', b"false"),
+    ]
+    body = b"".join(b"--" + boundary + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" + data + b"\r\n" for disposition, data in parts)
+    return boundary, body + b"--" + boundary + b"--\r\n"
+
+
+def _post_chunked(port, boundary, body, chunk_size=64 * 1024):
+    """POST /complete with Transfer-Encoding: chunked (no Content-Length), as a client that
+    hides its size; stops sending once the server has answered. Returns (status, body, bytes sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(
+            b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n\r\n"
+        )
+        sent = 0
+        try:
+            for start in range(0, len(body), chunk_size):
+                chunk = body[start : start + chunk_size]
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([connection], [], [], 0)[0]:  # the server answered already
+                    break
+            else:
+                connection.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection after answering
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        return reply.status, reply.read(), sent
+
+
+@pytest.mark.parametrize("oversized", ["photo", "mask"])
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams_in(local_completer, sample_folder, oversized):
+    photo_png = _png(_photo(sample_folder))
+    hole = _png(_hole(_photo(sample_folder).shape[:2]))
+    if oversized == "photo":
+        image_bytes, mask_bytes = photo_png + bytes(32 * 2**20), hole  # 32 MB against a 1 MB limit
+    else:
+        image_bytes, mask_bytes = photo_png, hole + bytes(32 * 2**20)  # a 32 MB mask (a valid PNG and padding)
+    boundary, body = _multipart(image_bytes, mask_bytes)
+    app = server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=2**20)
+    with _real_server(app) as port:
+        status, reply, sent = _post_chunked(port, boundary, body)
+        assert status == 413 and json.loads(reply)["error"].startswith("The upload is larger than 1.15 MB; this server takes photos up to 1 MB"), reply
+        # Refused as it arrived, not after the whole body (what was sent includes what the
+        # sockets' buffers took, a few MB, before the client saw the reply).
+        assert sent < len(body) / 4, (sent, len(body))
+        status, reply, _ = _post_chunked(port, *_multipart(photo_png, hole))  # the next upload, chunked too, completes
+        assert status == 200 and reply.startswith(b"\x89PNG"), reply[:200]
 
 
 def test_a_model_server_that_is_down_is_a_message(sample_folder):
@@ -85,7 +178,7 @@ def test_a_model_server_that_is_down_is_a_message(sample_folder):
     assert client.get("/config").status_code == 200
 
 
-def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder):
+def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder, caplog):
     photo = _photo(sample_folder)
     calls = []
 
@@ -96,8 +189,11 @@ def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_c
         return local_completer(image, mask)
 
     client = TestClient(server.create_app(flaky), raise_server_exceptions=False)
-    failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
-    assert failed.status_code == 500 and "RuntimeError: out of memory, say" in failed.json()["error"]
+    with caplog.at_level(logging.ERROR):
+        failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "The server failed to complete this photo (the reason is in its log); it keeps running."
+    assert "RuntimeError: out of memory, say" in caplog.text  # internals in the log only
     assert _post(client, _png(photo), _png(_hole(photo.shape[:2]))).status_code == 200
 
 
@@ -105,3 +201,182 @@ def test_a_malformed_form_is_a_400_message(local_completer):
     client = TestClient(server.create_app(local_completer))
     reply = client.post("/complete", content=b"--x\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--x--\r\n", headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert reply.status_code == 400 and reply.json()["error"].startswith("The request is not a form this server reads"), reply.text
+
+
+def _small_photo_form():
+    """A 64x48 photo with a painted square, as the page's form."""
+    photo = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    hole = np.zeros((48, 64), np.uint8)
+    hole[10:20, 10:30] = 255
+    return _multipart(_png(photo), _png(hole))
+
+
+def _send_form(port, boundary, body):
+    """A connection that has sent POST /complete with the form (Content-Length), reply unread."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    connection.sendall(
+        b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" + boundary
+        + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    return connection
+
+
+def _reply(connection):
+    """(status, headers, body) of the reply on `connection`, which is then closed."""
+    with connection:
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        return reply.status, reply.headers, reply.read()
+
+
+class _BlockingCompleter:
+    """A completer that returns its input once `release` is set, counting its calls."""
+
+    def __init__(self):
+        self.started, self.release, self.calls = threading.Event(), threading.Event(), 0
+
+    def __call__(self, image, mask):
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(60)
+        return image
+
+
+def test_the_page_stays_fast_while_completions_are_queued():
+    def slow(image, mask):  # a completion that takes half a second, as a small hole on a big photo
+        time.sleep(0.5)
+        return image
+
+    with _real_server(server.create_app(slow, max_queue=60)) as port:
+        waiting = [_send_form(port, *_small_photo_form()) for _ in range(45)]
+        time.sleep(1)  # all 45 arrived: one completing, the others queued
+        start = time.perf_counter()
+        page = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        page.request("GET", "/")
+        assert page.getresponse().status == 200
+        seconds = time.perf_counter() - start
+        for connection in waiting:  # the queued completions are dropped: their clients went away
+            connection.close()
+    # Before: completions waited for their lock in the thread pool that also reads the page's
+    # files, so GET / waited behind them (3.9 s with 45 queued 1-second completions).
+    assert seconds < 0.5, seconds
+
+
+def test_past_the_queue_length_completions_are_told_busy_and_the_queue_completes():
+    completer = _BlockingCompleter()
+    with _real_server(server.create_app(completer, max_queue=2), completer.release.set) as port:
+        running = _send_form(port, *_small_photo_form())
+        assert completer.started.wait(30)
+        queued = [_send_form(port, *_small_photo_form()) for _ in range(2)]
+        time.sleep(0.5)  # both arrived and wait for the slot
+        status, headers, body = _reply(_send_form(port, *_small_photo_form()))
+        assert status == 503 and headers["Retry-After"] == "5", body
+        assert json.loads(body)["error"] == "The server is busy (3 photos are being completed or waiting); try again in a moment."
+        completer.release.set()
+        assert [_reply(connection)[0] for connection in [running, *queued]] == [200, 200, 200]
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200  # the queue is free again
+    assert completer.calls == 4
+
+
+def test_a_queued_completion_whose_client_went_away_is_dropped():
+    completer = _BlockingCompleter()
+    with _real_server(server.create_app(completer), completer.release.set) as port:
+        running = _send_form(port, *_small_photo_form())
+        assert completer.started.wait(30)
+        abandoned = _send_form(port, *_small_photo_form())
+        time.sleep(0.5)  # it arrived and waits for the slot
+        abandoned.close()  # the user closed the page
+        time.sleep(0.5)
+        completer.release.set()
+        assert _reply(running)[0] == 200
+        time.sleep(1)  # before: the abandoned completion ran now
+        assert completer.calls == 1
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+    assert completer.calls == 2
+
+
+def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after_the_running_one():
+    def slow(image, mask):
+        time.sleep(0.5)
+        return image
+
+    app = server.create_app(slow, max_queue=20)
+    listening = socket.create_server(("127.0.0.1", 0))
+    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)
+    thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    while not web_server.started:
+        time.sleep(0.01)
+    connections = [_send_form(listening.getsockname()[1], *_small_photo_form()) for _ in range(10)]
+    time.sleep(0.3)  # the first one is completing, nine wait
+    start = time.perf_counter()
+    web_server.handle_exit(signal.SIGTERM, None)  # what SIGTERM or Ctrl-C calls in app.py
+    replies = [_reply(connection) for connection in connections]
+    thread.join(30)
+    seconds = time.perf_counter() - start
+    statuses = [status for status, _, _ in replies]
+    assert 1 <= statuses.count(200) <= 2 and statuses.count(503) == 10 - statuses.count(200), statuses
+    assert all(json.loads(body)["error"] == "The server is stopping; try again once it is back." for status, _, body in replies if status == 503)
+    assert not thread.is_alive() and seconds < 2.5, seconds  # before: the ten ran, 5 s
+
+
+def test_what_the_model_server_or_the_strategy_refuses_is_a_400_the_user_can_act_on(export_base):
+    big = np.zeros((2100, 2100, 3), np.uint8)  # 4.41 M pixels: over the export's 2048 x 2048
+    hole = np.zeros((2100, 2100), np.uint8)
+    hole[1000:1100, 1000:1100] = 255
+    with fake_serving(export_base / "3") as (address, _):
+        whole = TestClient(server.create_app(completers.ServingCompleter(address), strategy_name="whole", max_network_pixels=5_000_000))
+        reply = _post(whole, _png(big), _png(hole))
+    assert reply.status_code == 400, reply.text  # before: 503, as if the server were down
+    assert reply.json()["error"] == (
+        f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: image is larger than 4194304 pixels (counting every image of the request)"
+    )
+    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), strategy_name="crop", max_network_pixels=1000))
+    reply = _post(crop, _png(big[:200, :200]), _png(hole[1000:1200, 1000:1200]))
+    assert reply.status_code == 400 and "--max_network_pixels" in reply.json()["error"], reply.text
+
+
+def test_a_post_from_another_sites_page_is_refused(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    client = TestClient(server.create_app(local_completer))
+    files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
+    for origin in ("http://evil.example", "null", "http://testserver.evil.example"):
+        reply = client.post("/complete", files=files, headers={"Origin": origin})
+        assert reply.status_code == 403 and reply.json()["error"] == "This server completes photos for its own page only, not for other sites.", origin
+    assert client.post("/complete", files=files, headers={"Origin": "http://testserver"}).status_code == 200  # its own page
+    assert client.post("/complete", files=files).status_code == 200  # a script (curl sends no Origin)
+
+
+def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder):
+    photo = _photo(sample_folder)
+    files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
+    app = server.create_app(local_completer, token="s3cret-token")
+    stranger = TestClient(app)
+    for reply in (stranger.get("/"), stranger.get("/config"), stranger.post("/complete", files=files), stranger.get("/?token=wrong")):
+        assert reply.status_code == 403 and "needs its token" in reply.json()["error"], reply.text
+    browser = TestClient(app)
+    assert browser.get("/?token=s3cret-token").status_code == 200  # the printed address; sets the cookie
+    assert browser.get("/config").status_code == 200 and browser.post("/complete", files=files).status_code == 200
+    script = TestClient(app, headers={"Authorization": "Bearer s3cret-token"})
+    assert script.post("/complete", files=files).status_code == 200
+
+
+def test_config_tells_the_models_folder_name_not_its_path():
+    assert server.model_description("/home/me/secret/runs/places2/", None, "rest", "glcic") == "places2"
+    assert server.model_description(None, "10.0.0.5:8500", "grpc", "glcic") == "TF Serving at 10.0.0.5:8500 (grpc, model glcic)"
+
+
+def test_listening_on_ipv6_and_clear_errors_for_addresses_that_cannot_be_had():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with server.listening_socket("::1", 0) as listening:
+        assert listening.family == socket.AF_INET6
+        port = listening.getsockname()[1]
+        assert server.page_address("::1", port) == f"[::1]:{port}"
+        with pytest.raises(UserError, match=rf"^cannot listen on \[::1\]:{port}: Address already in use \(check --host, try another --port\)$"):
+            server.listening_socket("::1", port)
+    with pytest.raises(UserError, match=r"^cannot listen on no-such-host.invalid:7860: (Name or service not known|.*not known.*) \(check --host"):
+        server.listening_socket("no-such-host.invalid", 7860)
+    assert server.page_address("0.0.0.0", 80) == "127.0.0.1:80" and server.page_address("::", 80) == "[::1]:80"
+    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
+    assert not server.is_loopback("0.0.0.0") and not server.is_loopback("::") and not server.is_loopback("192.168.1.20")

@@ -97,4 +97,4 @@ def define_completion_flags():
 def completer_from_flags():
     """The completer that the flags of define_completion_flags name (glcic_tf.completers)."""
     values = flags.FLAGS
-    return completers.open_completer(values.model, values.server, values.protocol, values.model_name, values.precision)
+    return completers.open_completer(values.model, values.server, values.protocol, values.model_name, values.precision, values.max_network_pixels)

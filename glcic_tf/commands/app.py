@@ -5,12 +5,13 @@ r"""Complete photographs in the browser: open a photo, paint the hole, press Com
     glcic-app --model=runs/places2 --port=8080         # installed with pip install 'glcic-tf[cpu,app]'
 
 Serves the page on http://127.0.0.1:7860 (--host and --port change it) and prints its address.
+Listening on any other address than this machine's own (--host=0.0.0.0, a LAN address), it
+needs a token, --token or a random one printed in the address (`?token=...`).
 The network runs as in inpaint.py: on each hole's neighbourhood, the photo at its own size. See
 glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which scripts can use too.
 """
 
-import os
-import socket
+import secrets
 
 from absl import flags, logging
 
@@ -19,9 +20,11 @@ from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 commands.define_completion_flags()
-flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 makes the page reachable from other machines).")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on, IPv4 or IPv6 (0.0.0.0 or :: makes the page reachable from other machines: then it needs a token).")
+flags.DEFINE_string("token", None, "A secret every request must carry (?token= in the page's address); when --host is not loopback and this is not given, a random one is printed.")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
-flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes.")
+flags.DEFINE_integer("max_queue", 8, "Completions that may wait for the model; more are answered 503 (busy, try again).")
+flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this).")
 
 
 def main(argv):
@@ -33,18 +36,24 @@ def main(argv):
 
         if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels <= 0:
             raise UserError("--max_upload_mb and --max_pixels must be positive")
-        try:  # first, so a busy port fails before the model loads; listening, so the address printed works at once
-            listening = socket.create_server((FLAGS.host, FLAGS.port))
-        except OSError as error:
-            raise UserError(f"cannot listen on {FLAGS.host}:{FLAGS.port}: {os.strerror(error.errno) if error.errno else error} (try another --port)") from None
+        if FLAGS.max_queue < 0:
+            raise UserError(f"--max_queue must be 0 or more, not {FLAGS.max_queue}")
+        if FLAGS.token is not None and not FLAGS.token.strip():
+            raise UserError("--token must not be empty")
+        # First, so a busy port fails before the model loads; listening, so the address printed works at once.
+        listening = server.listening_socket(FLAGS.host, FLAGS.port)
+        token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
         completer = commands.completer_from_flags()
-        described = FLAGS.model or f"TF Serving at {FLAGS.server} ({FLAGS.protocol}, model {FLAGS.model_name})"
-        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described)
-        web_server = uvicorn.Server(uvicorn.Config(page, log_level="warning"))
-        shown = "127.0.0.1" if FLAGS.host in ("0.0.0.0", "") else FLAGS.host
-        logging.info("completing with %s", described)
-        print(f"glcic_tf page: http://{shown}:{listening.getsockname()[1]}  (Ctrl-C stops it)", flush=True)
-        web_server.run(sockets=[listening])
+        described = server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name)
+        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described, FLAGS.max_queue, token)
+        web_server = server.PageServer(uvicorn.Config(page, log_level="warning"), page)
+        logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
+        address = server.page_address(FLAGS.host, listening.getsockname()[1])
+        print(f"glcic_tf page: http://{address}{f'/?token={token}' if token else ''}  (Ctrl-C stops it)", flush=True)
+        try:
+            web_server.run(sockets=[listening])
+        finally:
+            getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
 
 
 def run():

@@ -16,8 +16,9 @@ installed with --no-deps: see BUILD.md).
 
 By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
 by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
-with a small hole takes about a second; see glcic_tf/strategy.py. With a folder, a broken image
-is skipped and named, the others are written, and the exit status is 1.
+with a small hole takes about a second; see glcic_tf/strategy.py. Images are read if they are
+JPEG, PNG, WebP, GIF, BMP or TIFF files (inference.FORMATS); with a folder, a broken image or
+one in another format is skipped and named, the others are written, and the exit status is 1.
 """
 
 import os
@@ -36,7 +37,7 @@ flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder whe
 flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
 commands.define_completion_flags()
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # inference.FORMATS
 
 
 def _parse_box(text):
@@ -96,14 +97,17 @@ def main(argv):
         failures = []
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
-        for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
-            try:
-                _complete_file(completer, image_path, mask_path, output_path, boxes)
-            except UserError as error:
-                if len(jobs) == 1:
-                    raise
-                logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
-                failures.append(image_path)
+        try:
+            for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
+                try:
+                    _complete_file(completer, image_path, mask_path, output_path, boxes)
+                except UserError as error:
+                    if len(jobs) == 1:
+                        raise
+                    logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
+                    failures.append(image_path)
+        finally:
+            getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
         if failures:
             raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {len(jobs) - len(failures)} were written to {FLAGS.output}")
     print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")

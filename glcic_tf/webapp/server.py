@@ -7,20 +7,44 @@
 Every problem a user can cause or meet is a JSON reply {"error": message} that the page shows:
 a file that is no image (400), one over the size limits (413), no hole (400), the model server
 down (503), anything unforeseen (500, logged with its traceback). The server keeps serving after
-each. The completion runs in a worker thread, so pages complete at the same time; a local
-network runs one completion at a time (it uses every core already), TF Serving gets requests
-as they come.
+each. The size limits hold for every client: the request's bytes are counted as they arrive
+(a chunked request announces no Content-Length), and reading stops at the limit with a 413, so
+nothing past it is read, spooled or kept.
+
+Completions queue on the event loop, not in the worker threads: each waits for one of its own
+slots (a local network runs one completion at a time, as it uses every core already; TF
+Serving gets REMOTE_SLOTS at once) and only then decodes its photo in a thread of its own
+limiter, so the threads that serve the page's files are never taken by waiting completions.
+At most `max_queue` completions wait; more are answered 503 "busy, try again" before their
+upload is read. A completion whose client has gone (closed the page, gave up) is dropped while
+it waits, and before decoding and before running the network if its thread had started.
+Told to stop (`PageServer`: SIGTERM, Ctrl-C), the server answers every completion still
+waiting 503 "stopping" at once, so it stops once the running ones are done, not the queue.
+
+Exposed beyond this machine, the page is guarded: a POST from another site's page (its Origin
+is not this server) is refused (403), so a web page the user visits cannot make the server
+run completions; with a `token`, every request must carry it (`?token=` on the page's address,
+which sets a same-site cookie for the page's own requests, or `Authorization: Bearer`; 403
+otherwise). Replies never carry internals (tracebacks, exception text, the model's path):
+those go to the log.
 """
 
-import contextlib
+import ipaddress
+import os
+import secrets
+import socket
 import threading
 import time
 from importlib import resources
+from typing import Optional
+from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 import cv2
+import uvicorn
 from absl import logging
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -28,10 +52,24 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from glcic_tf import completers, inference, strategy
-from glcic_tf.errors import ImageTooLarge, UserError
+from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
+FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
+MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to the limits) meanwhile
+REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
+RETRY_AFTER_SECONDS = 5
+STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion looks whether the server is stopping
+TOKEN_COOKIE = "glcic_token"
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
+
+
+class _ClientGone(Exception):
+    """The request's client disconnected: its completion is not worth finishing."""
+
+
+class _ServerStopping(Exception):
+    """The server was told to stop while the completion waited for its slot."""
 
 
 class _Refused(Exception):
@@ -49,30 +87,87 @@ def create_app(
     strategy_name: str = "auto",
     max_network_pixels: int = strategy.MAX_NETWORK_PIXELS,
     description: str = "",
+    max_queue: int = MAX_QUEUE,
+    token: Optional[str] = None,
 ) -> Starlette:
-    """The page and its /complete endpoint around `completer` (see glcic_tf.completers)."""
-    remote = isinstance(completer, completers.ServingCompleter)
-    one_at_a_time = contextlib.nullcontext() if remote else threading.Lock()
+    """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
 
-    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool) -> bytes:
+    The photo's file may have up to `max_upload_bytes`, the mask's up to `mask_limit_bytes(...)`
+    and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
+    that many bytes have arrived. Up to `max_queue` completions wait for a slot (see above).
+    `description` is what /config tells about the model (see `model_description`); `token`, if
+    given, is required of every request (see above).
+    """
+    max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
+    max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
+    remote = isinstance(completer, completers.ServingCompleter)
+    slots = anyio.CapacityLimiter(REMOTE_SLOTS if remote else 1)  # also the completions' own threads
+    admitted = 0  # completions running or waiting for a slot (changed on the event loop only)
+    stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
+
+    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
+        started.set()
+        if stopping.is_set():
+            raise _ServerStopping
+        if gone.is_set():
+            raise _ClientGone
         image = inference.decode_image(image_bytes, name, max_pixels)
         mask = inference.decode_mask(mask_bytes, image.shape[:2], "the painted mask", max_pixels)
         if not mask.any():
             raise _Refused(400, "Nothing is painted: paint over what should go, then press Complete.")
+        if gone.is_set():
+            raise _ClientGone
         try:
-            with one_at_a_time:
-                completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
-        except UserError as error:
-            raise _Refused(503 if remote else 400, str(error)) from None
+            completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
+        except ServiceUnavailable as error:  # the model server is down or failing: try again later
+            raise _Refused(503, str(error)) from None
+        except UserError as error:  # refused: --strategy=crop over the limit, the export's own limits
+            raise _Refused(400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
+    def refused_access(request: Request) -> Optional[Response]:
+        """403 for a request without the token (when there is one) or from another site's page."""
+        if token is not None:
+            offered = request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token") or ""
+            authorization = request.headers.get("authorization", "")
+            if authorization.lower().startswith("bearer "):
+                offered = authorization[len("bearer ") :].strip()
+            if not secrets.compare_digest(offered.encode(), token.encode()):
+                return _refusal(403, "This server needs its token: open the address it printed (with ?token=...).")
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            return _refusal(403, "This server completes photos for its own page only, not for other sites.")
+        return None
+
     async def complete_endpoint(request: Request) -> Response:
+        nonlocal admitted
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
+        if stopping.is_set():  # a request on a kept-alive connection after the stop
+            return _refusal(503, "The server is stopping; try again once it is back.")
+        if admitted >= slots.total_tokens + max_queue:  # before reading the upload
+            logging.warning("refused (503): %d completions running or waiting", admitted)
+            return JSONResponse(
+                {"error": f"The server is busy ({admitted} photos are being completed or waiting); try again in a moment."},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        admitted += 1
+        try:
+            return await complete_request(request)
+        finally:
+            admitted -= 1
+
+    async def complete_request(request: Request) -> Response:
         start = time.perf_counter()
+        limits = f"this server takes photos up to {_megabytes(max_upload_bytes)} and masks up to {_megabytes(max_mask_bytes)}"
         try:
             length = int(request.headers.get("content-length") or 0)
-            if length > max_upload_bytes + 1024 * 1024:  # the photo, the mask and the form's own bytes
-                raise _Refused(413, f"The photo is {_megabytes(length)}; this server takes up to {_megabytes(max_upload_bytes)}.")
-            async with request.form(max_files=2, max_fields=4, max_part_size=1024 * 1024) as form:
+            if length > max_request_bytes:  # an honest client's announced size: refused before reading
+                raise _Refused(413, f"The upload is {_megabytes(length)}; {limits}.")
+            capped = Request(request.scope, _capped_receive(request.receive, max_request_bytes, f"The upload is larger than {_megabytes(max_request_bytes)}; {limits}."))
+            async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
                 image_file, mask_file = form.get("image"), form.get("mask")
                 if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
                     raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
@@ -80,8 +175,22 @@ def create_app(
                 image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
                 post = form.get("postprocess") == "true"
             if len(image_bytes) > max_upload_bytes:
-                raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes up to {_megabytes(max_upload_bytes)}.")
-            png = await run_in_threadpool(complete, image_bytes, mask_bytes, name, post)
+                raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
+            if len(mask_bytes) > max_mask_bytes:
+                raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask_bytes)}.")
+            gone, started = threading.Event(), threading.Event()
+            png = await _unless_client_goes_or_server_stops(
+                request.receive,
+                gone,
+                stopping,
+                started,
+                lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, started, limiter=slots),
+            )
+        except _ClientGone:
+            logging.info("dropped %s: its client went away", name)
+            return Response(status_code=499)  # nobody reads it
+        except _ServerStopping:
+            return _refusal(503, "The server is stopping; try again once it is back.")
         except _Refused as refused:
             return _refusal(refused.status, str(refused))
         except ImageTooLarge as error:
@@ -90,20 +199,29 @@ def create_app(
             return _refusal(400, str(error))
         except HTTPException as error:  # a form Starlette could not parse
             return _refusal(error.status_code, f"The request is not a form this server reads: {error.detail}")
-        except Exception as error:  # noqa: BLE001 (the page gets a message, the log the traceback)
-            logging.exception("completing failed")
-            return _refusal(500, f"The server failed to complete this photo ({type(error).__name__}: {error}); it keeps running.")
+        except Exception:  # noqa: BLE001 (the page gets a message, the log the traceback)
+            logging.exception("completing %s failed", name if "name" in locals() else "a photo")
+            return _refusal(500, "The server failed to complete this photo (the reason is in its log); it keeps running.")
         seconds = time.perf_counter() - start
         logging.info("completed %s in %.2f s", name, seconds)
         return Response(png, media_type="image/png", headers={"X-Completion-Seconds": f"{seconds:.3f}"})
 
     async def config_endpoint(request: Request) -> Response:
-        return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "model": description})
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
+        return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "max_mask_bytes": max_mask_bytes, "model": description})
 
     async def page(request: Request) -> Response:
-        return FileResponse(str(STATIC.joinpath("index.html")))
+        refused = refused_access(request)
+        if refused is not None:
+            return refused
+        reply = FileResponse(str(STATIC.joinpath("index.html")))
+        if token is not None:  # the page's own requests (config, complete) then carry it
+            reply.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return reply
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/config", config_endpoint),
@@ -111,10 +229,124 @@ def create_app(
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]
     )
+    app.state.stopping = stopping
+    return app
+
+
+class PageServer(uvicorn.Server):
+    """uvicorn's server for `create_app`'s page: told to stop (SIGTERM, Ctrl-C), it first tells
+    the completions waiting for a slot that the server is stopping (503), then stops as uvicorn
+    does, once the requests in flight, now only the running completions, are answered. (Plain
+    uvicorn waits for every queued completion to run: minutes with a long queue.)"""
+
+    def __init__(self, config: uvicorn.Config, page: Starlette):
+        super().__init__(config)
+        self.page = page
+
+    def handle_exit(self, sig, frame) -> None:
+        self.page.state.stopping.set()  # a threading.Event: safe in a signal handler
+        super().handle_exit(sig, frame)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or "" (every address)
+        return False
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, IPv4 or IPv6 as `host` is; UserError with the system's
+    reason (not "Unknown error -9") if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:  # errno > 0: the system's (create_server adds the address to strerror); else getaddrinfo's
+        reason = os.strerror(error.errno) if error.errno and error.errno > 0 else (error.strerror or str(error))
+        raise UserError(f"cannot listen on {page_address(host, port)}: {reason} (check --host, try another --port)") from None
+
+
+def page_address(host: str, port: int) -> str:
+    """host:port as a URL writes it (IPv6 in brackets); every address (0.0.0.0, ::, "") as this machine's."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+
+
+def model_description(model: Optional[str], server: Optional[str], protocol: str, model_name: str) -> str:
+    """What /config tells anyone about the model: its folder's name, never its path on this
+    machine; or the TF Serving address and model (which the page's errors name too)."""
+    if model:
+        return os.path.basename(os.path.normpath(model))
+    return f"TF Serving at {server} ({protocol}, model {model_name})"
+
+
+def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
+    """The largest mask file the page takes: a mask holds one bit per pixel, so max_pixels / 8
+    bytes (plus 64 KB for small limits) is more than any PNG of painted strokes needs, and never
+    more than the photo's own limit."""
+    return min(max_upload_bytes, max_pixels // 8 + 64 * 1024)
+
+
+def _capped_receive(receive, limit: int, refusal: str):
+    """`receive` that counts the request body's bytes as they arrive and raises a 413 `_Refused`
+    once more than `limit` have come, so the form parser stops there: a chunked request, which
+    announces no Content-Length, is held to the same limit as one that does."""
+    received = 0
+
+    async def capped_receive():
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _Refused(413, refusal)
+        return message
+
+    return capped_receive
+
+
+async def _unless_client_goes_or_server_stops(receive, gone: threading.Event, stopping: threading.Event, started: threading.Event, work):
+    """`await work()`, cancelled while it waits (for a slot) if the client disconnects, which
+    sets `gone` too (for work whose thread has started; it checks it): _ClientGone then. If
+    `stopping` is set before the work has `started`, it is cancelled too: _ServerStopping."""
+    outcome = {}
+
+    async def run(scope):
+        try:
+            outcome["value"] = await work()
+        except Exception as error:  # noqa: BLE001 (re-raised below, outside the task group)
+            outcome["error"] = error
+        scope.cancel()
+
+    async def watch(scope):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        scope.cancel()
+
+    async def watch_stopping(scope):
+        while not stopping.is_set():
+            await anyio.sleep(STOPPING_POLL_SECONDS)
+        if not started.is_set():  # a running completion is left to finish and be answered
+            outcome["stopping"] = True
+            scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope)
+        group.start_soon(watch, group.cancel_scope)
+        group.start_soon(watch_stopping, group.cancel_scope)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "value" in outcome:
+        return outcome["value"]
+    raise _ServerStopping if "stopping" in outcome else _ClientGone
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
+    return f"{size / 2**20:.3g} MB"
 
 
 def _refusal(status: int, message: str) -> Response:
