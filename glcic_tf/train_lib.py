@@ -160,12 +160,12 @@ def apply_update(optimizer, tape, loss, variables) -> None:
     loss_finite, gradients_finite = failing[0] == 0, failing[1] == 0  # replicas whose loss / gradients are not finite
     sound = loss_finite if scaled else tf.logical_and(loss_finite, gradients_finite)
     check = tf.debugging.Assert(sound, [_NOT_FINITE, "loss finite on every replica:", loss_finite, "gradients finite:", gradients_finite])
-    with tf.control_dependencies([check]):  # no update can run before (or without) the check
+    with tf.control_dependencies([check]):  # no update (nor the step count) can run before or without the check
         if scaled:
             gradients = [tf.where(gradients_finite, g, tf.constant(np.nan, g.dtype)) for g in gradients]
         else:
             gradients = [tf.identity(g) for g in gradients]
-    optimizer.apply(gradients, variables)
+        optimizer.apply(gradients, variables)
 
 
 def is_chief(strategy) -> bool:

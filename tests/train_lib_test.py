@@ -201,12 +201,13 @@ def test_finite_loss_with_nan_gradients_stops_before_the_update_in_memory_and_on
     trainer = train_lib.Trainer(config, str(tmp_path))
     metrics = trainer.run(until_step=start + 1)
     assert np.isfinite(metrics["mse"])  # the poison is off: a normal step, saved
-    before = _values(trainer.completion)
+    before, iterations = _values(trainer.completion), int(trainer.completion_optimizer.iterations.numpy())
     poison.assign(1.0)
     with pytest.raises(train_lib.TrainingDiverged, match=f"phase {phase} loss or its gradients .* at step {start + 1}, before the update"):
         trainer.run(until_step=start + 3)  # a checkpoint is due after every step
     assert int(trainer.step.numpy()) == start + 1
-    assert not _changed(before, trainer.completion, trainable_only=True)  # in memory: no update ran
+    assert not _changed(before, trainer.completion, trainable_only=True)  # in memory: no update ran,
+    assert int(trainer.completion_optimizer.iterations.numpy()) == iterations  # nor the optimizer's step count
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f"ckpt-{start + 1}")  # on disk: nothing after it
     reader = tf.train.load_checkpoint(str(tmp_path))
     assert all(np.isfinite(reader.get_tensor(name)).all() for name, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating)
