@@ -143,9 +143,11 @@ def apply_update(optimizer, tape, loss, variables) -> None:
     Each replica checks its loss and its gradients, and the replicas agree (an all-reduce of the
     counts of failing replicas) before any variable changes: a NaN or infinite loss anywhere stops the step with
     an InvalidArgumentError naming _NOT_FINITE, and no replica updates. Non-finite gradients do
-    the same, except under float16 loss scaling (LossScaleOptimizer), where they mean "scale too
-    high": every replica's gradients are then made non-finite, so Keras's skip-and-lower-the-scale
-    decision, which reads one replica's gradients before they are all-reduced, is the same for all.
+    the same, except under float16 loss scaling (LossScaleOptimizer) while the scale is above 1,
+    where they mean "scale too high": every replica's gradients are then made non-finite, so
+    Keras's skip-and-lower-the-scale decision, which reads one replica's gradients before they
+    are all-reduced, is the same for all. At a scale of 1 or less they are not an overflow of the
+    scaling (Keras would halve it on to 0, and then apply 0 / 0): they stop the step as above.
     """
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     if scaled:
@@ -158,7 +160,10 @@ def apply_update(optimizer, tape, loss, variables) -> None:
     )
     failing = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(local, tf.float32))
     loss_finite, gradients_finite = failing[0] == 0, failing[1] == 0  # replicas whose loss / gradients are not finite
-    sound = loss_finite if scaled else tf.logical_and(loss_finite, gradients_finite)
+    if scaled:
+        sound = loss_finite & (gradients_finite | (optimizer.dynamic_scale > 1.0))
+    else:
+        sound = loss_finite & gradients_finite
     check = tf.debugging.Assert(sound, [_NOT_FINITE, "loss finite on every replica:", loss_finite, "gradients finite:", gradients_finite])
     with tf.control_dependencies([check]):  # no update (nor the step count) can run before or without the check
         if scaled:

@@ -229,14 +229,13 @@ def test_a_non_finite_gradient_on_one_replica_updates_no_replica(policy, bad_rep
         optimizer.build([weights])
 
     @tf.function(autograph=False)
-    def step(bad):
+    def step(bad, incurable=tf.constant(False)):
         def replica():
             is_bad = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, bad)
             x = tf.where(is_bad, tf.constant([4.0, 1.0]), tf.constant([1e-3, 1e-3]))
             with tf.GradientTape() as tape:
                 loss = tf.cast(tf.reduce_sum(tf.cast(weights, dtype) * tf.cast(x, dtype)), tf.float32)
-                if policy != "mixed_float16":
-                    loss = _infinite_gradient_where(is_bad, loss)
+                loss = _infinite_gradient_where(is_bad & (incurable | (policy != "mixed_float16")), loss)
             train_lib.apply_update(optimizer, tape, loss, [weights])
 
         strategy.run(replica)
@@ -248,6 +247,11 @@ def test_a_non_finite_gradient_on_one_replica_updates_no_replica(policy, bad_rep
         scale = float(optimizer.dynamic_scale.numpy())
         step(tf.constant(bad_replica))
         assert float(optimizer.dynamic_scale.numpy()) == scale / 2  # skipped, the scale lowered
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+            for _ in range(40):  # a non-finite gradient that lowering the scale does not cure: 16384 -> 1, then stop
+                step(tf.constant(bad_replica), tf.constant(True))
+        assert float(optimizer.dynamic_scale.numpy()) == 1.0  # never on to 0, where a clean step applied 0 / 0 = NaN
+        optimizer.dynamic_scale.assign(scale)
     else:
         with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
             step(tf.constant(bad_replica))
