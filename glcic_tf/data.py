@@ -16,7 +16,8 @@ Every example has a global number (0, 1, 2, ... over the whole run, whatever the
 workers: input pipeline i of n reads numbers i, i + n, ...). Which image number g is, and its
 crop, hole and boxes, are stateless functions of (seed, g), so a seed fixes the whole stream
 whatever the number of parallel calls or workers, and a restarted run continues it with no
-iterator state to save; `deterministic=True` also fixes the order within each batch.
+iterator state to save. The order is kept through every parallel step (a slow file delays
+its batch rather than moving to another), so step s always holds the examples s*B to (s+1)*B - 1.
 Shuffling happens on encoded bytes (or file names), before decoding, to keep buffers small.
 """
 
@@ -455,7 +456,7 @@ def _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer) -> tf.data.Dat
     return stream.map(lambda number, encoded: (number, encoded, tf.strings.format("example {} of " + str(source), number)))
 
 
-def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic=True, decode=decode_rgb) -> tf.data.Dataset:
+def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, decode=decode_rgb) -> tf.data.Dataset:
     """(global example number, decoded image) pairs, endless, at the global numbers `numbers`.
 
     `numbers` is a range (start, endless, step): input pipeline i of n reads numbers i, i + n, ...
@@ -475,7 +476,7 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
             return image.map(lambda image: (number, image))
 
         stream = _tfds_stream(source, data_dir, seed, numbers, shuffle_buffer)
-        return stream.interleave(decode_example, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return stream.interleave(decode_example, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     table = image_file_table(parsed.name)
     count = tf.cast(tf.shape(table)[0], tf.int64)
 
@@ -497,7 +498,7 @@ def _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, determin
     # One small dataset per example, interleaved in order and in parallel: reads stay lazy.
     positions = tf.data.Dataset.range(numbers.start, np.iinfo(np.int64).max, numbers.step)
     return positions.map(candidates).interleave(
-        decode_one, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        decode_one, cycle_length=16, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
     )
 
 
@@ -507,7 +508,6 @@ def training_dataset(
     seed: int,
     data_dir: Optional[str] = None,
     sizes: TrainingSizes = TrainingSizes(),
-    deterministic: bool = False,
     input_context: Optional[tf.distribute.InputContext] = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
     start_position: int = 0,
@@ -527,12 +527,11 @@ def training_dataset(
     def make_example(number, image):
         return training_example(image, tf.stack([tf.constant(seed, tf.int64), number]), sizes, augmentations)
 
-    # `deterministic` is passed to the parallel steps that follow the numbering only: what is
-    # read (TFDS's own reading included) stays in its fixed order, so every number gets the
-    # same image either way, and deterministic=False lets examples into a batch as they are ready.
+    # Every parallel step keeps the order (deterministic=True), so batch k holds the numbers of
+    # step k: a resumed run reads each example once, in its step, with or without op determinism.
     decode = functools.partial(decode_for_training, shortest_edge=sizes.edge_range[1])
-    dataset = _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, deterministic, decode)
-    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    dataset = _positioned_stream(source, data_dir, seed, numbers, shuffle_buffer, decode)
+    dataset = dataset.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 

@@ -267,7 +267,6 @@ class Trainer:
             seed=config.seed,
             data_dir=config.data_dir,
             sizes=sizes,
-            deterministic=config.deterministic,
             shuffle_buffer=config.shuffle_buffer,
             augmentations=config.augmentations,
         )
@@ -483,7 +482,7 @@ class Trainer:
     def _preview_batch(self):
         """Four fixed examples, the same at every image summary, to watch one completion improve."""
         dataset = data.training_dataset(
-            self.config.source, 4, self.config.seed + 1, self.config.data_dir, self.config.sizes, deterministic=True
+            self.config.source, 4, self.config.seed + 1, self.config.data_dir, self.config.sizes
         )
         return next(iter(dataset))
 

@@ -24,7 +24,7 @@ SMALL = data.TrainingSizes(crop_size=64, edge_range=(64, 96), hole_range=(24, 32
 
 
 def _batch(source, seed=0, batch_size=4, sizes=SMALL, **kwargs):
-    dataset = data.training_dataset(source, batch_size, seed, sizes=sizes, deterministic=True, **kwargs)
+    dataset = data.training_dataset(source, batch_size, seed, sizes=sizes, **kwargs)
     return {key: value.numpy() for key, value in next(iter(dataset)).items()}
 
 
@@ -133,7 +133,7 @@ def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path, sample_folder, c
 def test_a_resumed_folder_run_reads_what_an_uninterrupted_one_would_despite_broken_files(folder_with_bad_files):
     # What train.py does on a restart at step 5: the input starts at step 5's examples.
     strategy = tf.distribute.get_strategy()
-    settings = dict(source=f"folder:{folder_with_bad_files}", seed=0, sizes=SMALL, deterministic=True)
+    settings = dict(source=f"folder:{folder_with_bad_files}", seed=0, sizes=SMALL)
     straight = iter(data.distributed_training_dataset(strategy, 3, **settings))
     expected = [next(straight) for _ in range(8)][5:]
     resumed = iter(data.distributed_training_dataset(strategy, 3, start_step=5, **settings))
@@ -351,7 +351,7 @@ def _examples_by_number(source, pipelines, global_batch=8, start_step=0, steps=4
     for pipeline in range(pipelines):
         context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=pipelines)
         dataset = data.training_dataset(
-            source, share, seed=3, sizes=sizes, deterministic=True, input_context=context, start_position=start_step * share, shuffle_buffer=5
+            source, share, seed=3, sizes=sizes, input_context=context, start_position=start_step * share, shuffle_buffer=5
         )
         for step, batch in enumerate(dataset.take(steps), start=start_step):
             for row in range(share):
@@ -428,3 +428,23 @@ def test_a_file_whose_first_read_fails_is_read_again_and_named(tmp_path, caplog)
     (image,) = list(data._decoded_or_substitute(candidates, read=read).as_numpy_iterator())
     assert (image == 77).all() and len(attempts) == 2  # its own pixels, not a stand-in's
     assert f"read {tmp_path / 'photo.png'} again after an error" in caplog.text and "skipping" not in caplog.text
+
+
+def test_a_slow_file_delays_its_batch_and_never_moves_an_example_to_another_step(folder_by_category):
+    # One large PNG among small ones decodes far slower; every batch must still hold exactly the
+    # examples of its own step (a resumed run starts at step s's first number and would
+    # otherwise read some examples twice and others never). Before, without --deterministic,
+    # 12 of 12 batches held numbers of another step.
+    _save(folder_by_category / "beach" / "slow.png", np.full((3000, 3000, 3), 250, np.uint8))
+    files = data.list_image_files(str(folder_by_category))
+    levels = [250 if name.endswith("slow.png") else 10 + 7 * int(os.path.basename(name)[:-4]) + 7 * 8 * CATEGORIES.index(name.split(os.sep)[-2]) for name in files]
+    count, seed = len(files), 3
+
+    def level_of(number):  # which file global example `number` is: perm_e(number mod N), e = number // N
+        index = tf.random.experimental.index_shuffle(tf.constant(number % count, tf.int64), tf.constant([seed, number // count], tf.int64), count - 1)
+        return levels[int(index)]
+
+    dataset = data.training_dataset(f"folder:{folder_by_category}", 4, seed, sizes=tiny.SIZES)
+    for step, batch in enumerate(dataset.take(12)):
+        got = [int(round(float(image.numpy().mean()) * 255)) for image in batch["image"]]
+        assert got == [level_of(number) for number in range(4 * step, 4 * step + 4)], step

@@ -151,7 +151,7 @@ def test_a_short_run_on_the_sample_photographs_lowers_the_hole_mse(source, tmp_p
         source, completion_steps=80, discriminator_steps=0, total_steps=80, batch_size=8, optimizer="adam", learning_rate=1e-3
     )
     trainer = train_lib.Trainer(config, str(tmp_path))
-    fixed = next(iter(data.training_dataset(source, 32, seed=5, sizes=TINY, deterministic=True)))  # unseen crops
+    fixed = next(iter(data.training_dataset(source, 32, seed=5, sizes=TINY)))  # unseen crops
 
     def hole_mse():
         completed, _ = trainer._complete(fixed, training=False)
@@ -318,7 +318,7 @@ def test_mixed_precision_runs_every_phase_with_float32_outputs_and_finite_losses
 
 @pytest.fixture(scope="module")
 def fixed_batch(sample_folder):
-    batch = next(iter(data.training_dataset(f"folder:{sample_folder}/train", 4, seed=3, sizes=TINY, deterministic=True)))
+    batch = next(iter(data.training_dataset(f"folder:{sample_folder}/train", 4, seed=3, sizes=TINY)))
     # The fake patch's box and the real patch's box differ, so a swap would show.
     assert not np.array_equal(batch["local_box"].numpy(), batch["real_local_box"].numpy())
     return batch

@@ -61,7 +61,7 @@ flags.DEFINE_list(
 flags.DEFINE_string("init_checkpoint", None, "Checkpoint (or run folder) whose completion network starts this run.")
 # Running.
 flags.DEFINE_integer("seed", 0, "Seed of the weights, crops and holes.")
-flags.DEFINE_bool("deterministic", False, "Op determinism and a fixed batch order (slower): reruns give identical weights.")
+flags.DEFINE_bool("deterministic", False, "TensorFlow's op determinism (slower): reruns give bit-identical weights.")
 flags.DEFINE_integer("shuffle_buffer", data.SHUFFLE_BUFFER, "TFDS sources: encoded images per window shuffled together.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (also saved on exit and SIGTERM).")
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --model_dir.")
