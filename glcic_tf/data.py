@@ -24,6 +24,7 @@ Shuffling happens on encoded bytes (or file names), before decoding, to keep buf
 import collections
 import dataclasses
 import functools
+import hashlib
 import os
 import threading
 import time
@@ -143,6 +144,22 @@ def _note_broken(path, substitute, retried=False) -> bool:
             path, MAX_TRAINING_PIXELS // 1_000_000, count, "s" if count > 1 else "", substitute or "a gray image",
         )
     return True
+
+
+def fingerprint(source: str, data_dir: Optional[str] = None) -> dict:
+    """What identifies a source's data, beyond its name: a folder's file count and a hash of its
+    sorted file names relative to it (so a folder that gained or lost files differs, and a moved
+    one does not); a TFDS split's name, version and example count (None where TFDS has none)."""
+    parsed = parse_source(source)
+    if parsed.kind == "folder":
+        names = [os.path.relpath(name.decode(), parsed.name) for name in image_file_table(parsed.name).numpy()]
+        return {"kind": "folder", "files": len(names), "names_sha1": hashlib.sha1("\n".join(names).encode()).hexdigest()}
+    builder = _tfds_builder(parsed, data_dir)
+    try:
+        examples = builder.info.splits[parsed.split].num_examples
+    except (KeyError, ValueError):
+        examples = None
+    return {"kind": "tfds", "name": parsed.name, "split": parsed.split, "version": str(builder.version), "examples": examples}
 
 
 # --- TensorFlow Datasets -------------------------------------------------------------------

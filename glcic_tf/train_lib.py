@@ -141,8 +141,10 @@ def apply_update(optimizer, tape, loss, variables) -> None:
     """One optimizer update from `loss` (recorded on `tape`), applied only if every replica agrees it is sound.
 
     Each replica checks its loss and its gradients, and the replicas agree (an all-reduce of the
-    counts of failing replicas) before any variable changes: a NaN or infinite loss anywhere stops the step with
-    an InvalidArgumentError naming _NOT_FINITE, and no replica updates. Non-finite gradients do
+    counts of failing replicas) before the optimizer changes anything: a NaN or infinite loss
+    anywhere stops the step with an InvalidArgumentError naming _NOT_FINITE, and no replica
+    updates (what the forward pass already did stays in memory: BatchNorm's moving statistics,
+    and in phase 3 the discriminators' update; the run then stops without saving). Non-finite gradients do
     the same, except under float16 loss scaling (LossScaleOptimizer) while the scale is above 1,
     where they mean "scale too high": every replica's gradients are then made non-finite, so
     Keras's skip-and-lower-the-scale decision, which reads one replica's gradients before they
@@ -558,19 +560,39 @@ def _flat_settings(settings: dict, prefix: str = "") -> Dict[str, object]:
     return flat
 
 
+def _comparable_settings(settings: dict) -> Dict[str, object]:
+    """A config.json's settings, flat ("sizes.hole_range"), with what a setting's absence or
+    spelling leaves implied made explicit: a key an older version did not write has the default
+    of the code that wrote it (a setting is added with the behaviour before it as its default),
+    an unset learning rate is the optimizer's own, and a folder's path is compared through the
+    data's fingerprint when both sides have one."""
+    flat = _flat_settings(json.loads(json.dumps(dataclasses.asdict(Config(source="")))))
+    flat.update(_flat_settings(settings))
+    if flat.get("learning_rate") is None and flat.get("optimizer") in OPTIMIZERS:
+        flat["learning_rate"] = OPTIMIZERS[flat["optimizer"]][1]["learning_rate"]
+    return flat
+
+
 def changed_settings(config: Config, model_dir: str) -> list:
     """'name: then -> now' for each setting that changes what the run computes and differs from
-    the run in `model_dir` (its config.json); empty when there is no run to resume there."""
+    the run in `model_dir` (its config.json, with the data's fingerprint); empty when there is no
+    run to resume there. A checkpoint without config.json is one difference: nothing to check."""
     path = os.path.join(model_dir, "config.json")
-    if not tf.train.latest_checkpoint(model_dir) or not os.path.exists(path):
+    if not tf.train.latest_checkpoint(model_dir):
         return []
+    if not os.path.exists(path):
+        return ["config.json: missing (the checkpoint's settings are unknown)"]
     with open(path) as file:
-        then = _flat_settings(json.load(file))
-    now = _flat_settings(json.loads(json.dumps(dataclasses.asdict(config))))  # tuples as JSON lists, like `then`
+        stored = json.load(file)
+    then = _comparable_settings(stored)
+    now = _comparable_settings({**json.loads(json.dumps(dataclasses.asdict(config))), "data": data.fingerprint(config.source, config.data_dir)})
+    if then.get("data.kind") == "folder" and now.get("data.kind") == "folder":  # a moved folder is the same data if its files are
+        del then["source"], now["source"]
     return [
-        f"{name}: {json.dumps(then[name])} -> {json.dumps(now[name])}"
-        for name in sorted(then.keys() & now.keys())
-        if name.split(".")[0] not in CHANGEABLE_ON_RESUME and then[name] != now[name]
+        f"{name}: {json.dumps(then.get(name))} -> {json.dumps(now.get(name))}"
+        for name in sorted(then.keys() | now.keys())
+        if name.split(".")[0] not in CHANGEABLE_ON_RESUME and then.get(name) != now.get(name)
+        and not (name.startswith("data.") and name not in then)  # a run written before fingerprints
     ]
 
 
@@ -591,7 +613,8 @@ def check_resume_settings(config: Config, model_dir: str, allow_changes: bool = 
 def record_start(config: Config, model_dir: str, step: int, flags_text: str = "", replicas: int = 1, changes=()) -> None:
     """The settings of this start: config.json and flags.txt (the current ones) and one line more
     in settings_history.jsonl, so a run resumed with changed settings keeps what each start used."""
-    write_config(config, model_dir)
+    with open(os.path.join(model_dir, "config.json"), "w") as file:
+        json.dump({**dataclasses.asdict(config), "data": data.fingerprint(config.source, config.data_dir)}, file, indent=2)
     if flags_text:
         with open(os.path.join(model_dir, "flags.txt"), "w") as file:
             file.write(flags_text)

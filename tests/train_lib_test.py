@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -438,28 +439,52 @@ def test_a_short_run_with_free_form_holes_goes_through_all_three_phases(source, 
     assert sorted(metrics) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]
 
 
-def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_recorded_when_allowed(source, tmp_path):
-    config = _config(source, total_steps=4, completion_steps=1, discriminator_steps=1)
-    assert train_lib.check_resume_settings(config, str(tmp_path)) == []  # nothing to resume yet
-    trainer = train_lib.Trainer(config, str(tmp_path))
+def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_recorded_when_allowed(sample_folder, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_folder / "train", photos)
+    run = tmp_path / "run"
+    config = _config(f"folder:{photos}", total_steps=4, completion_steps=1, discriminator_steps=1)
+    assert train_lib.check_resume_settings(config, str(run)) == []  # nothing to resume yet
+    trainer = train_lib.Trainer(config, str(run))
     trainer.run(until_step=1)
-    train_lib.record_start(config, str(tmp_path), 0, "--batch_size=4\n")
-    # Longer, saved and logged more often, elsewhere: the same run.
-    same_run = dataclasses.replace(config, total_steps=9, checkpoint_every=5, log_every=1, data_dir="/elsewhere")
-    assert train_lib.check_resume_settings(same_run, str(tmp_path)) == []
+    train_lib.record_start(config, str(run), 0, "--batch_size=4\n")
+    # Longer, saved and logged more often, elsewhere, spelt otherwise: the same run.
+    same_run = dataclasses.replace(
+        config, total_steps=9, checkpoint_every=5, log_every=1, data_dir="/elsewhere", source=f"folder:{photos}/", learning_rate=1.0
+    )
+    assert train_lib.check_resume_settings(same_run, str(run)) == []  # 1.0 is adadelta's own rate
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)
+    assert train_lib.check_resume_settings(dataclasses.replace(config, source=f"folder:{moved}"), str(run)) == []  # same files
     other = dataclasses.replace(
         config, batch_size=8, seed=1, completion_steps=2, sizes=dataclasses.replace(TINY, hole_range=(9, 12))
     )
     with pytest.raises(UserError) as refused:
-        train_lib.check_resume_settings(other, str(tmp_path))
+        train_lib.check_resume_settings(other, str(run))
     message = str(refused.value)
     assert "\n" not in message and "--allow_changed_settings" in message
     for difference in ("batch_size: 4 -> 8", "seed: 0 -> 1", "completion_steps: 1 -> 2", "sizes.hole_range: [8, 12] -> [9, 12]"):
         assert difference in message
-    changes = train_lib.check_resume_settings(other, str(tmp_path), allow_changes=True)
+    changes = train_lib.check_resume_settings(other, str(run), allow_changes=True)
     assert len(changes) == 4
-    train_lib.record_start(other, str(tmp_path), 1, "--batch_size=8\n", changes=changes)
-    history = [json.loads(line) for line in (tmp_path / train_lib.SETTINGS_HISTORY).read_text().splitlines()]
+    train_lib.record_start(other, str(run), 1, "--batch_size=8\n", changes=changes)
+    history = [json.loads(line) for line in (run / train_lib.SETTINGS_HISTORY).read_text().splitlines()]
     assert [entry["config"]["batch_size"] for entry in history] == [4, 8] and [entry["step"] for entry in history] == [0, 1]
     assert history[1]["changed"] == changes and history[0]["flags"] == "--batch_size=4\n"
-    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 8  # the current settings
+    assert json.loads((run / "config.json").read_text())["batch_size"] == 8  # the current settings
+    train_lib.record_start(config, str(run), 1)
+
+    # The same path with other files: every example number names another file.
+    shutil.copy(photos / "rocket.jpg", photos / "rocket_again.jpg")
+    os.utime(photos, None)
+    with pytest.raises(UserError, match=r"data.files: \d+ -> \d+; data.names_sha1"):
+        train_lib.check_resume_settings(config, str(run))
+    # A config.json of an older version, without the augmentations it did not have: their defaults.
+    stored = json.loads((run / "config.json").read_text())
+    del stored["augmentations"], stored["data"]
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="augmentations.flip: false -> true"):
+        train_lib.check_resume_settings(dataclasses.replace(config, augmentations=data.Augmentations(flip=True)), str(run))
+    (run / "config.json").unlink()
+    with pytest.raises(UserError, match="config.json: missing"):
+        train_lib.check_resume_settings(config, str(run))
