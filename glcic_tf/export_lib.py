@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from glcic_tf.errors import UserError
-from glcic_tf.inference import Inpainter, announced_size
+from glcic_tf.inference import Inpainter, announced_size, exif_orientation, turn_upright
 from glcic_tf.strategy import MAX_NETWORK_PIXELS
 
 BYTES_SIGNATURE = "inpaint_bytes"
@@ -46,6 +46,7 @@ def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
     ]
     with tf.control_dependencies(checks):  # decode only after the header's checks passed
         decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+    decoded = turn_upright(decoded, exif_orientation(encoded))  # as the page and inpaint.py read it
     shape = tf.shape(decoded, out_type=tf.int64)
     with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):
         return tf.identity(decoded)

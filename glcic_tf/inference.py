@@ -272,6 +272,58 @@ def _signed_32(value: tf.Tensor) -> tf.Tensor:
     return tf.where(value >= 2**31, value - 2**32, value)
 
 
+_EXIF_SEARCH_BYTES = 65536  # a JPEG's APP1 or a PNG's eXIf chunk comes before the pixels
+_IFD_ENTRIES = 64  # the first IFD's entries searched for the orientation tag
+
+
+def exif_orientation(encoded) -> tf.Tensor:
+    """The EXIF orientation (1-8) that a JPEG (APP1 "Exif") or a PNG (eXIf chunk) states, 1 for
+    none and for any other format: the browser's rule (AS_STORED), in TensorFlow ops, so that
+    the export's bytes signature turns photographs as the page and inpaint.py do."""
+    magic = tf.strings.substr(encoded, 0, 8)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+    is_png = tf.equal(magic, b"\x89PNG\r\n\x1a\n")
+    head = tf.strings.substr(encoded, 0, _EXIF_SEARCH_BYTES)
+    marker = tf.where(is_jpeg, b"Exif\x00\x00", b"eXIf")
+    parts = tf.strings.split(head, sep=marker, maxsplit=1)
+    found = (is_jpeg | is_png) & tf.equal(tf.size(parts), 2)
+    start = tf.where(found, tf.strings.length(parts[0]) + tf.strings.length(marker), 0)  # inside the file
+    # Some writers start a PNG's eXIf data with JPEG's "Exif\0\0" too.
+    prefixed = is_png & tf.equal(tf.strings.substr(tf.strings.join([encoded, b"\0" * 8]), start, 6), b"Exif\x00\x00")
+    start += tf.where(prefixed, 6, 0)
+    size = 8 + 12 * _IFD_ENTRIES + 4096
+    tiff = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, start, size), b"\0" * size]), 0, size)
+    raw = tf.cast(tf.io.decode_raw(tiff, tf.uint8), tf.int64)
+    little = tf.equal(raw[0], ord("I"))
+
+    def number(offsets, length):  # unsigned integers of `length` bytes at `offsets`, in the TIFF's byte order
+        digits = tf.gather(raw, tf.clip_by_value(offsets[..., None] + tf.range(length, dtype=tf.int64), 0, size - 1))
+        weights = 256 ** tf.range(length, dtype=tf.int64)
+        return tf.reduce_sum(digits * tf.where(little, weights, tf.reverse(weights, [0])), axis=-1)
+
+    ifd = number(tf.constant(4, tf.int64), 4)
+    entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)
+    valid = (tf.range(_IFD_ENTRIES, dtype=tf.int64) < number(ifd, 2)) & (entries + 12 <= size)
+    orientation = tf.reduce_max(tf.where(valid & tf.equal(number(entries, 2), 0x0112), number(entries + 8, 2), 0))
+    return tf.where(found & (orientation >= 1) & (orientation <= 8), orientation, 1)
+
+
+def turn_upright(image, orientation) -> tf.Tensor:
+    """`image` (H, W, C) turned as EXIF `orientation` (1-8) says it is shown (Pillow's exif_transpose)."""
+    transposed = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    turns = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.image.rot90(image, 2),  # 3: upside down
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        transposed,  # 5
+        lambda: tf.image.rot90(image, 3),  # 6: turned 90 degrees clockwise to show
+        lambda: tf.image.rot90(transposed(), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: turned 90 degrees counter-clockwise to show
+    ]
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), turns)
+
+
 def announced_size(encoded) -> tf.Tensor:
     """[width, height] as a PNG, JPEG, GIF, BMP or WebP header states it, read without decoding:
     the guard against a small file announcing a huge image (a decompression bomb), in TensorFlow

@@ -1,11 +1,14 @@
 """The exported SavedModel against the Keras model, its signatures, and export.py's folder rules."""
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import PIL.Image
+import PIL.ImageOps
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -154,3 +157,37 @@ def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_net
         by_bytes(image_bytes=tf.constant([small_png] * 4), mask_bytes=tf.constant([mask_png] * 4))  # each mask's size is refused later; the sum first
     with pytest.raises(tf.errors.InvalidArgumentError, match="one mask per image"):
         by_bytes(image_bytes=tf.constant([photo_png] * 2), mask_bytes=tf.constant([mask_png]))
+
+
+@pytest.mark.parametrize("file_format", ["JPEG", "PNG", "WEBP"])
+def test_bytes_signature_turns_photographs_by_their_exif_orientation_as_the_page_does(exported, file_format):
+    # One rule for every path, the browser's (inference.AS_STORED): a JPEG or PNG with EXIF
+    # orientation 6 is completed upright (8x4 -> 4 wide, 8 high), a WebP as stored.
+    from inference_test import _turned_sideways  # noqa: PLC0415
+
+    photo = _turned_sideways(file_format)
+    local = inference.decode_image(photo)  # what inpaint.py and the page complete
+    mask = np.zeros((*local.shape[:2], 1), np.uint8)
+    mask[0, 0] = 255
+    signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
+    reply = signature(image_bytes=tf.constant([photo]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
+    result = tf.io.decode_png(reply["inpainted_bytes"][0]).numpy()
+    assert result.shape == local.shape
+    outside = mask[..., 0] == 0
+    assert np.abs(result[outside].astype(int) - local[outside].astype(int)).max() <= (8 if file_format == "JPEG" else 0)
+
+
+def test_exif_orientation_in_tensorflow_ops_turns_as_pillow_does():
+    picture = np.random.default_rng(0).integers(0, 255, (3, 5, 3), dtype=np.uint8)
+    for orientation in range(1, 9):
+        for file_format in ("PNG", "JPEG"):
+            buffer, exif = io.BytesIO(), PIL.Image.Exif()
+            exif[0x0112] = orientation
+            PIL.Image.fromarray(picture).save(buffer, file_format, exif=exif.tobytes(), **({"quality": 100} if file_format == "JPEG" else {}))
+            encoded = buffer.getvalue()
+            assert int(inference.exif_orientation(tf.constant(encoded))) == orientation, (file_format, orientation)
+            want = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(encoded))))
+            got = inference.turn_upright(tf.io.decode_image(encoded, channels=3), orientation).numpy()
+            assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= (12 if file_format == "JPEG" else 0)
+    plain = tf.io.encode_png(tf.constant(picture)).numpy()
+    assert int(inference.exif_orientation(tf.constant(plain))) == 1 and int(inference.exif_orientation(tf.constant(b""))) == 1

@@ -114,6 +114,12 @@ HOSTILE_FILES = {
     "truncated_png": (cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()[:60], "is not a readable image file"),
     "png_bomb": (_png_header_only(100_000, 100_000), "is 100000x100000, over the limit"),
     "jpeg_bomb": (_jpeg_claiming(60_000, 60_000), "is 60000x60000, over the limit"),
+    # The JPEG marker, then garbage; a real JPEG cut in its first 200 bytes (TensorFlow's
+    # extract_jpeg_shape raised on both, and the page answered 500 with TF's text).
+    "jpeg_marker_then_garbage": (b"\xff\xd8\xff" + os.urandom(500), "is not a readable image file"),
+    "jpeg_cut_at_200_bytes": (cv2.imencode(".jpg", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()[:200], "is not a readable image file"),
+    # Radiance HDR: OpenCV decodes it (as float32, before any size check), no header reader sizes it.
+    "radiance_hdr": (cv2.imencode(".hdr", np.ones((30, 40, 3), np.float32))[1].tobytes(), "is not a readable image file"),
 }
 
 
