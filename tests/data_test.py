@@ -344,14 +344,15 @@ def folder_by_category(tmp_path):
     return tmp_path
 
 
-def _examples_by_number(source, pipelines, global_batch=8, start_step=0, steps=4, sizes=tiny.SIZES):
+def _examples_by_number(source, pipelines, global_batch=8, start_step=0, steps=4, sizes=tiny.SIZES, data_dir=None):
     """{global example number: example} for `steps` steps read by `pipelines` input pipelines, as workers would."""
     share = global_batch // pipelines
     examples = {}
     for pipeline in range(pipelines):
         context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=pipelines)
         dataset = data.training_dataset(
-            source, share, seed=3, sizes=sizes, input_context=context, start_position=start_step * share, shuffle_buffer=5
+            source, share, seed=3, data_dir=data_dir, sizes=sizes, input_context=context, start_position=start_step * share,
+            shuffle_buffer=5,
         )
         for step, batch in enumerate(dataset.take(steps), start=start_step):
             for row in range(share):
@@ -448,3 +449,44 @@ def test_a_slow_file_delays_its_batch_and_never_moves_an_example_to_another_step
     for step, batch in enumerate(dataset.take(12)):
         got = [int(round(float(image.numpy().mean()) * 255)) for image in batch["image"]]
         assert got == [level_of(number) for number in range(4 * step, 4 * step + 4)], step
+
+
+class GlcicTinyPhotos(tfds.core.GeneratorBasedBuilder):
+    """A real TFDS data set of 23 flat photographs (example i is gray 10 i), written in 4 shards."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for index in range(23):
+            yield index, {"image": np.full((40, 40, 3), 10 * index, np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def prepared_tfds(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    GlcicTinyPhotos(data_dir=str(data_dir)).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
+    return str(data_dir)
+
+
+def test_a_prepared_tfds_split_in_shards_is_one_stream_for_any_worker_count_and_restart(prepared_tfds):
+    # Unlike mock_data (one "file", read as asked), this reads TFDS's shards: its file order and
+    # parallel reading must not change which image a number is.
+    source = "tfds:glcic_tiny_photos:train"
+    one = _examples_by_number(source, 1, steps=6, data_dir=prepared_tfds)
+    levels = [int(round(float(one[number]["image"].mean()) * 255 / 10)) for number in range(48)]
+    for epoch in range(2):  # 23 examples an epoch: each once, in an order of its own
+        assert sorted(levels[23 * epoch : 23 * epoch + 23]) == list(range(23))
+    assert levels[:23] != levels[23:46]
+    for pipelines, start_step in ((2, 0), (4, 3)):
+        other = _examples_by_number(source, pipelines, start_step=start_step, steps=6 - start_step, data_dir=prepared_tfds)
+        assert sorted(other) == list(range(8 * start_step, 48))
+        for number, example in other.items():
+            for key, value in example.items():
+                np.testing.assert_array_equal(value, one[number][key], err_msg=f"{pipelines} workers, number {number}, {key}")
+    assert data.fingerprint(source, prepared_tfds) == {"kind": "tfds", "name": "glcic_tiny_photos", "split": "train", "version": "1.0.0", "examples": 23}
