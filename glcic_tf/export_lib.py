@@ -62,7 +62,10 @@ def _request_checks(image_bytes, mask_bytes, max_pixels: int):
     for files, what in ((image_bytes, "image"), (mask_bytes, "mask")):
         announced = tf.map_fn(lambda encoded: tf.reduce_prod(announced_size(encoded)), files, fn_output_signature=tf.int64)
         message = f"{what} is larger than {max_pixels} pixels (counting every {what} of the request)"
-        checks.append(tf.debugging.assert_less_equal(tf.reduce_sum(announced), limit, message=message))
+        # Every file first: a size that is no size (a BMP's negative width) must not lower the sum.
+        checks.append(tf.debugging.assert_positive(announced, message=f"{what} is not a PNG, JPEG, GIF, BMP or WebP file"))
+        with tf.control_dependencies(checks[-1:]):
+            checks.append(tf.debugging.assert_less_equal(tf.reduce_sum(announced), limit, message=message))
     return checks
 
 

@@ -198,8 +198,10 @@ def header_format_and_size(source) -> Optional[Tuple[str, int, int]]:
                 file.seek(0)
                 try:
                     with factory(file, "") as image:
-                        width, height = image.size
-                        return FORMATS.get(image.format, image.format), int(width), int(height)
+                        width, height = (int(side) for side in image.size)
+                        if not (0 < width < 2**31 and 0 < height < 2**31):  # e.g. a BMP's negative width, read unsigned
+                            return None
+                        return FORMATS.get(image.format, image.format), width, height
                 except Exception:  # noqa: BLE001 (any reader failure means: not a readable file)
                     return None
         return None
@@ -287,6 +289,9 @@ def exif_orientation(encoded) -> tf.Tensor:
     marker = tf.where(is_jpeg, b"Exif\x00\x00", b"eXIf")
     parts = tf.strings.split(head, sep=marker, maxsplit=1)
     found = (is_jpeg | is_png) & tf.equal(tf.size(parts), 2)
+    # In a JPEG, only an APP1 segment's (FF E1, then its length): not an "Exif" in a comment.
+    app1 = tf.equal(tf.strings.substr(tf.strings.join([b"\0" * 4, head]), tf.strings.length(parts[0]), 2), b"\xff\xe1")
+    found &= is_png | app1
     start = tf.where(found, tf.strings.length(parts[0]) + tf.strings.length(marker), 0)  # inside the file
     # Some writers start a PNG's eXIf data with JPEG's "Exif\0\0" too.
     prefixed = is_png & tf.equal(tf.strings.substr(tf.strings.join([encoded, b"\0" * 8]), start, 6), b"Exif\x00\x00")
@@ -304,7 +309,10 @@ def exif_orientation(encoded) -> tf.Tensor:
     ifd = number(tf.constant(4, tf.int64), 4)
     entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)
     valid = (tf.range(_IFD_ENTRIES, dtype=tf.int64) < number(ifd, 2)) & (entries + 12 <= size)
-    orientation = tf.reduce_max(tf.where(valid & tf.equal(number(entries, 2), 0x0112), number(entries + 8, 2), 0))
+    # The first orientation entry that is one SHORT (type 3, count 1), as OpenCV and Pillow read it.
+    matches = valid & tf.equal(number(entries, 2), 0x0112) & tf.equal(number(entries + 2, 2), 3) & tf.equal(number(entries + 4, 4), 1)
+    first = tf.argmax(tf.cast(matches, tf.int32))
+    orientation = tf.where(tf.reduce_any(matches), number(entries[first] + 8, 2), 0)
     return tf.where(found & (orientation >= 1) & (orientation <= 8), orientation, 1)
 
 
@@ -348,7 +356,8 @@ def announced_size(encoded) -> tf.Tensor:
 
         def info():
             width, height = _header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)
-            return tf.stack([_signed_32(width), tf.abs(_signed_32(height))])
+            size = tf.stack([_signed_32(width), tf.abs(_signed_32(height))])
+            return tf.where(size[0] > 0, size, tf.zeros_like(size))  # a negative width is no BMP: [0, 0], refused
 
         return tf.cond(tf.equal(_header_integer(encoded, 14, 4, True), 12), core, info)
 

@@ -191,3 +191,43 @@ def test_exif_orientation_in_tensorflow_ops_turns_as_pillow_does():
             assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= (12 if file_format == "JPEG" else 0)
     plain = tf.io.encode_png(tf.constant(picture)).numpy()
     assert int(inference.exif_orientation(tf.constant(plain))) == 1 and int(inference.exif_orientation(tf.constant(b""))) == 1
+
+
+def _jpeg_with_segment(marker, payload):
+    """A small real JPEG with one more segment (`marker`, e.g. b"\xff\xe1" for APP1) right after its start."""
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 16, 3), np.uint8))[1].tobytes()
+    return jpeg[:2] + marker + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def _exif(entries, little_endian=True):
+    """EXIF data (b"Exif\0\0" + TIFF) with IFD0 holding `entries`: (tag, type, count, value) each."""
+    order = "little" if little_endian else "big"
+    ifd = len(entries).to_bytes(2, order) + b"".join(
+        tag.to_bytes(2, order) + kind.to_bytes(2, order) + count.to_bytes(4, order) + value.to_bytes(2, order) + b"\0\0" for tag, kind, count, value in entries
+    )
+    header = (b"II*\0" if little_endian else b"MM\0*") + (8).to_bytes(4, order)
+    return b"Exif\0\0" + header + ifd + b"\0\0\0\0"
+
+
+def test_exif_orientation_is_read_as_opencv_and_pillow_read_it():
+    orientation = lambda encoded: int(inference.exif_orientation(tf.constant(encoded)))  # noqa: E731
+    app1 = b"\xff\xe1"
+    assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 6)], little_endian=True))) == 6  # as many cameras write it
+    assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 8)], little_endian=False))) == 8
+    # Not an orientation OpenCV or Pillow would turn by: an Exif block in a comment, a second
+    # orientation entry after the first, an entry of count 0 or of another type.
+    assert orientation(_jpeg_with_segment(b"\xff\xfe", _exif([(0x0112, 3, 1, 6)]))) == 1
+    assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 1), (0x0112, 3, 1, 6)]))) == 1
+    assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 0, 6)]))) == 1
+    assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 4, 1, 6)]))) == 1
+    for broken in (b"Exif\0\0", b"\xff\xd8\xff", _jpeg_with_segment(app1, b"Exif\0\0II*\0\xff\xff\xff\xff")):
+        assert orientation(broken) == 1
+
+
+def test_a_bmp_of_negative_width_announces_no_size_and_cannot_lower_a_requests_sum():
+    header = bytearray(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    header[18:22], header[22:26] = (-1).to_bytes(4, "little", signed=True), (2**31 - 1).to_bytes(4, "little")
+    # Before: [-1, 2147483647], a product of -2147483647 pixels that cancelled the rest of a batch.
+    assert inference.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
+    with pytest.raises(UserError, match="not a readable image file"):
+        inference.decode_image(bytes(header))  # the local path: Pillow read the width as 4294967295

@@ -340,7 +340,7 @@ def test_a_post_from_another_sites_page_is_refused(local_completer, sample_folde
     photo = _photo(sample_folder)
     client = TestClient(server.create_app(local_completer))
     files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
-    for origin in ("http://evil.example", "null", "http://testserver.evil.example"):
+    for origin in ("http://evil.example", "null", "http://testserver.evil.example", "http://testserver:3000"):  # another local app too
         reply = client.post("/complete", files=files, headers={"Origin": origin})
         assert reply.status_code == 403 and reply.json()["error"] == "This server completes photos for its own page only, not for other sites.", origin
     assert client.post("/complete", files=files, headers={"Origin": "http://testserver"}).status_code == 200  # its own page
@@ -380,3 +380,69 @@ def test_listening_on_ipv6_and_clear_errors_for_addresses_that_cannot_be_had():
     assert server.page_address("0.0.0.0", 80) == "127.0.0.1:80" and server.page_address("::", 80) == "[::1]:80"
     assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
     assert not server.is_loopback("0.0.0.0") and not server.is_loopback("::") and not server.is_loopback("192.168.1.20")
+
+
+def _trickle(port, seconds_between=0.3, pieces=100):
+    """A connection that announces a form and then sends its body one byte at a time; returns
+    (connection, a thread that keeps trickling until the connection is closed or `pieces` sent)."""
+    boundary, body = _small_photo_form()
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    connection.sendall(
+        b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" + boundary
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+
+    def trickle():
+        for index in range(min(pieces, len(body))):
+            try:
+                connection.sendall(body[index : index + 1])
+            except OSError:
+                return
+            time.sleep(seconds_between)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    return connection
+
+
+def test_an_upload_that_trickles_in_is_refused_after_its_time_and_frees_its_place():
+    # Before: three clients sending a byte every 2 s held every place (--max_queue=2) for as long
+    # as they liked, and every honest client got 503 meanwhile.
+    completer = _BlockingCompleter()
+    completer.release.set()
+    with _real_server(server.create_app(completer, max_queue=0, upload_seconds=1.0)) as port:
+        slow = _trickle(port)
+        time.sleep(0.3)
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 503  # its place is taken meanwhile
+        start = time.perf_counter()
+        status, _, body = _reply(slow)
+        assert status == 408 and "took longer than 1 s" in json.loads(body)["error"]
+        assert time.perf_counter() - start < 5
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200  # the place is free again
+    assert completer.calls == 1
+
+
+def test_told_to_stop_the_server_ends_an_upload_still_arriving():
+    # Before: one trickling upload kept a SIGTERMed server alive until its client gave up.
+    app = server.create_app(_BlockingCompleter(), upload_seconds=120)
+    with _real_server(app) as port:
+        slow = _trickle(port, seconds_between=0.1)
+        time.sleep(0.3)
+        start = time.perf_counter()
+        app.state.stopping.set()  # what SIGTERM does (PageServer.handle_exit)
+        status, _, body = _reply(slow)
+        assert status == 503 and "stopping" in json.loads(body)["error"]
+        assert time.perf_counter() - start < 5
+
+
+def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(local_completer, sample_folder):
+    # DNS rebinding: a page at evil.example whose name is made to resolve to 127.0.0.1 sends
+    # Host and Origin of evil.example, which match each other; the Host itself must be refused.
+    client = TestClient(server.create_app(local_completer, allowed_hosts=("127.0.0.1", "localhost", "::1")), base_url="http://127.0.0.1:7860")
+    photo = _photo(sample_folder)
+    files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
+    rebound = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
+    for path, reply in (("/", client.get("/", headers=rebound)), ("/config", client.get("/config", headers=rebound)), ("/complete", client.post("/complete", files=files, headers=rebound))):
+        assert reply.status_code == 403 and "this machine only" in reply.json()["error"], path
+    assert client.post("/complete", files=files, headers={"Origin": "http://127.0.0.1:7860"}).status_code == 200
+    assert client.get("/", headers={"Host": "localhost:7860"}).status_code == 200

@@ -45,8 +45,14 @@ def main(argv):
         token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
         completer = commands.completer_from_flags()
         described = server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name)
-        page = server.create_app(completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described, FLAGS.max_queue, token)
-        web_server = server.PageServer(uvicorn.Config(page, log_level="warning"), page)
+        # Without a token the page is on loopback: only requests addressed to this machine's names.
+        hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
+        page = server.create_app(
+            completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described,
+            FLAGS.max_queue, token, allowed_hosts=hosts,
+        )
+        # The graceful stop waits for running completions, never longer than an upload may take.
+        web_server = server.PageServer(uvicorn.Config(page, log_level="warning", timeout_graceful_shutdown=server.UPLOAD_SECONDS), page)
         logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
         address = server.page_address(FLAGS.host, listening.getsockname()[1])
         print(f"glcic_tf page: http://{address}{f'/?token={token}' if token else ''}  (Ctrl-C stops it)", flush=True)

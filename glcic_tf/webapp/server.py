@@ -46,7 +46,7 @@ import uvicorn
 from absl import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -59,6 +59,9 @@ FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postp
 MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to the limits) meanwhile
 REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
 RETRY_AFTER_SECONDS = 5
+# Longest an upload may take to arrive: a client trickling its body (or sending none) would
+# otherwise hold its place in the queue, and keep a stopping server waiting, as long as it likes.
+UPLOAD_SECONDS = 60
 STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion looks whether the server is stopping
 TOKEN_COOKIE = "glcic_token"
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
@@ -89,6 +92,8 @@ def create_app(
     description: str = "",
     max_queue: int = MAX_QUEUE,
     token: Optional[str] = None,
+    upload_seconds: float = UPLOAD_SECONDS,
+    allowed_hosts: Optional[tuple] = None,
 ) -> Starlette:
     """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
 
@@ -96,7 +101,10 @@ def create_app(
     and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
     that many bytes have arrived. Up to `max_queue` completions wait for a slot (see above).
     `description` is what /config tells about the model (see `model_description`); `token`, if
-    given, is required of every request (see above).
+    given, is required of every request (see above). An upload must arrive within
+    `upload_seconds` (408 after). `allowed_hosts`, if given, are the only names a request's Host
+    header may carry (app.py without a token: loopback names, so a web page whose name is made to
+    resolve to 127.0.0.1, DNS rebinding, gets a 403 instead of its Origin matching its Host).
     """
     max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
     max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
@@ -126,7 +134,10 @@ def create_app(
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
     def refused_access(request: Request) -> Optional[Response]:
-        """403 for a request without the token (when there is one) or from another site's page."""
+        """403 for a request without the token (when there is one), from another site's page, or
+        (with `allowed_hosts`) addressed to a name that is not this machine's."""
+        if allowed_hosts is not None and (urlsplit("//" + request.headers.get("host", "")).hostname or "") not in allowed_hosts:
+            return _refusal(403, "This server answers requests addressed to this machine only (127.0.0.1, localhost).")
         if token is not None:
             offered = request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token") or ""
             authorization = request.headers.get("authorization", "")
@@ -166,14 +177,16 @@ def create_app(
             length = int(request.headers.get("content-length") or 0)
             if length > max_request_bytes:  # an honest client's announced size: refused before reading
                 raise _Refused(413, f"The upload is {_megabytes(length)}; {limits}.")
-            capped = Request(request.scope, _capped_receive(request.receive, max_request_bytes, f"The upload is larger than {_megabytes(max_request_bytes)}; {limits}."))
-            async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
-                image_file, mask_file = form.get("image"), form.get("mask")
-                if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
-                    raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
-                name = image_file.filename or "the photo"
-                image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
-                post = form.get("postprocess") == "true"
+            too_large = f"The upload is larger than {_megabytes(max_request_bytes)}; {limits}."
+            capped = Request(request.scope, _capped_receive(request.receive, max_request_bytes, too_large, stopping))
+            with anyio.fail_after(upload_seconds):
+                async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
+                    image_file, mask_file = form.get("image"), form.get("mask")
+                    if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
+                        raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
+                    name = image_file.filename or "the photo"
+                    image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
+                    post = form.get("postprocess") == "true"
             if len(image_bytes) > max_upload_bytes:
                 raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
             if len(mask_bytes) > max_mask_bytes:
@@ -186,8 +199,11 @@ def create_app(
                 started,
                 lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, started, limiter=slots),
             )
-        except _ClientGone:
-            logging.info("dropped %s: its client went away", name)
+        except TimeoutError:
+            logging.warning("refused (408): an upload took over %g s", upload_seconds)
+            return _refusal(408, f"The upload took longer than {upload_seconds:g} s; try again on a faster connection.")
+        except (_ClientGone, ClientDisconnect):
+            logging.info("dropped %s: its client went away", name if "name" in locals() else "an upload")
             return Response(status_code=499)  # nobody reads it
         except _ServerStopping:
             return _refusal(503, "The server is stopping; try again once it is back.")
@@ -290,14 +306,17 @@ def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
     return min(max_upload_bytes, max_pixels // 8 + 64 * 1024)
 
 
-def _capped_receive(receive, limit: int, refusal: str):
+def _capped_receive(receive, limit: int, refusal: str, stopping: Optional[threading.Event] = None):
     """`receive` that counts the request body's bytes as they arrive and raises a 413 `_Refused`
     once more than `limit` have come, so the form parser stops there: a chunked request, which
-    announces no Content-Length, is held to the same limit as one that does."""
+    announces no Content-Length, is held to the same limit as one that does. Once `stopping` is
+    set, the upload's next piece ends it (_ServerStopping)."""
     received = 0
 
     async def capped_receive():
         nonlocal received
+        if stopping is not None and stopping.is_set():
+            raise _ServerStopping
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
