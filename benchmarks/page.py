@@ -16,7 +16,6 @@ the upload, decoding, the PNG back and showing it. Prints the machine's matmul r
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from benchmarks.app_process import start_app  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the paper-width network with random weights.")
@@ -52,22 +53,6 @@ def stroke(shape):
     """One stroke across the middle third, as fractions of the photo: (start, end, brush size)."""
     height, width = shape
     return (width * 0.35, height * 0.45), (width * 0.65, height * 0.55), max(4, round(min(height, width) / 20))
-
-
-def start_app(model):
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "app.py"), f"--model={model}", "--port=0", "--precision=float32"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    line = ""
-    while "glcic_tf page: " not in line:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            sys.exit("app.py exited before serving")
-    return process, line.split("glcic_tf page: ")[1].split()[0]
 
 
 def time_page(url, photo_path, shape):

@@ -17,7 +17,6 @@ over the run's time to its last reply, since posts started before the end are wa
 import http.client
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +26,8 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from benchmarks import app_process  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the paper-width network with random weights.")
@@ -59,20 +60,8 @@ def phone_photo_form():
 
 
 def start_app(model):
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "app.py"), f"--model={model}", "--port=0", "--precision=float32", f"--max_queue={FLAGS.max_queue}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    line = ""
-    while "glcic_tf page: " not in line:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            sys.exit("app.py exited before serving")
-    port = int(line.split("glcic_tf page: ")[1].split()[0].rsplit(":", 1)[1])
-    return process, port
+    process, address = app_process.start_app(model, f"--max_queue={FLAGS.max_queue}")
+    return process, int(address.rsplit(":", 1)[1])
 
 
 def memory_mb(pid):

@@ -362,6 +362,18 @@ class _Spy:
         return self.network(inputs, training=training)
 
 
+def _spied_step(trainer, phase, batch):
+    """What the discriminators are shown in one step of `phase` on `batch`, run eagerly so that
+    a spy in the discriminator's place sees values, not graph tensors."""
+    spy = trainer.discriminator = _Spy(trainer.discriminator)
+    tf.config.run_functions_eagerly(True)
+    try:
+        trainer.run_step(phase, _repeat(batch))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    return spy.seen
+
+
 def _crop(images, boxes, size):
     return np.stack([image[y : y + size, x : x + size] for image, (y, x, *_) in zip(images, boxes)])
 
@@ -377,13 +389,7 @@ def test_phase_2_discriminators_see_the_completions_phase_3_makes_and_nothing_of
     trainer.run_step(2, _repeat(fixed_batch))  # compiled, as in a run
     assert not _changed(before, trainer.completion)  # the phase-2 step moved no variable of C
     training = trainer.completion(inputs, training=True).numpy()  # batch statistics: the moving ones play no part
-    spy = trainer.discriminator = _Spy(trainer.discriminator)
-    tf.config.run_functions_eagerly(True)  # so the spy sees values, not graph tensors
-    try:
-        trainer.run_step(2, _repeat(fixed_batch))
-    finally:
-        tf.config.run_functions_eagerly(False)
-    (_, _), (fake_global, _) = spy.seen[-2:]
+    (_, _), (fake_global, _) = _spied_step(trainer, 2, fixed_batch)[-2:]
     hole = np.broadcast_to(mask > 0.5, image.shape)
     np.testing.assert_allclose(fake_global[hole], training[hole], atol=1e-5)
     assert np.abs(fake_global[hole] - inference[hole]).mean() > 1e-3  # the modes differ here, so the check above is not trivial
@@ -395,14 +401,9 @@ def test_phase_3_discriminators_see_the_composite_and_the_right_boxes(source, tm
     size = TINY.local_size
     # What the completion network gives for this batch in training mode (batch statistics).
     completion = trainer.completion(models.completion_input(image, mask, trainer.config.mean_pixel), training=True).numpy()
-    spy = trainer.discriminator = _Spy(trainer.discriminator)
-    tf.config.run_functions_eagerly(True)  # so the spy sees values, not graph tensors
-    try:
-        trainer.run_step(3, _repeat(fixed_batch))
-    finally:
-        tf.config.run_functions_eagerly(False)
-    assert len(spy.seen) == 3  # real and completed for the discriminators, completed for the GAN term
-    (real_global, real_local), (fake_global, fake_local), (gan_global, gan_local) = spy.seen
+    seen = _spied_step(trainer, 3, fixed_batch)
+    assert len(seen) == 3  # real and completed for the discriminators, completed for the GAN term
+    (real_global, real_local), (fake_global, fake_local), (gan_global, gan_local) = seen
     np.testing.assert_array_equal(real_global, image)
     np.testing.assert_array_equal(real_local, _crop(image, fixed_batch["real_local_box"].numpy(), size))
     hole = np.broadcast_to(mask > 0.5, image.shape)
