@@ -152,11 +152,11 @@ def apply_update(optimizer, tape, loss, variables) -> None:
     scaling (Keras would halve it on to 0, and then apply 0 / 0): they stop the step as above.
     """
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    objective = loss
     if scaled:
         with tape:  # back on the tape: the scaling must be differentiated through
-            gradients = tape.gradient(optimizer.scale_loss(loss), variables)
-    else:
-        gradients = tape.gradient(loss, variables)
+            objective = optimizer.scale_loss(loss)
+    gradients = tape.gradient(objective, variables)
     local = tf.stack(
         [tf.reduce_all(tf.math.is_finite(loss)), tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])]
     )
