@@ -1,7 +1,8 @@
 """Comparing completion methods on the same images with the same seeded holes.
 
 Every image is resized (shortest edge to `image_size`, antialiased) and centre-cropped to a
-square, as the paper's 256x256 training crops; image number i gets the mask
+square, as the paper's 256x256 training crops (or, with image_size 0, kept at its own size, as
+people complete their photographs); image number i gets the mask
 `masks.protocol_mask(protocol, seed, i, ...)`, so every method and every run sees identical holes.
 
 Methods: the model, the model with the paper's post-processing, OpenCV's Telea and Navier-Stokes
@@ -26,10 +27,15 @@ METHODS = MODEL_METHODS + BASELINES
 INPAINT_RADIUS = 3
 
 
-def evaluation_images(source: str, count: Optional[int], image_size: int, data_dir: Optional[str] = None) -> List[np.ndarray]:
-    """The first `count` images of a source (all if None), as image_size squares of uint8."""
+def evaluation_images(
+    source: str, count: Optional[int], image_size: int, data_dir: Optional[str] = None, at_most: bool = False
+) -> List[np.ndarray]:
+    """The first `count` images of a source (all if None), as image_size squares of uint8, or
+    each at its own size for image_size 0. Fewer than `count` is an error, unless `at_most`."""
 
     def square(image):
+        if image_size == 0:
+            return image
         resized = data.resize_shortest_edge(image, image_size)
         return tf.image.convert_image_dtype(tf.image.resize_with_crop_or_pad(resized, image_size, image_size), tf.uint8, saturate=True)
 
@@ -37,7 +43,7 @@ def evaluation_images(source: str, count: Optional[int], image_size: int, data_d
     if count is not None:
         dataset = dataset.take(count)
     images = [image.numpy() for image in dataset.map(square)]
-    if count is not None and len(images) < count:
+    if count is not None and len(images) < count and not at_most:
         raise UserError(f"{source} has {len(images)} readable images, fewer than the {count} asked for (--num_images)")
     return images
 
@@ -136,7 +142,7 @@ def markdown_table(summary) -> str:
 def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
     """Rows of: input with the hole (white) | each method | original, with a labelled header.
 
-    tile: side of each picture in pixels (0: the evaluation size), e.g. smaller for a README.
+    tile: width of each picture in pixels (0: the first image's width), e.g. smaller for a README.
     """
     columns = ["input"] + list(methods) + ["original"]
     side = tile or images[0].shape[1]
@@ -144,8 +150,9 @@ def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.
     for image, result in list(zip(images, results))[:count]:
         holed = np.where(result["mask"] > 0.5, 255, image).astype(np.uint8)
         pictures = [holed] + [result[m] for m in methods] + [image]
-        if side != image.shape[1]:
-            pictures = [cv2.resize(picture, (side, side), interpolation=cv2.INTER_AREA) for picture in pictures]
+        if side != image.shape[1]:  # the tile's width, the image's aspect ratio
+            height = max(1, round(image.shape[0] * side / image.shape[1]))
+            pictures = [cv2.resize(picture, (side, height), interpolation=cv2.INTER_AREA) for picture in pictures]
         rows.append(np.concatenate(pictures, axis=1))
     grid = np.concatenate(rows, axis=0)
     font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1

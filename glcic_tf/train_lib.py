@@ -36,6 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from glcic_tf import checkpoints, data, losses, models
+from glcic_tf import validation as validation_lib
 from glcic_tf.errors import UserError
 
 # Paper, Training: T_C, T_D, T_train, alpha, batch size.
@@ -88,6 +89,7 @@ class Config:
     image_every: int = 1000
     init_checkpoint: Optional[str] = None
     mixed_precision: str = "none"
+    validation: validation_lib.ValidationSettings = validation_lib.ValidationSettings()  # none: the paper had none
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -273,6 +275,11 @@ class Trainer:
             augmentations=config.augmentations,
         )
         self.iterator = iter(self.dataset)
+        # Only the chief validates (the others go on to the next step and wait for it there).
+        self.validator = None
+        if self.is_chief and config.validation.enabled:
+            run_settings = json.loads(json.dumps(dataclasses.asdict(config)))
+            self.validator = validation_lib.Validator(config.validation, model_dir, self.completion, run_settings, int(self.step.numpy()))
         self._steps = {1: self._compiled(self._phase1), 2: self._compiled(self._phase2), 3: self._compiled(self._phase3)}
 
     # --- setup ---------------------------------------------------------------------------
@@ -421,7 +428,8 @@ class Trainer:
     def run(self, until_step: Optional[int] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> Dict[str, float]:
         """Train up to `until_step` (default: total_steps) or a stop request; returns the last metrics.
 
-        Checkpoints every `checkpoint_every` steps and when it returns. A NaN or infinite loss or
+        Checkpoints every `checkpoint_every` steps and when it returns; with a validation source,
+        validates every `validation.every` steps and at the last step (glcic_tf.validation). A NaN or infinite loss or
         gradient (on any replica) raises TrainingDiverged before that update is applied and
         without saving, so the latest checkpoint stays the last good one (see apply_update).
         """
@@ -469,6 +477,8 @@ class Trainer:
                         logging.info("%s", _progress_line(step, phase, config.total_steps, metrics, rate, config.batch_size))
                 if preview is not None and (step % config.image_every == 0 or step == until_step):
                     self._write_images(step, preview)
+                if self.validator and (step % config.validation.every == 0 or step == config.total_steps):
+                    self.validator.validate(step, phase)
                 if step % config.checkpoint_every == 0:
                     self.save()
             self.save()
@@ -541,11 +551,11 @@ def write_config(config: Config, model_dir: str) -> None:
 
 
 # Settings a resumed run may change: where the data are kept, how often it logs and saves, how
-# long it runs, op determinism, and what starts a run that has not started. Every other setting
+# long it runs, op determinism, how it validates, and what starts a run that has not started. Every other setting
 # changes what the run computes (batch size: the data position; phase lengths: the phase
 # boundaries; seed, source, sizes, augmentations: the data; optimizer, width, precision...).
 CHANGEABLE_ON_RESUME = frozenset(
-    {"data_dir", "total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "summary_every", "image_every", "init_checkpoint", "deterministic"}
+    {"data_dir", "total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "summary_every", "image_every", "init_checkpoint", "deterministic", "validation"}
 )
 SETTINGS_HISTORY = "settings_history.jsonl"
 

@@ -214,6 +214,8 @@ def multi_worker_flags(sample_folder):
         "--discriminator_steps=1",
         "--total_steps=6",
         "--deterministic",
+        f"--validation_source=folder:{sample_folder}/test",
+        "--validation_every=2",
         *TINY_FLAGS,
     ]
 
@@ -234,6 +236,10 @@ def test_multi_worker_run_with_two_local_processes_completes(two_workers_straigh
     # The second worker ran with the run folder read-only (see _start_workers) and still
     # finished, so it wrote nothing there; nor beside it (TensorFlow's workertemp_<id> folders).
     assert not list(Path(run).parent.glob("workertemp*")) and not list(Path(run).glob("workertemp*"))
+    # The chief alone validates, at steps 2, 4 and 6, and keeps the best checkpoint apart.
+    assert [line.split(",")[0] for line in Path(run, "validation.csv").read_text().splitlines()[1:]] == ["2", "4", "6"]
+    assert "validation at step 6" in outputs[0] and "validation at step" not in outputs[1]
+    assert tf.train.latest_checkpoint(str(Path(run, "best")))
 
 
 def test_two_workers_stopped_in_phase_3_and_started_again_end_as_an_uninterrupted_run(two_workers_straight, tmp_path):

@@ -20,7 +20,7 @@ flags.DEFINE_string("model", None, "SavedModel (version or base folder), train.p
 flags.DEFINE_string("source", "sample:test", "Images: tfds:NAME[:SPLIT], folder:PATH or sample:test.")
 flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps prepared data sets.")
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images (default: all).")
-flags.DEFINE_integer("image_size", 256, "Images are resized and centre-cropped to this square (the paper's 256).")
+flags.DEFINE_integer("image_size", 256, "Images are resized and centre-cropped to this square (the paper's 256); 0: each at its own size.")
 flags.DEFINE_enum("mask_protocol", "paper", sorted(masks.MASK_PROTOCOLS), "How holes are drawn (glcic_tf/masks.py).")
 flags.DEFINE_integer("seed", 0, "Seed of the holes: the same seed gives the same holes everywhere.")
 flags.DEFINE_list("methods", list(evaluation.METHODS), "Methods to compare.")

@@ -11,7 +11,7 @@ refused unless --allow_changed_settings. SIGTERM or Ctrl-C saves a checkpoint an
 
 from absl import flags, logging
 
-from glcic_tf import checkpoints, commands, data, masks, models, train_lib
+from glcic_tf import checkpoints, commands, data, masks, models, train_lib, validation
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -59,6 +59,15 @@ flags.DEFINE_list(
     "to measure it on the first 10,000 training images.",
 )
 flags.DEFINE_string("init_checkpoint", None, "Checkpoint (or run folder) whose completion network starts this run.")
+# Validation during training (not the paper's; off without a source): see glcic_tf/validation.py.
+_VALIDATION = validation.ValidationSettings()
+flags.DEFINE_string("validation_source", None, "Held-out images to validate on (as --source), e.g. tfds:places365_small:validation; unset: no validation.")
+flags.DEFINE_integer("validation_every", _VALIDATION.every, "Steps between validations (also at the last step).")
+flags.DEFINE_integer("validation_images", _VALIDATION.num_images, "Validate on the first N images of --validation_source (or all it has if fewer; 0: all).")
+flags.DEFINE_integer("validation_size", None, "Validation images are resized and centre-cropped to this square (default: --crop_size); 0: each at its own size.")
+flags.DEFINE_enum("validation_protocol", _VALIDATION.protocol, sorted(masks.MASK_PROTOCOLS), "Validation holes, as evaluate.py's --mask_protocol.")
+flags.DEFINE_integer("validation_seed", _VALIDATION.seed, "Seed of the validation holes, as evaluate.py's --seed.")
+flags.DEFINE_enum("validation_metric", _VALIDATION.metric, sorted(validation.HIGHER_IS_BETTER), "The metric that chooses the best checkpoint (MODEL_DIR/best).")
 # Running.
 flags.DEFINE_integer("seed", 0, "Seed of the weights, crops and holes.")
 flags.DEFINE_bool("deterministic", False, "TensorFlow's op determinism (slower): reruns give bit-identical weights.")
@@ -121,6 +130,16 @@ def config_from_flags() -> train_lib.Config:
         augmentations = data.Augmentations(
             FLAGS.flip, FLAGS.hue, FLAGS.saturation, FLAGS.brightness, FLAGS.contrast, FLAGS.grayscale
         )
+        validation_settings = validation.ValidationSettings(
+            FLAGS.validation_source,
+            FLAGS.data_dir,
+            FLAGS.validation_every,
+            FLAGS.validation_images or None,
+            FLAGS.validation_size,
+            FLAGS.validation_protocol,
+            FLAGS.validation_seed,
+            FLAGS.validation_metric,
+        )
     except ValueError as error:
         raise UserError(str(error)) from None
     return train_lib.Config(
@@ -147,6 +166,7 @@ def config_from_flags() -> train_lib.Config:
         image_every=FLAGS.image_every,
         init_checkpoint=FLAGS.init_checkpoint,
         mixed_precision=FLAGS.mixed_precision,
+        validation=validation_settings,
     )
 
 

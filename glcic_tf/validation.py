@@ -1,0 +1,204 @@
+"""Validation during training: evaluate.py's protocol on a fixed held-out set, and the best checkpoint.
+
+Every `every` steps the chief completes the same held-out images with the same seeded holes as
+`evaluate.py --model=RUN --image_size=SIZE --mask_protocol=PROTOCOL --seed=SEED` would (the code
+is `glcic_tf.evaluation`'s, so the numbers are equal), and writes the mean of every metric to
+TensorBoard (`RUN/validation`) and to `RUN/validation.csv`.
+
+The checkpoint of the best value of `metric` so far is kept in `RUN/best/`, a folder of its own
+that `--keep_checkpoints` never rotates: the completion network, the step and the value it
+scored, with the run's config.json beside it, so `RUN/best` is a run folder that export.py,
+inpaint.py, app.py and evaluate.py take as they take `RUN` (the latest checkpoint).
+
+Validation reads the weights and changes nothing, so a run with it trains exactly as one without.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from glcic_tf import evaluation, inference, masks, metrics
+from glcic_tf.errors import UserError
+
+BEST_FOLDER = "best"
+CSV_NAME = "validation.csv"
+SUMMARY_FOLDER = "validation"
+# The metrics a best checkpoint can be chosen by, and whether higher is better.
+HIGHER_IS_BETTER = {"hole_psnr": True, "psnr": True, "hole_ssim": True, "ssim": True, "hole_l1": False, "l1": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSettings:
+    """What to validate on and how often; no source: no validation (the paper had none)."""
+
+    source: Optional[str] = None
+    data_dir: Optional[str] = None
+    every: int = 5000
+    num_images: Optional[int] = 200  # at most; None: every image of the source
+    image_size: Optional[int] = None  # None: the training crop size; 0: each image at its own size
+    protocol: str = "paper"
+    seed: int = 0
+    metric: str = "hole_psnr"
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise UserError("--validation_every must be positive")
+        if self.num_images is not None and self.num_images < 1:
+            raise UserError("--validation_images must be positive (0: every image)")
+        if self.image_size is not None and self.image_size < 0:
+            raise UserError("--validation_size must be 0 (each image at its own size) or positive")
+        if self.protocol not in masks.MASK_PROTOCOLS:
+            raise UserError(f"unknown --validation_protocol {self.protocol!r}; choose one of {sorted(masks.MASK_PROTOCOLS)}")
+        if self.metric not in HIGHER_IS_BETTER:
+            raise UserError(f"unknown --validation_metric {self.metric!r}; choose one of {sorted(HIGHER_IS_BETTER)}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
+
+
+def best_path(model_dir: str) -> str:
+    """The folder of a run's best validated checkpoint (a run folder of its own)."""
+    return os.path.join(model_dir, BEST_FOLDER)
+
+
+def _better(value: float, than: Optional[float], metric: str) -> bool:
+    if not np.isfinite(value):
+        return False
+    if than is None:
+        return True
+    return value > than if HIGHER_IS_BETTER[metric] else value < than
+
+
+class Validator:
+    """Validates a run's completion network on the chief and keeps its best checkpoint."""
+
+    def __init__(self, settings: ValidationSettings, model_dir: str, network, run_settings: Dict, restored_step: int):
+        """run_settings: the run's config.json (its width and mean pixel; copied into best/)."""
+        self.settings = settings
+        self.run_settings = run_settings
+        self.model_dir = model_dir
+        self.network = network
+        self.mean_pixel = tuple(run_settings["mean_pixel"])
+        size = run_settings["sizes"]["crop_size"] if settings.image_size is None else settings.image_size
+        started = time.perf_counter()
+        self.images = evaluation.evaluation_images(settings.source, settings.num_images, size, settings.data_dir, at_most=True)
+        if not self.images:
+            raise UserError(f"--validation_source {settings.source} holds no readable image")
+        logging.info(
+            "validation: %d images of %s (%s), %s holes, seed %d, every %d steps, best by %s (read in %.1f s)",
+            len(self.images), settings.source, f"{size}x{size}" if size else "own sizes", settings.protocol, settings.seed,
+            settings.every, settings.metric, time.perf_counter() - started,
+        )
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_FOLDER))
+        self.best_step, self.best_value = None, None
+        self._read_best()
+        self._drop_rows_after(restored_step)
+
+    # --- the best checkpoint ------------------------------------------------------------
+
+    def _checkpoint(self, step, value, metric):
+        return tf.train.Checkpoint(completion=self.network, step=step, value=value, metric=metric)
+
+    def _read_best(self) -> None:
+        """The best step and value so far, from the best checkpoint itself (written atomically)."""
+        latest = tf.train.latest_checkpoint(best_path(self.model_dir))
+        if not latest:
+            return
+        reader = tf.train.load_checkpoint(latest)
+        metric = reader.get_tensor("metric/.ATTRIBUTES/VARIABLE_VALUE").decode()
+        step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        value = float(reader.get_tensor("value/.ATTRIBUTES/VARIABLE_VALUE"))
+        if metric != self.settings.metric:
+            logging.warning(
+                "the best checkpoint so far (step %d) was chosen by %s, this run chooses by %s: the next validation replaces it",
+                step, metric, self.settings.metric,
+            )
+            return
+        self.best_step, self.best_value = step, value
+        logging.info("best checkpoint so far: step %d, %s %.4f (%s)", step, metric, value, latest)
+
+    def _save_best(self, step: int, value: float, means: Dict[str, float]) -> str:
+        folder = best_path(self.model_dir)
+        os.makedirs(folder, exist_ok=True)
+        checkpoint = self._checkpoint(
+            tf.Variable(step, dtype=tf.int64), tf.Variable(value, dtype=tf.float64), tf.Variable(self.settings.metric)
+        )
+        # Written before the checkpoint that needs it: what loads best/ reads the width from it.
+        _write_json(os.path.join(folder, "config.json"), self.run_settings)
+        path = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1).save(checkpoint_number=step)
+        _write_json(os.path.join(folder, "validation.json"), {"step": step, "metric": self.settings.metric, "value": value, "metrics": means, "settings": dataclasses.asdict(self.settings)})
+        self.best_step, self.best_value = step, value
+        return path
+
+    # --- the CSV --------------------------------------------------------------------------
+
+    def _csv_path(self) -> str:
+        return os.path.join(self.model_dir, CSV_NAME)
+
+    def _drop_rows_after(self, step: int) -> None:
+        """A resumed run validates again the steps after its checkpoint: their old rows go."""
+        path = self._csv_path()
+        if not os.path.exists(path):
+            return
+        with open(path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        kept = [row for row in rows if int(row["step"]) <= step]
+        if len(kept) < len(rows):
+            with open(path + ".tmp", "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(path + ".tmp", path)
+
+    def _append_row(self, row: Dict) -> None:
+        path = self._csv_path()
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # --- validating -------------------------------------------------------------------------
+
+    def evaluate(self) -> Dict[str, float]:
+        """The mean of every metric over the held-out set, as evaluate.py computes it."""
+        completer = inference.Inpainter(self.network, self.mean_pixel)  # as evaluate.py runs a run folder in float32
+        rows, _ = evaluation.evaluate(self.images, ["model"], self.settings.protocol, self.settings.seed, completer)
+        summary = evaluation.summarise(rows, ["model"])["model"]
+        return {name: summary[name]["mean"] for name in metrics.METRICS if summary[name]["mean"] is not None}
+
+    def validate(self, step: int, phase: int) -> Dict[str, float]:
+        """Validates at `step`, logs it, and saves the best checkpoint if this is the best so far."""
+        started = time.perf_counter()
+        means = self.evaluate()
+        seconds = time.perf_counter() - started
+        value = means[self.settings.metric]
+        best = _better(value, self.best_value, self.settings.metric)
+        with self.writer.as_default():
+            for name, mean in means.items():
+                tf.summary.scalar(f"validation/{name}", mean, step=step)
+        self.writer.flush()
+        self._append_row({"step": step, "phase": phase, **{n: means.get(n, "") for n in metrics.METRICS}, "seconds": round(seconds, 2), "best": int(best)})
+        if best:
+            self._save_best(step, value, means)
+        logging.info(
+            "validation at step %d: %s | %.1f s%s", step, " ".join(f"{name} {mean:.4g}" for name, mean in means.items()), seconds,
+            f" | best so far ({self.settings.metric}), saved in {best_path(self.model_dir)}" if best
+            else f" | best remains step {self.best_step} ({self.settings.metric} {self.best_value:.4g})",
+        )
+        return means
+
+
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(path + ".tmp", path)

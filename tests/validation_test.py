@@ -1,0 +1,188 @@
+"""Validation during training: evaluate.py's numbers, the best checkpoint kept apart and across resumes."""
+
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tiny
+from glcic_tf import inference, train_lib, validation
+from glcic_tf.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config(sample_folder, **overrides):
+    settings = dict(
+        source=f"folder:{sample_folder}/train",
+        batch_size=4,
+        completion_steps=2,
+        discriminator_steps=1,
+        total_steps=4,
+        sizes=tiny.SIZES,
+        width=tiny.WIDTH,
+        optimizer="adam",
+        learning_rate=1e-3,
+        deterministic=True,
+        checkpoint_every=1,
+        keep_checkpoints=1,
+        log_every=1000,
+        summary_every=1000,
+        image_every=1000,
+        validation=validation.ValidationSettings(source=f"folder:{sample_folder}/test", every=1, protocol="strokes", image_size=0),
+    )
+    settings.update(overrides)
+    return train_lib.Config(**settings)
+
+
+def _rows(run):
+    with open(Path(run, validation.CSV_NAME), newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _weights(network):
+    return [variable.numpy().copy() for variable in network.weights]
+
+
+def _best_step(run):
+    return int(tf.train.load_checkpoint(tf.train.latest_checkpoint(str(Path(run, "best")))).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Validator.evaluate returns the given hole PSNRs in turn and records the weights it saw."""
+    seen = {}
+
+    def install(values):
+        values = iter(values)
+
+        def evaluate(self):
+            seen[len(seen) + 1] = _weights(self.network)  # the n-th validation: step n when validating every step
+            value = next(values)
+            return {"hole_psnr": value, "hole_l1": value}
+
+        monkeypatch.setattr(validation.Validator, "evaluate", evaluate)
+        return seen
+
+    return install
+
+
+@pytest.fixture(scope="module")
+def validated_run(sample_folder, tmp_path_factory):
+    """A tiny run validated at every step on the held-out photographs at their own sizes, strokes."""
+    folder = tmp_path_factory.mktemp("validated_run")
+    config = _config(sample_folder)
+    train_lib.Trainer(config, str(folder)).run()
+    train_lib.write_config(config, str(folder))
+    return folder, config
+
+
+def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(validated_run, sample_folder, tmp_path):
+    run, config = validated_run
+    rows = _rows(run)
+    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4] and [int(row["phase"]) for row in rows] == [1, 1, 2, 3]
+    best = max(rows, key=lambda row: float(row["hole_psnr"]))
+    assert _best_step(run) == int(best["step"])
+    # evaluate.py on the best checkpoint, by name, with the same images and holes.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"--model={run}/best", f"--source=folder:{sample_folder}/test",
+         "--image_size=0", "--mask_protocol=strokes", "--seed=0", "--methods=model", "--precision=float32", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())["methods"]["model"]
+    for name in ("psnr", "ssim", "l1", "hole_psnr", "hole_ssim", "hole_l1"):
+        assert summary[name]["mean"] == pytest.approx(float(best[name]), rel=1e-6, abs=1e-6), name
+    assert json.loads(Path(run, "best", "validation.json").read_text())["step"] == int(best["step"])
+
+
+def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_name(validated_run):
+    run, _ = validated_run
+    network, mean_pixel, step = inference.load_completion_network(str(run / "best"))
+    assert step == _best_step(run) and mean_pixel == tuple(train_lib.Config(source="").mean_pixel)
+    completer = inference.load_completer(str(run / "best"))
+    image = np.full((40, 48, 3), 120, np.uint8)
+    mask = inference.box_mask((40, 48), [(8, 8, 16, 16)])
+    assert inference.inpaint(completer, image, mask).shape == (40, 48, 3)
+
+
+def test_the_best_checkpoint_survives_rotation_and_holds_the_weights_it_scored_with(sample_folder, tmp_path, scripted):
+    seen = scripted([10.0, 12.0, 11.0, 9.0])
+    trainer = train_lib.Trainer(_config(sample_folder), str(tmp_path))
+    trainer.run()
+    assert [Path(p).name for p in trainer.manager.checkpoints] == ["ckpt-4"]  # rotation kept only the latest
+    assert _best_step(tmp_path) == 2
+    assert sorted(p.name for p in Path(tmp_path, "best").glob("*.index")) == ["ckpt-2.index"]
+    network, _, _ = inference.load_completion_network(str(tmp_path / "best"))
+    for saved, scored in zip(_weights(network), seen[2]):
+        np.testing.assert_array_equal(saved, scored)
+    assert not all(np.array_equal(a, b) for a, b in zip(seen[2], _weights(trainer.completion)))  # not the final weights
+    assert [row["best"] for row in _rows(tmp_path)] == ["1", "1", "0", "0"]
+
+
+def test_a_resumed_run_keeps_the_best_and_validates_again_the_steps_after_its_checkpoint(sample_folder, tmp_path, scripted):
+    scripted([10.0, 12.0])
+    train_lib.Trainer(_config(sample_folder, total_steps=6), str(tmp_path)).run(until_step=2)
+    # As if the run had validated step 3 and died before its checkpoint: that row goes on resume.
+    with open(tmp_path / validation.CSV_NAME, "a") as file:
+        file.write("3,2,,,,,99.0,,,,1.0,1\n")
+    scripted([11.0, 11.5, 13.0, 12.5])
+    trainer = train_lib.Trainer(_config(sample_folder, total_steps=6), str(tmp_path))
+    assert trainer.validator.best_step == 2 and trainer.validator.best_value == 12.0
+    trainer.run(until_step=4)
+    assert _best_step(tmp_path) == 2  # 11.0 and 11.5 do not beat the 12.0 from before the restart
+    trainer.run()
+    assert _best_step(tmp_path) == 5
+    assert [(row["step"], row["hole_psnr"], row["best"]) for row in _rows(tmp_path)] == [
+        ("1", "10.0", "1"), ("2", "12.0", "1"), ("3", "11.0", "0"), ("4", "11.5", "0"), ("5", "13.0", "1"), ("6", "12.5", "0"),
+    ]
+
+
+def test_a_lower_is_better_metric_and_another_metric_on_resume(sample_folder, tmp_path, scripted):
+    by_l1 = dataclasses.replace(_config(sample_folder).validation, metric="hole_l1")
+    scripted([2.0, 1.0])
+    train_lib.Trainer(_config(sample_folder, validation=by_l1), str(tmp_path)).run(until_step=2)
+    assert _best_step(tmp_path) == 2  # the lower L1
+    # Resumed choosing by hole PSNR: the best by L1 is no yardstick, the next validation replaces it.
+    scripted([0.5])
+    trainer = train_lib.Trainer(_config(sample_folder), str(tmp_path))
+    assert trainer.validator.best_value is None
+    trainer.run(until_step=3)
+    assert _best_step(tmp_path) == 3
+
+
+def test_validating_does_not_change_what_the_run_computes(sample_folder, tmp_path, validated_run):
+    run, config = validated_run
+    plain = train_lib.Trainer(dataclasses.replace(config, validation=validation.ValidationSettings()), str(tmp_path))
+    assert plain.validator is None
+    plain.run()
+    validated = train_lib.Trainer(config, str(run))  # the validated run's last checkpoint
+    for a, b in zip(_weights(plain.completion), _weights(validated.completion)):
+        np.testing.assert_array_equal(a, b)
+    assert not train_lib.changed_settings(dataclasses.replace(config, validation=validation.ValidationSettings(every=7)), str(run))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"every": 0}, "--validation_every must be positive"),
+        ({"metric": "fid"}, "unknown --validation_metric 'fid'"),
+        ({"protocol": "blobs"}, "unknown --validation_protocol 'blobs'"),
+    ],
+)
+def test_bad_validation_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(UserError, match=message):
+        validation.ValidationSettings(source="sample:test", **overrides)
+
+
+def test_a_validation_source_without_images_is_an_error_before_training(sample_folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    config = _config(sample_folder, validation=validation.ValidationSettings(source=f"folder:{tmp_path / 'empty'}"))
+    with pytest.raises(UserError, match="holds no jpg/jpeg/png"):
+        train_lib.Trainer(config, str(tmp_path / "run"))
