@@ -42,6 +42,8 @@ def test_places2_flags_are_the_papers_settings():
     assert config.alpha == 0.0004 and config.optimizer == "adadelta" and config.learning_rate is None
     assert config.sizes == data.TrainingSizes(256, (256, 384), (96, 128), 128) and config.width == 1.0
     assert config.augmentations == data.Augmentations()  # the paper's random rescale and crop only
+    # Validation (not the paper's) changes nothing the run trains; on Places2's validation split.
+    assert config.validation.source == "tfds:places365_small:validation" and config.validation.protocol == "paper"
 
 
 def test_augmentation_flags_reach_the_config_and_bad_values_are_one_line_errors():
@@ -64,7 +66,7 @@ def test_free_form_flag_files_differ_from_theirs_in_the_holes_only():
     for free_form, rectangles in (("places2_freeform.flags", "places2.flags"), ("demo_freeform.flags", "demo.flags")):
         config, paper = _config_from(f"--flagfile={free_form}"), _config_from(f"--flagfile={rectangles}")
         assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape == "rectangle"
-        assert dataclasses.replace(config, sizes=paper.sizes) == paper
+        assert dataclasses.replace(config, sizes=paper.sizes, validation=paper.validation) == paper
 
 
 @pytest.mark.parametrize(
