@@ -29,13 +29,17 @@ python -c "import glcic_tf, tensorflow as tf; print('glcic_tf', glcic_tf.__versi
 step 2 "sample data: 12 training and 3 held-out photographs that scikit-image ships"
 python -m glcic_tf.sample_data "$OUT/sample_data"
 
-step 3 "train the demo model (demo.flags: all three phases, about 7 minutes on 2 cores)"
-python train.py --flagfile=demo.flags --source="folder:$OUT/sample_data/train" --model_dir="$OUT/run"
+step 3 "train the demo model (demo.flags: all three phases, validated every 100 steps on the held-out photographs)"
+python train.py --flagfile=demo.flags --source="folder:$OUT/sample_data/train" --model_dir="$OUT/run" \
+  --validation_source="folder:$OUT/sample_data/test"
 
-step 4 "export the SavedModel that tensorflow_model_server serves"
-python export.py --model_dir="$OUT/run" --export_dir="$OUT/export" --overwrite
+step 4 "export the best validated checkpoint ($OUT/run/best) as the SavedModel that tensorflow_model_server serves"
+rm -rf "$OUT/export"  # one version: the best checkpoint of this run
+python export.py --model_dir="$OUT/run/best" --export_dir="$OUT/export" --overwrite
 
-step 5 "evaluate on the held-out photographs at the demo's scale (128x128, holes 48-64): the model against OpenCV and a mean fill"
+step 5 "evaluate on the held-out photographs: brush strokes at their own sizes (as on the page), and the paper's protocol at the demo's scale (128x128, holes 48-64)"
+python evaluate.py --model="$OUT/export" --source="folder:$OUT/sample_data/test" --output_dir="$OUT/evaluation_strokes" \
+  --image_size=0 --mask_protocol=strokes --grid_tile=192
 python evaluate.py --model="$OUT/export" --source="folder:$OUT/sample_data/test" --output_dir="$OUT/evaluation" \
   --image_size=128 --grid_tile=128
 
@@ -48,13 +52,18 @@ cat <<EOF
 
 === done in ${elapsed}s ($((elapsed / 60))m$(printf '%02d' $((elapsed % 60)))s). Results:
   trained run (checkpoints, TensorBoard)  $OUT/run            tensorboard --logdir=$OUT/run
+  validation every 100 steps              $OUT/run/validation.csv  (the best: $OUT/run/best, step $(python -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$OUT/run/best/validation.json"))
   SavedModel for TF Serving               $OUT/export/$(ls "$OUT/export" | sort -n | tail -1)
-  evaluation table                        $OUT/evaluation/results.md
-  evaluation pictures                     $OUT/evaluation/examples.png
+  evaluation tables                       $OUT/evaluation_strokes/results.md, $OUT/evaluation/results.md
+  evaluation pictures                     $OUT/evaluation_strokes/examples.png, $OUT/evaluation/examples.png
   per-image numbers                       $OUT/evaluation/per_image.csv, summary.json
   completed photographs                   $OUT/completed/
   complete your own in the browser        python app.py --model=$OUT/export   (then open the address it prints)
 
+Brush strokes on the held-out photographs at their own sizes:
+$(cat "$OUT/evaluation_strokes/results.md")
+
+The paper's protocol at the demo's scale (128x128, one rectangle of 48-64):
 $(cat "$OUT/evaluation/results.md")
 
 This demo model trained for minutes on 12 photographs at half the paper's size: on new

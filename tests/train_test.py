@@ -63,9 +63,10 @@ def test_every_flag_file_parses_into_a_valid_config(flag_file, monkeypatch):
 
 
 def test_free_form_flag_files_differ_from_theirs_in_the_holes_only():
+    assert _config_from("--flagfile=demo.flags").sizes.hole_shape == "mixed"  # the demo trains for the page's strokes too
     for free_form, rectangles in (("places2_freeform.flags", "places2.flags"), ("demo_freeform.flags", "demo.flags")):
         config, paper = _config_from(f"--flagfile={free_form}"), _config_from(f"--flagfile={rectangles}")
-        assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape == "rectangle"
+        assert config.sizes.hole_shape == "free_form" and paper.sizes.hole_shape in ("rectangle", "mixed")
         assert dataclasses.replace(config, sizes=paper.sizes, validation=paper.validation) == paper
 
 
