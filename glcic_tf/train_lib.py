@@ -299,6 +299,11 @@ class Trainer:
                 "; to start from another run's completion network, pass it as --init_checkpoint with a new --model_dir",
             )
             logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
+            # The optimizers' learning rate is a checkpointed variable: the restore put the saved
+            # one back. The run's own setting wins (it differs only with --allow_changed_settings).
+            rate = self.config.learning_rate or OPTIMIZERS[self.config.optimizer][1]["learning_rate"]
+            for optimizer in (self.completion_optimizer, self.discriminator_optimizer):
+                optimizer.learning_rate.assign(rate)
         elif self.config.init_checkpoint:
             path = checkpoints.resolve(self.config.init_checkpoint)
             checkpoints.read_completion_network(self.completion, path)

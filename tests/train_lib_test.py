@@ -489,3 +489,13 @@ def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_r
     (run / "config.json").unlink()
     with pytest.raises(UserError, match="config.json: missing"):
         train_lib.check_resume_settings(config, str(run))
+
+
+def test_a_resume_allowed_to_change_the_learning_rate_runs_at_the_new_rate(source, tmp_path):
+    trainer = train_lib.Trainer(_config(source, optimizer="adam", learning_rate=1e-3), str(tmp_path))
+    trainer.run(until_step=1)
+    again = train_lib.Trainer(_config(source, optimizer="adam", learning_rate=1e-4), str(tmp_path))  # the checkpoint holds 1e-3
+    assert int(again.step.numpy()) == 1
+    for optimizer in (again.completion_optimizer, again.discriminator_optimizer):
+        assert float(optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+
