@@ -12,7 +12,8 @@ the photographs of --test_dir (glcic_tf.sample_data's test/: chelsea, camera, co
     - high-frequency energy in the hole: mean over hole pixels of sum over RGB of
       |x - blur3x3(x)|, x in [0, 1]. A checkerboard or speckle scores far above the photograph
       itself; a smooth (blurry) fill scores below it. Also for the photograph (what the hole
-      hides) and for OpenCV Telea (a smooth classical fill), for scale.
+      hides) and for OpenCV Telea (a smooth classical fill), for scale; and for the model's
+      completion with the paper's post-processing (inference.postprocess), as the page offers it.
     - hole PSNR (metrics.image_metrics), and that of the mean-pixel fill, the floor a model
       must beat.
     - mean RGB (0-255) in the hole, model vs photograph: a colour cast (magenta, green) shows here.
@@ -116,10 +117,13 @@ class Photographs:
         if image_prefix:
             for name, result in zip(self.names, results):
                 inference.write_image(f"{image_prefix}{name}.png", result)
+        posts = [inference.postprocess(im, r, m) for im, r, m in zip(self.images, results, self.masks)]
         rows, _ = evaluation.evaluate(self.squares, ["model"], "paper", PAPER_SEED, completer)
         return {
             "hf_model": [high_frequency_energy(r, m) for r, m in zip(results, self.masks)],
             "psnr_model": [hole_psnr(r, im, m) for r, im, m in zip(results, self.images, self.masks)],
+            "hf_post": [high_frequency_energy(r, m) for r, m in zip(posts, self.masks)],
+            "psnr_post": [hole_psnr(r, im, m) for r, im, m in zip(posts, self.images, self.masks)],
             "rgb_model": [hole_mean_rgb(r, m) for r, m in zip(results, self.masks)],
             "paper_model": evaluation.summarise(rows, ["model"])["model"]["hole_psnr"]["mean"],
         }
@@ -139,14 +143,14 @@ def tables(photos: Photographs, measured: Sequence[Tuple[str, int, int, Dict]]) 
         "Means over the photographs. HF = high-frequency energy in the hole (photograph's own: "
         "above it is artefacts, below it is smoothing).",
         "",
-        "| run | step | phase | (a) HF model | HF photo | HF telea | hole PSNR model | hole PSNR mean fill "
-        "| mean RGB model | mean RGB photo | (b) hole PSNR model | (b) mean fill |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "| run | step | phase | (a) HF model | HF post-processed | HF photo | HF telea | hole PSNR model | post-processed "
+        "| mean fill | mean RGB model | mean RGB photo | (b) hole PSNR model | (b) mean fill |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for run, step, phase, m in measured:
         lines.append(
-            f"| {run} | {step} | {phase} | {np.mean(m['hf_model']):.3f} | {np.mean(ref['hf_photo']):.3f} | "
-            f"{np.mean(ref['hf_telea']):.3f} | {np.mean(m['psnr_model']):.2f} | {np.mean(ref['psnr_mean_fill']):.2f} | "
+            f"| {run} | {step} | {phase} | {np.mean(m['hf_model']):.3f} | {np.mean(m['hf_post']):.3f} | {np.mean(ref['hf_photo']):.3f} | "
+            f"{np.mean(ref['hf_telea']):.3f} | {np.mean(m['psnr_model']):.2f} | {np.mean(m['psnr_post']):.2f} | {np.mean(ref['psnr_mean_fill']):.2f} | "
             f"{_rgb(m['rgb_model'])} | {_rgb(ref['rgb_photo'])} | {m['paper_model']:.2f} | {photos.paper_mean_fill:.2f} |"
         )
     names = photos.names
