@@ -1,8 +1,8 @@
 r"""The page's overhead: pressing Complete to seeing the result, against glcic_tf.inference alone.
 
     python benchmarks/page.py                                   # paper-width network, 512x512 photo
-    python benchmarks/page.py --model=quickstart_output/export --photo=chelsea --postprocess \
-        --repeats=1 --screenshot=docs/app_page.png              # README's picture of the page
+    python benchmarks/page.py --model=quickstart_output/export --photo=chelsea --nopostprocess \
+        --repeats=1 --screenshot=docs/app_page.png              # README's picture of the page (the raw model)
 
 Starts `app.py --model=...` (by default a SavedModel of the paper-width network with random
 weights: the cost does not depend on them), opens the page in headless Chromium (Debian's
@@ -32,7 +32,7 @@ flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the 
 flags.DEFINE_enum("photo", "astronaut", ["astronaut", "chelsea", "coins", "camera"], "scikit-image photograph to complete.")
 flags.DEFINE_integer("size", 512, "With astronaut: the photo's side (resized).")
 flags.DEFINE_integer("repeats", 5, "Completions timed each way (after one to warm up).")
-flags.DEFINE_bool("postprocess", False, "Tick the page's post-processing (and post-process the direct completion).")
+flags.DEFINE_bool("postprocess", False, "Leave the page's post-processing ticked, as it starts (and post-process the direct completion); off: untick it.")
 flags.DEFINE_string("screenshot", None, "Also save a screenshot of the page with the last result here.")
 
 
