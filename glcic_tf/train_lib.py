@@ -301,7 +301,9 @@ class Trainer:
             logging.info("resuming from %s at step %d (phase %d)", latest, self.step.numpy(), self.phase.numpy())
             # The optimizers' learning rate is a checkpointed variable: the restore put the saved
             # one back. The run's own setting wins (it differs only with --allow_changed_settings).
-            rate = self.config.learning_rate or OPTIMIZERS[self.config.optimizer][1]["learning_rate"]
+            rate = self.config.learning_rate
+            if rate is None:
+                rate = OPTIMIZERS[self.config.optimizer][1]["learning_rate"]
             for optimizer in (self.completion_optimizer, self.discriminator_optimizer):
                 optimizer.learning_rate.assign(rate)
         elif self.config.init_checkpoint:
@@ -422,6 +424,13 @@ class Trainer:
         # The handler also reports a failed step to every worker, so none waits in a collective.
         return self._preemption.run(self.run_step, phase)
 
+    def _validate(self, step: int, phase: int) -> None:
+        """The chief's validation; one that fails is logged and training goes on."""
+        try:
+            self.validator.validate(step, phase)
+        except Exception as error:  # noqa: BLE001 (a month-long run does not stop for its yardstick)
+            logging.exception("validation at step %d failed, training goes on: %s", step, error)
+
     def save(self) -> Optional[str]:
         step = int(self.step.numpy())
         if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
@@ -482,10 +491,14 @@ class Trainer:
                         logging.info("%s", _progress_line(step, phase, config.total_steps, metrics, rate, config.batch_size))
                 if preview is not None and (step % config.image_every == 0 or step == until_step):
                     self._write_images(step, preview)
-                if self.validator and (step % config.validation.every == 0 or step == config.total_steps):
-                    self.validator.validate(step, phase)
-                if step % config.checkpoint_every == 0:
+                # A validation step is a checkpoint step too, on every worker (saving may take part
+                # in collectives): a failing validation loses no steps, and the best is never ahead
+                # of the run's latest checkpoint.
+                validating = config.validation.enabled and (step % config.validation.every == 0 or step == config.total_steps)
+                if step % config.checkpoint_every == 0 or validating:
                     self.save()
+                if validating and self.validator:
+                    self._validate(step, phase)
             self.save()
             writer.flush()
         return metrics

@@ -30,6 +30,7 @@ from glcic_tf.errors import UserError
 BEST_FOLDER = "best"
 CSV_NAME = "validation.csv"
 SUMMARY_FOLDER = "validation"
+CSV_FIELDS = ["step", "phase", *metrics.METRICS, "seconds", "best"]
 # The metrics a best checkpoint can be chosen by, and whether higher is better.
 HIGHER_IS_BETTER = {"hole_psnr": True, "psnr": True, "hole_ssim": True, "ssim": True, "hole_l1": False, "l1": False}
 
@@ -51,7 +52,7 @@ class ValidationSettings:
         if self.every < 1:
             raise UserError("--validation_every must be positive")
         if self.num_images is not None and self.num_images < 1:
-            raise UserError("--validation_images must be positive (0: every image)")
+            raise UserError("--validation_images must be positive (the flag's 0, None here: every image)")
         if self.image_size is not None and self.image_size < 0:
             raise UserError("--validation_size must be 0 (each image at its own size) or positive")
         if self.protocol not in masks.MASK_PROTOCOLS:
@@ -112,10 +113,16 @@ class Validator:
         latest = tf.train.latest_checkpoint(best_path(self.model_dir))
         if not latest:
             return
-        reader = tf.train.load_checkpoint(latest)
-        metric = reader.get_tensor("metric/.ATTRIBUTES/VARIABLE_VALUE").decode()
-        step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
-        value = float(reader.get_tensor("value/.ATTRIBUTES/VARIABLE_VALUE"))
+        try:
+            reader = tf.train.load_checkpoint(latest)
+            metric = reader.get_tensor("metric/.ATTRIBUTES/VARIABLE_VALUE").decode()
+            step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+            value = float(reader.get_tensor("value/.ATTRIBUTES/VARIABLE_VALUE"))
+        except (tf.errors.OpError, ValueError) as error:
+            raise UserError(
+                f"{latest} is not a best checkpoint that train.py wrote (no score in it: {str(error).splitlines()[0]}); "
+                f"move {best_path(self.model_dir)} away and start again"
+            ) from None
         if metric != self.settings.metric:
             logging.warning(
                 "the best checkpoint so far (step %d) was chosen by %s, this run chooses by %s: the next validation replaces it",
@@ -124,6 +131,14 @@ class Validator:
             return
         self.best_step, self.best_value = step, value
         logging.info("best checkpoint so far: step %d, %s %.4f (%s)", step, metric, value, latest)
+        description = os.path.join(best_path(self.model_dir), "validation.json")
+        try:
+            with open(description) as file:
+                described = json.load(file).get("step")
+        except (OSError, ValueError):
+            described = None
+        if described != step:  # a crash between the checkpoint and its description
+            _write_json(description, {"step": step, "metric": metric, "value": value, "metrics": {metric: value}})
 
     def _save_best(self, step: int, value: float, means: Dict[str, float]) -> str:
         folder = best_path(self.model_dir)
@@ -144,25 +159,33 @@ class Validator:
         return os.path.join(self.model_dir, CSV_NAME)
 
     def _drop_rows_after(self, step: int) -> None:
-        """A resumed run validates again the steps after its checkpoint: their old rows go."""
+        """A resumed run validates again the steps after its checkpoint: their old rows go. A CSV
+        this version cannot read (another header, a torn line) is kept aside as .old, not lost."""
         path = self._csv_path()
         if not os.path.exists(path):
             return
-        with open(path, newline="") as file:
-            rows = list(csv.DictReader(file))
-        kept = [row for row in rows if int(row["step"]) <= step]
-        if len(kept) < len(rows):
-            with open(path + ".tmp", "w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(kept)
-            os.replace(path + ".tmp", path)
+        try:
+            with open(path, newline="") as file:
+                reader = csv.DictReader(file)
+                rows = list(reader)
+                if reader.fieldnames != CSV_FIELDS:
+                    raise ValueError(f"header {reader.fieldnames}")
+                kept = [row for row in rows if int(row["step"]) <= step]
+        except (ValueError, TypeError, csv.Error) as error:
+            os.replace(path, path + ".old")
+            logging.warning("%s could not be read (%s): kept as %s.old, a new one begins", path, error, path)
+            return
+        with open(path + ".tmp", "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(path + ".tmp", path)
 
     def _append_row(self, row: Dict) -> None:
         path = self._csv_path()
-        new = not os.path.exists(path)
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, "a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(row))
+            writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -181,7 +204,7 @@ class Validator:
         started = time.perf_counter()
         means = self.evaluate()
         seconds = time.perf_counter() - started
-        value = means[self.settings.metric]
+        value = means.get(self.settings.metric, float("nan"))
         best = _better(value, self.best_value, self.settings.metric)
         with self.writer.as_default():
             for name, mean in means.items():
@@ -193,7 +216,8 @@ class Validator:
         logging.info(
             "validation at step %d: %s | %.1f s%s", step, " ".join(f"{name} {mean:.4g}" for name, mean in means.items()), seconds,
             f" | best so far ({self.settings.metric}), saved in {best_path(self.model_dir)}" if best
-            else f" | best remains step {self.best_step} ({self.settings.metric} {self.best_value:.4g})",
+            else f" | best remains step {self.best_step} ({self.settings.metric} {self.best_value:.4g})" if self.best_value is not None
+            else f" | {self.settings.metric} is not finite: not kept as the best",
         )
         return means
 

@@ -130,8 +130,8 @@ def test_a_resumed_run_keeps_the_best_and_validates_again_the_steps_after_its_ch
     scripted([10.0, 12.0])
     train_lib.Trainer(_config(sample_folder, total_steps=6), str(tmp_path)).run(until_step=2)
     # As if the run had validated step 3 and died before its checkpoint: that row goes on resume.
-    with open(tmp_path / validation.CSV_NAME, "a") as file:
-        file.write("3,2,,,,,99.0,,,,1.0,1\n")
+    with open(tmp_path / validation.CSV_NAME, "a", newline="") as file:
+        csv.DictWriter(file, fieldnames=validation.CSV_FIELDS).writerow({"step": 3, "phase": 2, "hole_psnr": 99.0, "seconds": 1.0, "best": 1})
     scripted([11.0, 11.5, 13.0, 12.5])
     trainer = train_lib.Trainer(_config(sample_folder, total_steps=6), str(tmp_path))
     assert trainer.validator.best_step == 2 and trainer.validator.best_value == 12.0
@@ -186,3 +186,34 @@ def test_a_validation_source_without_images_is_an_error_before_training(sample_f
     config = _config(sample_folder, validation=validation.ValidationSettings(source=f"folder:{tmp_path / 'empty'}"))
     with pytest.raises(UserError, match="holds no jpg/jpeg/png"):
         train_lib.Trainer(config, str(tmp_path / "run"))
+
+
+def test_a_foreign_best_folder_is_a_one_line_error_and_an_unreadable_csv_is_kept_aside(sample_folder, tmp_path, scripted):
+    scripted([10.0])
+    trainer = train_lib.Trainer(_config(sample_folder, validation=validation.ValidationSettings()), str(tmp_path))
+    trainer.run(until_step=1)
+    best = tmp_path / "best"
+    best.mkdir()
+    for name in ("checkpoint", "ckpt-1.index", "ckpt-1.data-00000-of-00001"):  # a run's checkpoint, not a best one
+        (best / name).write_bytes((tmp_path / name).read_bytes())
+    with pytest.raises(UserError, match="is not a best checkpoint that train.py wrote"):
+        train_lib.Trainer(_config(sample_folder), str(tmp_path))
+    for name in list(best.iterdir()):
+        name.unlink()
+    (tmp_path / validation.CSV_NAME).write_text("when,score\n1,2\n")  # another program's or version's
+    trainer = train_lib.Trainer(_config(sample_folder), str(tmp_path))
+    assert (tmp_path / (validation.CSV_NAME + ".old")).read_text() == "when,score\n1,2\n"
+    trainer.run(until_step=2)
+    assert [row["step"] for row in _rows(tmp_path)] == ["2"]
+
+
+def test_a_failing_validation_is_logged_and_training_goes_on_from_a_checkpoint_of_that_step(sample_folder, tmp_path, monkeypatch):
+    def broken(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(validation.Validator, "evaluate", broken)
+    trainer = train_lib.Trainer(_config(sample_folder, checkpoint_every=1000, keep_checkpoints=5), str(tmp_path))
+    trainer.run()
+    assert int(trainer.step.numpy()) == 4
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.index")) == [f"ckpt-{n}.index" for n in (1, 2, 3, 4)]  # saved at each validation
+
