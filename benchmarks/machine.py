@@ -7,18 +7,17 @@ figures compare only within one run on one machine. Two limits, neither a measur
 - `matmul_rates`: the float32 4096x4096 matrix product of every library here (TensorFlow,
   NumPy's BLAS, PyTorch); the best of them is what a well-tuned kernel reaches on this machine.
 
-To measure an AVX2-only processor on an AVX-512 one, limit every library's kernels:
-
-    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell python benchmarks/run.py
-
-`cpu_description` reads these variables, so the peak and the printed instruction set follow.
+On an AVX2-only processor TensorFlow turns its oneDNN ops off and runs Eigen's kernels; on an
+AVX-512 machine `TF_ENABLE_ONEDNN_OPTS=0` takes that path (ONEDNN_MAX_CPU_ISA=AVX2 does not: it
+keeps oneDNN on with AVX2 instructions, a path no AVX2-only machine takes). `describe` prints
+which kernel family ran.
 """
 
 import os
 import time
 from typing import Dict, Optional
 
-from glcic_tf.folded import usable_cores
+from glcic_tf.folded import onednn_on, usable_cores
 
 # FMA units per core: two on Intel server cores since Skylake-SP and on AMD since Zen 2.
 FMA_UNITS = 2
@@ -94,13 +93,18 @@ def roofline_gflops(n: int = 4096) -> float:
     return matmul_rates(n, torch=False)["tensorflow"]
 
 
+def kernel_family() -> str:
+    """Which convolution kernels TensorFlow runs here: "oneDNN" or "Eigen" (folded.onednn_on)."""
+    return "oneDNN" if onednn_on() else "Eigen"
+
+
 def describe(rates: Optional[Dict[str, float]] = None) -> str:
     """One line: the processor, its peak and the matrix rates, to print beside every figure."""
     cpu = cpu_description()
     line = (
         f"machine: {cpu['model']}, {cpu['cores']} cores at {cpu['ghz']:.2f} GHz, {cpu['isa']} "
         f"({cpu['lanes']} float32 lanes x {FMA_UNITS} FMA units), native bfloat16: {'yes' if cpu['native_bfloat16'] else 'no'}; "
-        f"peak {peak_gflops(cpu):.0f} GFLOP/s"
+        f"peak {peak_gflops(cpu):.0f} GFLOP/s; TensorFlow kernels: {kernel_family()}"
     )
     if rates:
         line += "; float32 matmul 4096: " + ", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()) + " GFLOP/s"

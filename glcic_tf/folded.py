@@ -51,6 +51,20 @@ def _cpu_flags() -> set:
     return set()
 
 
+def onednn_on() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels here (else Eigen's).
+
+    TensorFlow 2.21 turns them on by default only on x86 processors with AVX-512 VNNI, BF16 or
+    AMX (and similar); elsewhere, or with TF_ENABLE_ONEDNN_OPTS=0, it runs Eigen's. No public
+    API says which, so this asks TensorFlow's own check.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
+    except ImportError:  # a TensorFlow without it: the documented switch decides
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def compute_dtype(precision: str = "float32") -> tf.DType:
     """The dtype the folded network computes in for a `precision` of PRECISIONS.
 
@@ -58,14 +72,19 @@ def compute_dtype(precision: str = "float32") -> tf.DType:
     faster: at 512 px, 0.23 s against 0.79 s in float32 with AMX, but 1.32 s against 0.81 s with
     AVX512_BF16 alone (the same machine with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16); outputs
     differ from float32 by about 1e-3. Asking for "bfloat16" on a processor without native
-    bfloat16 (AVX512_BF16 or AMX) is an error; on a GPU "auto" is float32.
+    bfloat16 (AVX512_BF16 or AMX), or where TensorFlow runs Eigen's kernels, is an error; on a
+    GPU "auto" is float32.
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     flags = _cpu_flags()
     if precision == "bfloat16" and not {"avx512_bf16", "amx_bf16"} & flags:
         raise UserError("this processor has no native bfloat16 (AVX512_BF16 or AMX), where bfloat16 is slower: use --precision=float32 or auto")
-    amx = "amx_bf16" in flags and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AMX_ISAS
+    if precision == "bfloat16" and not onednn_on():
+        raise UserError("TensorFlow runs Eigen's kernels here (oneDNN is off), whose bfloat16 convolutions are about 9x slower than float32: use --precision=float32 or auto")
+    # Only oneDNN computes bfloat16 convolutions with AMX; Eigen's took 2.61 s against 0.30 s
+    # in float32 at 256 px (TF_ENABLE_ONEDNN_OPTS=0 on the AMX machine).
+    amx = "amx_bf16" in flags and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AMX_ISAS and onednn_on()
     if precision == "auto":
         return tf.bfloat16 if amx and not tf.config.list_physical_devices("GPU") else tf.float32
     return tf.as_dtype(precision)
