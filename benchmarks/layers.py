@@ -5,7 +5,8 @@ r"""Where the completion network's inference time goes, row by row of Table 1, i
 Each row (convolution, its BatchNorm and ReLU; the output convolution and sigmoid) is timed on
 its own input at the network's sizes for a side x side image, batch 1, float32, in
 - TensorFlow, the Keras network of glcic_tf.models (as trained: separate BatchNorm);
-- TensorFlow, the folded network that Inpainter runs (glcic_tf.folded);
+- TensorFlow, the folded network that Inpainter runs here (glcic_tf.folded; its upsampling
+  form is the one for the kernel family TensorFlow runs, printed with the machine);
 - PyTorch, channels-last, inference mode (benchmarks/torch_peer.py),
 each the best of --repeats calls after a warm-up, beside the row's GFLOP and the machine's limits.
 """
@@ -100,6 +101,7 @@ def main(argv):
     side, repeats = FLAGS.side, FLAGS.repeats
     rates = machine.matmul_rates()
     print(machine.describe(rates))
+    print(f"folded network's upsampling here: {folded.default_upsampling()}")
     network = models.completion_network()
     keras_times, keras_whole = tensorflow_times(keras_rows(network), side, repeats)
     fast = folded.FoldedCompletionNetwork(network)
@@ -122,10 +124,11 @@ def main(argv):
 
     # One change at a time, whole network, same run.
     x = tf.random.uniform((1, side, side, 4))
-    steps = {"Keras network as trained": keras_whole, "BatchNorm folded, bias+ReLU fused, one band": None,
-             f"... in {folded.usable_cores()} bands (Inpainter's float32)": folded_whole}
-    steps["BatchNorm folded, bias+ReLU fused, one band"] = machine.best_time(
-        (lambda run: lambda: run(x).numpy())(tf.function(folded.FoldedCompletionNetwork(network, bands=1))), repeats)
+    steps = {"Keras network as trained": keras_whole}
+    for upsampling in folded.UPSAMPLINGS:
+        chosen = " (Inpainter's here)" if upsampling == fast.upsampling else ""
+        steps[f"BatchNorm folded, {upsampling} upsampling{chosen}"] = machine.best_time(
+            (lambda run: lambda: run(x).numpy())(tf.function(folded.FoldedCompletionNetwork(network, upsampling=upsampling))), repeats)
     if machine.cpu_description()["native_bfloat16"]:
         steps["... in bfloat16"] = machine.best_time(
             (lambda run: lambda: run(x).numpy())(tf.function(folded.FoldedCompletionNetwork(network, dtype=tf.bfloat16))), repeats)

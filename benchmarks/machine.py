@@ -17,7 +17,7 @@ import os
 import time
 from typing import Dict, Optional
 
-from glcic_tf.folded import onednn_on, usable_cores
+from glcic_tf.cpu import kernel_family, usable_cores
 
 # FMA units per core: two on Intel server cores since Skylake-SP and on AMD since Zen 2.
 FMA_UNITS = 2
@@ -91,11 +91,6 @@ def matmul_rates(n: int = 4096, repeats: int = 5, torch: bool = True) -> Dict[st
 def roofline_gflops(n: int = 4096) -> float:
     """The float32 GFLOP/s of an n x n tf.matmul (a quick yardstick for benchmarks of their own)."""
     return matmul_rates(n, torch=False)["tensorflow"]
-
-
-def kernel_family() -> str:
-    """Which convolution kernels TensorFlow runs here: "oneDNN" or "Eigen" (folded.onednn_on)."""
-    return "oneDNN" if onednn_on() else "Eigen"
 
 
 def describe(rates: Optional[Dict[str, float]] = None) -> str:

@@ -59,6 +59,7 @@ def tensorflow_inference(sizes, native_bfloat16: bool):
     runs = {
         "keras float32": tf.function(lambda x: network(x, training=False)),
         "folded float32": tf.function(inference.Inpainter(network).network),
+        "folded float32, export's form": tf.function(folded.FoldedCompletionNetwork(network, upsampling=export_lib.EXPORT_UPSAMPLING)),
     }
     if native_bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -97,12 +98,13 @@ def main(argv):
     cpu, rates = machine.cpu_description(), machine.matmul_rates(torch=FLAGS.torch)
     peak, best = machine.peak_gflops(cpu), max(rates.values())
     print(machine.describe(rates))
-    print(f"inference in {folded.usable_cores()} bands per convolution; --precision=auto computes in {folded.compute_dtype('auto').name}")
+    print(f"Inpainter's upsampling here: {folded.default_upsampling()}, the export's: {export_lib.EXPORT_UPSAMPLING}; "
+          f"--precision=auto computes in {folded.compute_dtype('auto').name}")
 
     inference_times = tensorflow_inference(sizes, cpu["native_bfloat16"])
     peer, torch_version = torch_inference(sizes) if FLAGS.torch else ({}, None)
     rows = []
-    print(f"\n{'inference, batch 1':<36}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
+    print(f"\n{'inference, batch 1':<44}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
     for side in sizes:
         flops = models.completion_flops(side)
         timed = [(f"tf {name} {side}px", seconds, peer.get(side)) for (name, s), seconds in inference_times.items() if s == side]
@@ -114,7 +116,7 @@ def main(argv):
                          "percent_best_matmul": 100 * gflops / best, "tf_over_torch": seconds / reference if reference else None})
     for row in rows:
         ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
-        print(f"{row['row']:<36}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{row['percent_peak']:>7.0f}%{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
+        print(f"{row['row']:<44}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{row['percent_peak']:>7.0f}%{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
     if not cpu["native_bfloat16"]:
         print("(no mixed_bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX)")
 

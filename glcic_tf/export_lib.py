@@ -8,7 +8,8 @@ Signatures:
   TF Serving's REST API take and give `{"b64": ...}`.
 
 The mean pixel is a constant of the export; the network is the inference form that `Inpainter`
-runs, each BatchNorm folded into its convolution (`glcic_tf.folded`). The version is written
+runs, each BatchNorm folded into its convolution (`glcic_tf.folded`), in float32 and with
+EXPORT_UPSAMPLING: nothing of the exporting machine (its cores, kernels or GPU) is in the graph. The version is written
 into a temporary folder and renamed into place, so a server watching `export_dir` never sees a
 partial version.
 
@@ -30,6 +31,11 @@ from glcic_tf.inference import Inpainter, announced_size, exif_orientation, turn
 from glcic_tf.strategy import MAX_NETWORK_PIXELS
 
 BYTES_SIGNATURE = "inpaint_bytes"
+
+# The upsampling form every export runs, whatever machine makes it (an export is served on
+# machines its maker does not know): the sub-pixel form, fast with Eigen's kernels (AVX2-only
+# processors) and close to the transposed convolution with oneDNN's (BUILD.md, "Inference speed").
+EXPORT_UPSAMPLING = "subpixel"
 
 
 def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
@@ -102,7 +108,7 @@ def export_saved_model(
     """
     target = version_path(export_dir, version, overwrite)
     os.makedirs(export_dir, exist_ok=True)
-    inpainter = Inpainter(network, mean_pixel, max_pixels)
+    inpainter = Inpainter(network, mean_pixel, max_pixels, upsampling=EXPORT_UPSAMPLING)
 
     archive = keras.export.ExportArchive()
     archive.track(inpainter)  # the folded weights it runs (not the Keras network's: see glcic_tf.folded)

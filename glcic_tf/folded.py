@@ -3,9 +3,9 @@
 In inference mode a BatchNorm is a fixed per-channel scale and offset, so it can be moved into
 the convolution's weights and a bias: the same function with one pass over each activation
 map fewer, and each layer becomes convolution + bias + ReLU, which TensorFlow fuses into one
-oneDNN kernel. The wide convolutions run as horizontal bands stacked into the batch, one per
-core (`banded_conv2d`), and the arithmetic can be bfloat16 where that is the faster
-(`compute_dtype`). `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
+oneDNN kernel. The two upsampling rows run as the transposed convolution where TensorFlow runs
+oneDNN's kernels and as a sub-pixel convolution where it runs Eigen's (`subpixel_upsample`),
+and the arithmetic can be bfloat16 where that is the faster (`compute_dtype`). `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
 training keeps the Keras network of `glcic_tf.models`, whose weights are the ones saved.
 BUILD.md ("Inference speed") has what each change measured.
 """
@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
-from glcic_tf import models
+from glcic_tf import cpu, models
 from glcic_tf.errors import UserError
 
 
@@ -40,31 +40,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 _AMX_ISAS = ("", "ALL", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16")
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def onednn_on() -> bool:
-    """Whether TensorFlow runs its oneDNN kernels here (else Eigen's).
-
-    TensorFlow 2.21 turns them on by default only on x86 processors with AVX-512 VNNI, BF16 or
-    AMX (and similar); elsewhere, or with TF_ENABLE_ONEDNN_OPTS=0, it runs Eigen's. No public
-    API says which, so this asks TensorFlow's own check.
-    """
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
-    except ImportError:  # a TensorFlow without it: the documented switch decides
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def compute_dtype(precision: str = "float32") -> tf.DType:
     """The dtype the folded network computes in for a `precision` of PRECISIONS.
 
@@ -77,73 +52,62 @@ def compute_dtype(precision: str = "float32") -> tf.DType:
     """
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    flags = _cpu_flags()
+    flags = cpu.flags()
     if precision == "bfloat16" and not {"avx512_bf16", "amx_bf16"} & flags:
         raise UserError("this processor has no native bfloat16 (AVX512_BF16 or AMX), where bfloat16 is slower: use --precision=float32 or auto")
-    if precision == "bfloat16" and not onednn_on():
+    if precision == "bfloat16" and not cpu.onednn_on():
         raise UserError("TensorFlow runs Eigen's kernels here (oneDNN is off), whose bfloat16 convolutions are about 9x slower than float32: use --precision=float32 or auto")
     # Only oneDNN computes bfloat16 convolutions with AMX; Eigen's took 2.61 s against 0.30 s
     # in float32 at 256 px (TF_ENABLE_ONEDNN_OPTS=0 on the AMX machine).
-    amx = "amx_bf16" in flags and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AMX_ISAS and onednn_on()
+    amx = "amx_bf16" in flags and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AMX_ISAS and cpu.onednn_on()
     if precision == "auto":
         return tf.bfloat16 if amx and not tf.config.list_physical_devices("GPU") else tf.float32
     return tf.as_dtype(precision)
 
 
-def usable_cores() -> int:
-    """The CPUs this process can keep busy: its CPU affinity, further limited by a cgroup CPU
-    quota (a container given 2 CPUs of a 64-core host sees 64 in its affinity)."""
-    cores = len(os.sched_getaffinity(0))
-    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
-        try:
-            with open(path) as file:
-                fields = file.read().split()
-            if path.endswith("cpu.max"):
-                quota, period = fields[0], fields[1]
-            else:
-                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as file:
-                    quota, period = fields[0], file.read().strip()
-            if quota not in ("max", "-1"):
-                cores = min(cores, max(1, -(-int(quota) // int(period))))
-            break
-        except (OSError, ValueError, IndexError):
-            continue
-    return cores
+def torch_padded_conv2d(x, kernel, stride: int, dilation: int) -> tf.Tensor:
+    """tf.nn.conv2d with Torch's padding: (kernel - 1) / 2 x dilation on every side."""
+    pad = (int(kernel.shape[0]) - 1) // 2 * dilation
+    return tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]], dilations=dilation)
 
 
-# Convolutions whose input has at least this many channels in Table 1 (rows 3-12 and 14, at a
-# half and a quarter of the image's size) run in bands: there it pays (see banded_conv2d). The
-# rows at full size are left alone: copies of their 64-channel maps would raise the peak memory
-# (at 2048x2048 banding every row took 5.4 GB against 3.3 GB).
-BANDED_CHANNELS = 128
+# How the two upsampling rows (Table 1's deconvolutions: kernel 4, stride 2, padding 1) run.
+UPSAMPLINGS = ("transposed", "subpixel")
 
 
-def banded_conv2d(x, kernel, stride: int, dilation: int, bands: int) -> tf.Tensor:
-    """tf.nn.conv2d with Torch's padding ((kernel - 1) / 2 x dilation on every side), computed as
-    `bands` horizontal bands of the output stacked into the batch.
+def subpixel_kernel(kernel) -> tf.Tensor:
+    """The (2, 2, in, 4 x out) kernel of `subpixel_upsample` for a (4, 4, out, in) transposed kernel.
 
-    Why: oneDNN spreads one image's convolution over the cores poorly. Measured here (2 cores,
-    3x3, 256 -> 256 channels at 128x128): 258 ms as one image with AVX2 kernels against 91 ms as
-    two bands, 76 against 54 ms with AVX-512 ones. Each band reads the rows its outputs need
-    (its halo), so the result is the same convolution; the cost is a copy of the input into the
-    bands (the halo rows twice).
+    A transposed convolution with kernel 4, stride 2 and padding 1 gives output row 2m + a
+    (a = 0 or 1) from input rows m - 1 + a and m + a only, with kernel rows 3 - a and 1 - a:
+    each of the four output phases (a, b) is a 2x2 convolution, and the four are one 2x2
+    convolution with four times the output channels (phase-major), the same multiply-adds.
     """
-    size = int(kernel.shape[0])
-    pad = (size - 1) // 2 * dilation
-    if bands == 1:
-        return tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]], dilations=dilation)
-    out_rows = (tf.shape(x)[1] - 1) // stride + 1
-    band_rows = -(-out_rows // bands)
-    window = (band_rows - 1) * stride + (size - 1) * dilation + 1  # input rows one band reads
-    needed = (bands - 1) * band_rows * stride + window
-    x = tf.pad(x, [[0, 0], [pad, needed - pad - tf.shape(x)[1]], [0, 0], [0, 0]])
-    # Image i's band b at batch position i * bands + b, so that the output's bands of each image
-    # lie one above the other in memory: putting them back is a reshape, not a copy.
-    stacked = tf.stack([x[:, b * band_rows * stride : b * band_rows * stride + window] for b in range(bands)], axis=1)
-    stacked = tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))
-    out = tf.nn.conv2d(stacked, kernel, stride, [[0, 0], [0, 0], [pad, pad], [0, 0]], dilations=dilation)
-    out = tf.reshape(out, tf.stack([tf.shape(x)[0], bands * band_rows, tf.shape(out)[2], tf.shape(out)[3]]))
-    return out[:, :out_rows]
+    taps = [[tf.concat([tf.transpose(kernel[3 - a - 2 * i, 3 - b - 2 * j]) for a in (0, 1) for b in (0, 1)], axis=1)
+             for j in (0, 1)] for i in (0, 1)]
+    return tf.stack([tf.stack(row) for row in taps])
+
+
+def subpixel_upsample(x, kernel, bias, out_channels: int) -> tf.Tensor:
+    """The transposed convolution (kernel 4, stride 2, padding 1) + bias + ReLU, as one 2x2
+    convolution of `subpixel_kernel` and an interleave of its four phases.
+
+    Why: Eigen's transposed convolution ran at a third of its ordinary convolution's rate (57.8
+    against 19.6 ms for row 15 at 256 px, TF_ENABLE_ONEDNN_OPTS=0; PyTorch 18.2); oneDNN's is
+    fast (see FoldedCompletionNetwork's `upsampling`).
+    """
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), kernel, 1, "VALID")
+    y = tf.nn.relu(tf.nn.bias_add(y, tf.tile(bias, [4])))
+    # Phase (a, b) is y[m + a, n + b] for output pixel (2m + a, 2n + b).
+    phases = [tf.stack([y[:, a : a + height, b : b + width, (2 * a + b) * out_channels : (2 * a + b + 1) * out_channels] for b in (0, 1)], axis=3)
+              for a in (0, 1)]
+    return tf.reshape(tf.stack(phases, axis=2), [tf.shape(x)[0], 2 * height, 2 * width, out_channels])
+
+
+def default_upsampling() -> str:
+    """The faster upsampling form where this runs: oneDNN's transposed convolution, else sub-pixel."""
+    return "transposed" if cpu.onednn_on() or tf.config.list_physical_devices("GPU") else "subpixel"
 
 
 class FoldedCompletionNetwork(tf.Module):
@@ -153,17 +117,18 @@ class FoldedCompletionNetwork(tf.Module):
     Outputs equal the Keras network's to float32 rounding (about 1e-6).
     """
 
-    def __init__(self, network: keras.Model, table: Sequence[models.ConvSpec] = models.COMPLETION_NETWORK, bands: Optional[int] = None, dtype=tf.float32):
+    def __init__(self, network: keras.Model, table: Sequence[models.ConvSpec] = models.COMPLETION_NETWORK, upsampling: Optional[str] = None, dtype=tf.float32):
         super().__init__(name="folded_completion_network")
         self.specs = tuple(table)
         self.dtype = tf.as_dtype(dtype)
-        inputs = (4,) + tuple(spec.filters for spec in self.specs[:-1])
-        self.banded = [spec.kind != "deconv" and channels >= BANDED_CHANNELS for spec, channels in zip(self.specs, inputs)]
-        # One band per core on a CPU; a GPU runs one image's convolution on all its units.
-        self.bands = bands or (1 if tf.config.list_physical_devices("GPU") else usable_cores())
+        self.upsampling = upsampling or default_upsampling()
+        if self.upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, not {self.upsampling!r}")
         self.kernels, self.biases = [], []
         for index, spec in enumerate(self.specs, start=1):
             kernel, bias = _folded_weights(network, spec, index, last=index == len(self.specs))
+            if spec.kind == "deconv" and self.upsampling == "subpixel":
+                kernel = subpixel_kernel(kernel)
             # Kept in the dtype the network computes in: no cast of the weights per call.
             self.kernels.append(tf.Variable(tf.cast(kernel, self.dtype), trainable=False, name=f"kernel{index}"))
             self.biases.append(tf.Variable(tf.cast(bias, self.dtype), trainable=False, name=f"bias{index}"))
@@ -171,12 +136,14 @@ class FoldedCompletionNetwork(tf.Module):
     def layer(self, index: int, x) -> tf.Tensor:
         """Row `index` (from 0) of Table 1 on `x`: convolution, bias, then ReLU (sigmoid for the last)."""
         spec, kernel, bias = self.specs[index], self.kernels[index], self.biases[index]
+        if spec.kind == "deconv" and self.upsampling == "subpixel":
+            return subpixel_upsample(x, kernel, bias, int(bias.shape[0]))  # filters x width
         if spec.kind == "deconv":
             shape = tf.shape(x)
-            out = tf.stack([shape[0], shape[1] * spec.stride, shape[2] * spec.stride, tf.shape(kernel)[2]])
+            out = tf.stack([shape[0], shape[1] * spec.stride, shape[2] * spec.stride, int(bias.shape[0])])
             x = tf.nn.conv2d_transpose(x, kernel, out, spec.stride, padding="SAME")  # Torch's padding 1 at kernel 4
         else:
-            x = banded_conv2d(x, kernel, spec.stride, spec.dilation, self.bands if self.banded[index] else 1)
+            x = torch_padded_conv2d(x, kernel, spec.stride, spec.dilation)
         x = tf.nn.bias_add(x, bias)
         return tf.sigmoid(x) if index == len(self.specs) - 1 else tf.nn.relu(x)
 

@@ -82,7 +82,8 @@ class Inpainter(tf.Module):
     about 670 bytes per pixel, so the bound is on the request, not on each image. The network runs with its BatchNorms folded
     into its convolutions (`glcic_tf.folded`: the same outputs, faster); `fold=False` runs the
     Keras network as it is (for comparisons). `precision` is one of folded.PRECISIONS: "auto"
-    computes in bfloat16 where that is faster (processors with AMX), float32 elsewhere.
+    computes in bfloat16 where that is faster (processors with AMX), float32 elsewhere;
+    `upsampling` one of folded.UPSAMPLINGS (default: the faster where this runs).
     """
 
     def __init__(
@@ -92,10 +93,11 @@ class Inpainter(tf.Module):
         max_pixels: int = strategies.MAX_NETWORK_PIXELS,
         fold: bool = True,
         precision: str = "float32",
+        upsampling: Optional[str] = None,
     ):
         super().__init__()
         dtype = folded.compute_dtype(precision)
-        self.network = folded.FoldedCompletionNetwork(network, dtype=dtype) if fold else network
+        self.network = folded.FoldedCompletionNetwork(network, upsampling=upsampling, dtype=dtype) if fold else network
         self.mean_pixel = tf.constant(mean_pixel, tf.float32)
         self.max_pixels = max_pixels
 

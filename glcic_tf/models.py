@@ -126,10 +126,12 @@ def _scaled(filters: int, width: float) -> int:
 
 
 def _batchnorm_relu(x, name: str):
-    # synchronized: under tf.distribute the statistics are those of the global batch, so N
-    # replicas train like one device with the same batch (no effect on a single device).
+    # Synchronized when built in the scope of a strategy of several replicas: the statistics are
+    # then those of the global batch, so N replicas train like one device with the same batch.
+    # On one replica the same numbers; Keras's synchronized path was the slower there.
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
     x = keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=f"{name}_bn"
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=f"{name}_bn"
     )(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

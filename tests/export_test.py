@@ -48,6 +48,32 @@ def test_saved_model_matches_the_keras_model(run_network, exported, height, widt
     np.testing.assert_allclose(served["inpainted"].numpy(), eager.numpy(), atol=1e-5)
 
 
+def _op_types(signature):
+    graph = signature.graph.as_graph_def()
+    return {node.op for node in graph.node} | {node.op for function in graph.library.function for node in function.node_def}
+
+
+def test_an_export_carries_nothing_of_the_machine_that_made_it(run_network, tmp_path, monkeypatch):
+    """Exported where TensorFlow runs oneDNN, where it runs Eigen (AVX2-only processors) and
+    with a GPU visible: the same graph (sub-pixel upsampling, no transposed convolution) and
+    the same image, to the bit."""
+    network, mean_pixel, _ = run_network
+    image, mask = _inputs(40, 36, seed=5)
+    real_devices = tf.config.list_physical_devices
+    made = {}
+    for machine, onednn, gpu in (("oneDNN", True, False), ("Eigen", False, False), ("GPU", False, True)):
+        monkeypatch.setattr(export_lib.Inpainter.__init__.__globals__["folded"].cpu, "onednn_on", lambda onednn=onednn: onednn)
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None, gpu=gpu: ["GPU:0"] if gpu and kind == "GPU" else real_devices(kind))
+        path = export_lib.export_saved_model(network, mean_pixel, str(tmp_path / machine), 1)
+        monkeypatch.undo()
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        made[machine] = (_op_types(signature), signature(image=tf.constant(image), mask=tf.constant(mask))["inpainted"].numpy())
+    for machine, (ops, output) in made.items():
+        assert "Conv2DBackpropInput" not in ops and "Conv2D" in ops, machine
+        assert ops == made["oneDNN"][0], machine
+        np.testing.assert_array_equal(output, made["oneDNN"][1])
+
+
 def test_saved_model_holds_the_folded_weights_only(exported):
     # 17 rows of Table 1, a kernel and a bias each: no BatchNorm statistics, no second copy.
     saved = [shape for name, shape in tf.train.list_variables(os.path.join(exported, "variables", "variables")) if "VARIABLE_VALUE" in name]

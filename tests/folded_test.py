@@ -45,35 +45,52 @@ def test_folded_network_is_a_copy_and_refuses_training():
         fast(x, training=True)
 
 
-@pytest.mark.parametrize("height, width, stride, dilation, bands", [
-    (13, 9, 1, 1, 2), (16, 12, 2, 1, 2), (15, 7, 2, 1, 3), (20, 8, 1, 4, 3), (3, 5, 1, 2, 5), (1, 1, 1, 16, 2), (11, 6, 1, 1, 1),
-])
-def test_banded_convolution_equals_one_convolution_with_torch_padding(height, width, stride, dilation, bands):
-    x = tf.random.stateless_normal([2, height, width, 3], [5, height])
-    kernel = tf.random.stateless_normal([3, 3, 3, 4], [6, width])
-    pad = dilation
-    expected = tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]], dilations=dilation)
-    got = folded.banded_conv2d(x, kernel, stride, dilation, bands)
+@pytest.mark.parametrize("height, width, channels_in, channels_out", [(1, 1, 3, 2), (5, 3, 4, 6), (8, 12, 8, 3), (7, 16, 2, 5)])
+def test_subpixel_upsampling_equals_the_transposed_convolution(height, width, channels_in, channels_out):
+    x = tf.random.stateless_normal([2, height, width, channels_in], [5, height])
+    kernel = tf.random.stateless_normal([4, 4, channels_out, channels_in], [6, width])  # Conv2DTranspose's layout
+    bias = tf.random.stateless_normal([channels_out], [7, 7])
+    out = tf.stack([2, 2 * height, 2 * width, channels_out])
+    expected = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d_transpose(x, kernel, out, 2, padding="SAME"), bias))
+    got = folded.subpixel_upsample(x, folded.subpixel_kernel(kernel), bias, channels_out)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+    assert (expected.numpy() > 0).mean() > 0.3  # not all clipped away by the ReLU
 
 
-def test_folded_network_gives_the_same_image_whatever_the_number_of_bands():
+@pytest.mark.parametrize("upsampling", folded.UPSAMPLINGS)
+def test_each_upsampling_form_gives_the_keras_networks_image(upsampling):
     network = _network_with_trained_statistics(tiny.WIDTH)
     x = tf.random.stateless_uniform([2, 28, 20, 4], [7, 8])
-    one = folded.FoldedCompletionNetwork(network, bands=1)(x).numpy()
-    for bands in (2, 3, 8):
-        np.testing.assert_allclose(folded.FoldedCompletionNetwork(network, bands=bands)(x).numpy(), one, atol=1e-6)
+    expected = network(x, training=False).numpy()
+    got = folded.FoldedCompletionNetwork(network, upsampling=upsampling)(x).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_upsampling_form_follows_the_kernels_tensorflow_runs(monkeypatch):
+    monkeypatch.setattr(folded.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(folded.cpu, "onednn_on", lambda: True)
+    assert folded.default_upsampling() == "transposed"
+    monkeypatch.setattr(folded.cpu, "onednn_on", lambda: False)  # an AVX2-only processor: Eigen
+    assert folded.default_upsampling() == "subpixel"
+    with pytest.raises(ValueError, match="upsampling"):
+        folded.FoldedCompletionNetwork(models.completion_network(tiny.WIDTH), upsampling="nearest")
 
 
 def test_precision_auto_is_bfloat16_only_with_amx_and_bfloat16_needs_native_support(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(folded.tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(folded, "_cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(folded.cpu, "onednn_on", lambda: True)
+    monkeypatch.setattr(folded.cpu, "flags", lambda: {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"})
     assert folded.compute_dtype("auto") == tf.bfloat16 and folded.compute_dtype("float32") == tf.float32
+    monkeypatch.setattr(folded.cpu, "onednn_on", lambda: False)  # Eigen's bfloat16 measured 9x slower
+    assert folded.compute_dtype("auto") == tf.float32
+    with pytest.raises(UserError, match="Eigen"):
+        folded.compute_dtype("bfloat16")
+    monkeypatch.setattr(folded.cpu, "onednn_on", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AMX switched off: bfloat16 measured slower
     assert folded.compute_dtype("auto") == tf.float32 and folded.compute_dtype("bfloat16") == tf.bfloat16
-    monkeypatch.setattr(folded, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(folded.cpu, "flags", lambda: {"avx2", "fma"})
     assert folded.compute_dtype("auto") == tf.float32
     with pytest.raises(UserError, match="no native bfloat16"):
         folded.compute_dtype("bfloat16")

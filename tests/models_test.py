@@ -221,3 +221,22 @@ def test_flop_counts_match_table_1_and_2_counted_by_hand():
     local_branch = 64**2 * 25 * 3 * 64 + 32**2 * 25 * 64 * 128 + 16**2 * 25 * 128 * 256 + 8**2 * 25 * 256 * 512
     local_branch += 4**2 * 25 * 512 * 512 + 4 * 4 * 512 * 1024
     assert models.discriminator_flops() == 2 * (global_branch + local_branch + 2048)
+
+
+def test_batchnorm_is_synchronized_only_across_several_replicas(two_replicas):
+    # One replica: Keras's plain path, the same statistics and faster; several: the global
+    # batch's statistics (train_lib_test's two-device test checks the numbers).
+    def synchronized(network):
+        found = set()
+        for layer in network.layers:
+            if isinstance(layer, keras.Model):  # the discriminator's two branches
+                found |= synchronized(layer)
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                found.add(layer.synchronized)
+        return found
+
+    assert synchronized(models.completion_network(0.125)) == {False}
+    assert synchronized(models.discriminator(32, 16, 0.125)) == {False}
+    with two_replicas.scope():
+        assert synchronized(models.completion_network(0.125)) == {True}
+        assert synchronized(models.discriminator(32, 16, 0.125)) == {True}

@@ -14,7 +14,7 @@ from importlib import resources
 from absl import app as absl_app  # not `app`: the submodule glcic_tf.commands.app takes that name
 from absl import flags
 
-from glcic_tf import completers, folded, inference, strategy
+from glcic_tf import completers, cpu, folded, inference, strategy
 
 
 def flagfile_names():
@@ -70,6 +70,7 @@ def run(main, doc: str):
     def without_arguments(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        cpu.size_thread_pools()  # before TensorFlow's first op: a container's quota, not its host's cores
         return main(argv)
 
     absl_app.run(without_arguments, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))

@@ -1,0 +1,128 @@
+"""What this CPU offers TensorFlow: the cores this process may use, its instruction set, and
+which kernel family (oneDNN or Eigen) TensorFlow runs on it.
+
+Portable: `os.sched_getaffinity` exists only on Linux (and a few Unixes); elsewhere the count is
+the machine's. A Linux container's CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`) is
+not in its affinity, nor in TensorFlow's own thread-pool sizes: `size_thread_pools` gives
+TensorFlow the quota, so a container of 2 CPUs on a 64-core host does not run 64 threads.
+"""
+
+import os
+
+from absl import logging
+
+# Where Linux mounts the cgroup file systems (a parameter for the tests).
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _own_cgroup_v2() -> str:
+    """This process's cgroup v2 folder ("" for the root), from /proc/self/cgroup's "0::/path"."""
+    try:
+        with open("/proc/self/cgroup") as file:
+            for line in file:
+                if line.startswith("0::"):
+                    return line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return ""
+
+
+def _read(path: str):
+    try:
+        with open(path) as file:
+            return file.read().split()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_limit():
+    """The CPUs a cgroup quota allows (rounded up), or None without a quota.
+
+    cgroup v2: the tightest `cpu.max` from this process's own cgroup up to the root (a quota
+    set on a parent applies too); cgroup v1: `cpu/cpu.cfs_quota_us` over `cpu.cfs_period_us`.
+    """
+    limits = []
+    folder = _own_cgroup_v2()
+    while True:
+        fields = _read(os.path.join(CGROUP_ROOT, folder, "cpu.max"))
+        if fields and len(fields) == 2 and fields[0] != "max":
+            limits.append((fields[0], fields[1]))
+        if not folder:
+            break
+        folder = os.path.dirname(folder)
+    for v1 in ("cpu", "cpu,cpuacct"):
+        quota, period = _read(os.path.join(CGROUP_ROOT, v1, "cpu.cfs_quota_us")), _read(os.path.join(CGROUP_ROOT, v1, "cpu.cfs_period_us"))
+        if quota and period and quota[0] != "-1":
+            limits.append((quota[0], period[0]))
+    cpus = []
+    for quota, period in limits:
+        try:
+            if int(period) > 0 and int(quota) > 0:
+                cpus.append(max(1, -(-int(quota) // int(period))))
+        except ValueError:
+            continue
+    return min(cpus) if cpus else None
+
+
+def usable_cores() -> int:
+    """The CPUs this process can keep busy: its CPU affinity where the system has one (Linux),
+    else the machine's count, further limited by a cgroup CPU quota."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        cores = len(affinity(0))
+    else:  # macOS, Windows: Python 3.13's process_cpu_count honours Windows' affinity
+        cores = (getattr(os, "process_cpu_count", None) or os.cpu_count)() or 1
+    limit = cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
+
+
+def size_thread_pools() -> int:
+    """Give TensorFlow's intra-op and inter-op pools `usable_cores()` threads, unless set already
+    (TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS or an earlier call); returns the count.
+
+    TensorFlow sizes its pools from the CPU affinity, not from a container's quota: under a
+    quota of 2 on a 64-core host it ran 64 threads time-sliced onto 2 CPUs. Call it before
+    TensorFlow runs its first op (the commands do); later it can only log that it is too late.
+    """
+    import tensorflow as tf  # noqa: PLC0415  (this module is read before TensorFlow is wanted)
+
+    cores = usable_cores()
+    try:
+        if not os.environ.get("TF_NUM_INTRAOP_THREADS") and not tf.config.threading.get_intra_op_parallelism_threads():
+            tf.config.threading.set_intra_op_parallelism_threads(cores)
+        if not os.environ.get("TF_NUM_INTEROP_THREADS") and not tf.config.threading.get_inter_op_parallelism_threads():
+            tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # TensorFlow already running: its pools are fixed for this process
+        logging.warning("TensorFlow was initialised before its thread pools could be sized to %d cores", cores)
+    return cores
+
+
+def flags() -> set:
+    """The processor's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def onednn_on() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels here (else Eigen's).
+
+    TensorFlow 2.21 turns them on by default only on x86 processors with AVX-512 VNNI, BF16 or
+    AMX (and similar); elsewhere, or with TF_ENABLE_ONEDNN_OPTS=0, it runs Eigen's. No public
+    API says which, so this asks TensorFlow's own check.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
+    except ImportError:  # a TensorFlow without it: the documented switch decides
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def kernel_family() -> str:
+    """"oneDNN" or "Eigen": which convolution kernels TensorFlow runs here."""
+    return "oneDNN" if onednn_on() else "Eigen"
