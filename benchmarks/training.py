@@ -19,7 +19,7 @@ network's update). Each row, images per second of
   scikit-image's photographs): lower than TF when the input pipeline is on the critical path;
 - TF jit (--jit): a Trainer(jit_compile=True), the replica step compiled with XLA, cached batch;
 - PyTorch: the same step in PyTorch (benchmarks/torch_peer.py), channels-last, model.train(),
-  torch.optim.Adam, on the same batch, with torch.set_num_threads(folded.usable_cores());
+  torch.optim.Adam, on the same batch, with torch.set_num_threads(cpu.usable_cores());
 and TF/PyTorch, the TF step's time over PyTorch's (above 1: TF is slower). Every method is
 timed --steps steps at a time, --repeats times interleaved with the others (these machines are
 noisy), after warm-up steps; the best is kept. --breakdown also times the completion network
@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")
 
 from benchmarks import machine, torch_peer  # noqa: E402
-from glcic_tf import commands, data, folded, losses, models, train_lib  # noqa: E402
+from glcic_tf import commands, cpu, data, losses, models, train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", ["demo:1", "demo:3", "paper:1", "paper:3"], "SCALE:PHASE cases, scale demo or paper, phase 1 or 3.")
@@ -161,7 +161,7 @@ class TorchPeer:
         from torch.nn import functional  # noqa: PLC0415
 
         self.torch, self.functional, self.alpha = torch, functional, scale.alpha
-        torch.set_num_threads(folded.usable_cores())
+        torch.set_num_threads(cpu.usable_cores())
         torch.manual_seed(0)
         self.format = torch.channels_last
         sizes = scale.sizes
@@ -343,7 +343,7 @@ def main(argv):
     print(machine.describe(rates))
     import torch  # noqa: PLC0415
 
-    print(f"TensorFlow {tf.__version__}, PyTorch {torch.__version__} with {folded.usable_cores()} threads; "
+    print(f"TensorFlow {tf.__version__}, PyTorch {torch.__version__} with {cpu.usable_cores()} threads; "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}")
     rows = []
     for name in dict.fromkeys(name for name, _ in cases):
@@ -357,7 +357,7 @@ def main(argv):
     if FLAGS.output:
         with open(FLAGS.output, "w") as file:
             json.dump({"machine": machine.cpu_description(), "kernel_family": machine.kernel_family(), "matmul_gflops": rates,
-                       "tensorflow": tf.__version__, "torch": torch.__version__, "threads": folded.usable_cores(),
+                       "tensorflow": tf.__version__, "torch": torch.__version__, "threads": cpu.usable_cores(),
                        "scales": {name: {**s._asdict(), "sizes": str(s.sizes), "augmentations": str(s.augmentations)} for name, s in all_scales.items()},
                        "rows": rows, "seconds": seconds}, file, indent=2, default=str)
 
