@@ -240,3 +240,30 @@ def test_batchnorm_is_synchronized_only_across_several_replicas(two_replicas):
     with two_replicas.scope():
         assert synchronized(models.completion_network(0.125)) == {True}
         assert synchronized(models.discriminator(32, 16, 0.125)) == {True}
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_fused_batchnorm_trains_exactly_as_keras_batchnorm(policy):
+    # Outputs, gradients and moving statistics of a training step equal Keras's own layer's.
+    import tensorflow as tf  # noqa: PLC0415
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        fused, plain = models.BatchNormalization(momentum=0.9, epsilon=1e-5), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    x = tf.random.stateless_normal([4, 6, 5, 8], [1, 1]) * 3.0 + 1.0
+    results = []
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(tf.random.stateless_uniform([8], [1, 2], 0.5, 2.0))
+        layer.beta.assign(tf.random.stateless_normal([8], [3, 4]))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(tf.cast(x, layer.compute_dtype), training=True), tf.float32)
+            loss = tf.reduce_sum(y**3)
+        gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, *gradients, layer.moving_mean, layer.moving_variance])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(results[0][-1]), 1.0)  # the moving variance moved
