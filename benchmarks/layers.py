@@ -129,7 +129,7 @@ def main(argv):
         chosen = " (Inpainter's here)" if upsampling == fast.upsampling else ""
         steps[f"BatchNorm folded, {upsampling} upsampling{chosen}"] = machine.best_time(
             (lambda run: lambda: run(x).numpy())(tf.function(folded.FoldedCompletionNetwork(network, upsampling=upsampling))), repeats)
-    if machine.cpu_description()["native_bfloat16"]:
+    if machine.cpu_description()["native_bfloat16"] and machine.kernel_family() == "oneDNN":
         steps["... in bfloat16"] = machine.best_time(
             (lambda run: lambda: run(x).numpy())(tf.function(folded.FoldedCompletionNetwork(network, dtype=tf.bfloat16))), repeats)
     print(f"\nwhole network, one change at a time ({side} px): s/image, and over PyTorch's {torch_whole:.3f} s")

@@ -15,7 +15,7 @@ which kernel family ran.
 
 import os
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from glcic_tf.cpu import kernel_family, usable_cores
 
@@ -33,6 +33,21 @@ def best_time(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_times(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """The best of `repeats` timed calls of each function, the functions' calls interleaved
+    (a, b, c, a, b, c, ...) after one warm-up call each: a slow spell of this noisy machine
+    then falls on every function alike, not on whichever ran during it."""
+    for function in functions.values():
+        function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def cpu_description() -> Dict[str, object]:

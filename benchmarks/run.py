@@ -17,7 +17,9 @@ Rows:
 3. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
    as 3x the forward passes involved (forward + backward);
 4. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
-Each time is the best of --repeats calls after a warm-up call (these machines are noisy).
+Each time is the best of --repeats calls after a warm-up call, TensorFlow's ways of one size
+interleaved (these machines are noisy: a slow spell falls on every way alike), PyTorch's
+right after them (interleaving the two frameworks slowed each: their idle threads spin).
 benchmarks/layers.py times the network row by row against PyTorch.
 """
 
@@ -69,26 +71,31 @@ def tensorflow_inference(sizes, native_bfloat16: bool):
         runs["keras mixed_bfloat16"] = tf.function(lambda x: bfloat16(x, training=False))
         runs["folded bfloat16"] = tf.function(folded.FoldedCompletionNetwork(network, dtype=tf.bfloat16))
     results = {}
+    peer = torch_network() if FLAGS.torch else None
     with tempfile.TemporaryDirectory() as folder:
         path = export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1, max_pixels=max(sizes) ** 2)
         signature = tf.saved_model.load(path).signatures["serving_default"]
         for side in sizes:
             x = _network_input(side)
-            for name, run in runs.items():
-                results[(name, side)] = best_time(lambda: run(x).numpy())
             image, mask = tf.random.uniform((1, side, side, 3)), tf.cast(tf.random.uniform((1, side, side, 1)) > 0.7, tf.float32)
-            results[("export serving_default", side)] = best_time(lambda: signature(image=image, mask=mask)["inpainted"].numpy())
-    return results
+            functions = {name: (lambda run=run: run(x).numpy()) for name, run in runs.items()}
+            functions["export serving_default"] = lambda: signature(image=image, mask=mask)["inpainted"].numpy()
+            for name, seconds in machine.best_times(functions, FLAGS.repeats).items():
+                results[(name, side)] = seconds
+            if peer:  # right after, not interleaved: each framework's idle threads spin a while after its calls
+                time.sleep(1)
+                results[("torch", side)] = best_time(_torch_call(*peer, side))
+    return results, peer[1].__version__ if peer else None
 
 
-def torch_inference(sizes):
-    network, torch = torch_network()
-    results = {}
-    with torch.inference_mode():
-        for side in sizes:
-            x = torch.rand(1, 4, side, side).to(memory_format=torch.channels_last)
-            results[side] = best_time(lambda: network(x))
-    return results, torch.__version__
+def _torch_call(network, torch, side):
+    x = torch.rand(1, 4, side, side).to(memory_format=torch.channels_last)
+
+    def call():
+        with torch.inference_mode():
+            network(x)
+
+    return call
 
 
 def main(argv):
@@ -101,8 +108,10 @@ def main(argv):
     print(f"Inpainter's upsampling here: {folded.default_upsampling()}, the export's: {export_lib.EXPORT_UPSAMPLING}; "
           f"--precision=auto computes in {folded.compute_dtype('auto').name}")
 
-    inference_times = tensorflow_inference(sizes, cpu["native_bfloat16"])
-    peer, torch_version = torch_inference(sizes) if FLAGS.torch else ({}, None)
+    bfloat16 = cpu["native_bfloat16"] and machine.kernel_family() == "oneDNN"  # Eigen's bfloat16 is ~9x slower
+    measured, torch_version = tensorflow_inference(sizes, bfloat16)
+    peer = {side: seconds for (name, side), seconds in measured.items() if name == "torch"}
+    inference_times = {key: seconds for key, seconds in measured.items() if key[0] != "torch"}
     rows = []
     print(f"\n{'inference, batch 1':<44}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
     for side in sizes:
@@ -117,8 +126,8 @@ def main(argv):
     for row in rows:
         ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
         print(f"{row['row']:<44}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{row['percent_peak']:>7.0f}%{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
-    if not cpu["native_bfloat16"]:
-        print("(no mixed_bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX)")
+    if not bfloat16:
+        print("(no bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX, or TensorFlow runs Eigen's kernels)")
 
     results = {"machine": cpu, "peak_gflops": peak, "matmul_gflops": rates, "inference": rows, "torch": torch_version}
     if FLAGS.training:
