@@ -98,6 +98,7 @@ def torch_times(side, repeats):
 
 def main(argv):
     del argv
+    machine.size_thread_pools()  # as the commands do: a container's quota, before TensorFlow's first op
     side, repeats = FLAGS.side, FLAGS.repeats
     rates = machine.matmul_rates()
     print(machine.describe(rates))

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Callable, Dict, Optional
 
-from glcic_tf.cpu import kernel_family, usable_cores
+from glcic_tf.cpu import kernel_family, size_thread_pools, usable_cores  # noqa: F401  (size_thread_pools for the benchmarks)
 
 # FMA units per core: two on Intel server cores since Skylake-SP and on AMD since Zen 2.
 FMA_UNITS = 2

@@ -100,6 +100,7 @@ def _torch_call(network, torch, side):
 
 def main(argv):
     del argv
+    machine.size_thread_pools()  # as the commands do: a container's quota, before TensorFlow's first op
     sizes = [int(side) for side in FLAGS.sizes]
     started = time.perf_counter()
     cpu, rates = machine.cpu_description(), machine.matmul_rates(torch=FLAGS.torch)

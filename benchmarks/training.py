@@ -17,12 +17,14 @@ network's update). Each row, images per second of
   benchmarks/pipeline.py), so only the step uses the cores;
 - TF pipeline: the same step on the Trainer's own input (`trainer.iterator`, from sample:train,
   scikit-image's photographs): lower than TF when the input pipeline is on the critical path;
-- TF jit (--jit): a Trainer(jit_compile=True), the replica step compiled with XLA, cached batch;
+- TF jit (--jit): the Trainer's replica steps compiled with XLA (jit_compile), cached batch;
 - PyTorch: the same step in PyTorch (benchmarks/torch_peer.py), channels-last, model.train(),
   torch.optim.Adam, on the same batch, with torch.set_num_threads(cpu.usable_cores());
 and TF/PyTorch, the TF step's time over PyTorch's (above 1: TF is slower). Every method is
 timed --steps steps at a time, --repeats times interleaved with the others (these machines are
-noisy), after warm-up steps; the best is kept. --breakdown also times the completion network
+noisy), after warm-up steps; the best is kept. Blocks of steps last seconds, so the few
+milliseconds one framework's idle threads spin after its calls (why benchmarks/run.py does not
+interleave single calls of the two) do not reach the other's block. --breakdown also times the completion network
 alone (forward in training mode; forward + backward without the optimizer) in both frameworks.
 """
 
@@ -50,7 +52,7 @@ flags.DEFINE_integer("steps", None, "Timed steps per repeat (default: 10 at demo
 flags.DEFINE_integer("warmup", 2, "Untimed steps per method before timing (the first traces).")
 flags.DEFINE_integer("repeats", 3, "Timed runs of --steps steps per method (the best is kept).")
 flags.DEFINE_integer("paper_batch_size", 2, "Batch size at paper scale (CPU time and memory).")
-flags.DEFINE_bool("jit", False, "Also time the TF step compiled with XLA (Trainer(jit_compile=True)).")
+flags.DEFINE_bool("jit", False, "Also time the TF step compiled with XLA (jit_compile=True).")
 flags.DEFINE_bool("pipeline", True, "Also time the TF step on the Trainer's own input pipeline.")
 flags.DEFINE_bool("breakdown", False, "Also time the completion network's forward and forward + backward alone.")
 flags.DEFINE_string("output", None, "Also write the results as JSON here.")
@@ -139,7 +141,10 @@ def trainer(scale: Scale, model_dir: str, jit_compile: bool = False) -> train_li
         width=scale.width,
         checkpoint_every=10**9,
     )
-    return train_lib.Trainer(config, model_dir, jit_compile=jit_compile)
+    built = train_lib.Trainer(config, model_dir)
+    if jit_compile:  # the XLA trial: the same replica steps compiled by XLA (not offered to runs: see _compiled)
+        built._steps = {phase: built._compiled(getattr(built, f"_phase{phase}"), jit_compile=True) for phase in (1, 2, 3)}
+    return built
 
 
 def tf_step(trainer_: train_lib.Trainer, phase: int, iterator=None) -> Callable:
@@ -336,6 +341,7 @@ def print_table(rows):
 
 def main(argv):
     del argv
+    machine.size_thread_pools()  # as the commands do: a container's quota, before TensorFlow's first op
     started = time.perf_counter()
     cases = parse_cases(FLAGS.cases)
     all_scales = scales()

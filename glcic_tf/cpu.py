@@ -15,16 +15,38 @@ from absl import logging
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def _own_cgroup_v2() -> str:
-    """This process's cgroup v2 folder ("" for the root), from /proc/self/cgroup's "0::/path"."""
+# This process's cgroups (a parameter for the tests).
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+
+
+def _own_cgroups() -> dict:
+    """This process's cgroup folder by hierarchy, from /proc/self/cgroup ("ID:CONTROLLERS:/path"
+    lines): "" for cgroup v2 ("0::/path"), each v1 controller ("cpu", "cpuacct") by name; ""
+    as the path for the root, and for a path outside this namespace's root ("/../..")."""
+    folders = {}
     try:
-        with open("/proc/self/cgroup") as file:
-            for line in file:
-                if line.startswith("0::"):
-                    return line[3:].strip().lstrip("/")
+        with open(PROC_SELF_CGROUP) as file:
+            lines = file.read().splitlines()
     except OSError:
-        pass
-    return ""
+        return folders
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        raw = parts[2].strip()
+        path = "" if ".." in raw.split("/") else os.path.normpath("/" + raw).lstrip("/")
+        for controller in parts[1].split(",") if parts[1] else [""]:
+            folders[controller] = path
+    return folders
+
+
+def _ancestors(folder: str):
+    """`folder`, its parent, ... up to "" (a quota set on a parent applies too)."""
+    while True:
+        yield folder
+        if not folder:
+            return
+        folder = os.path.dirname(folder)
 
 
 def _read(path: str):
@@ -38,22 +60,23 @@ def _read(path: str):
 def cgroup_cpu_limit():
     """The CPUs a cgroup quota allows (rounded up), or None without a quota.
 
-    cgroup v2: the tightest `cpu.max` from this process's own cgroup up to the root (a quota
-    set on a parent applies too); cgroup v1: `cpu/cpu.cfs_quota_us` over `cpu.cfs_period_us`.
+    The tightest of: cgroup v2's `cpu.max` from this process's own cgroup up to the root (a
+    quota set on a parent applies too), and cgroup v1's `cpu.cfs_quota_us` over
+    `cpu.cfs_period_us`, likewise, under the `cpu` (or `cpu,cpuacct`) mount. Inside a container
+    its own cgroup is the mount's root; on a host, a systemd slice's path below it.
     """
     limits = []
-    folder = _own_cgroup_v2()
-    while True:
+    own = _own_cgroups()
+    for folder in _ancestors(own.get("", "")):
         fields = _read(os.path.join(CGROUP_ROOT, folder, "cpu.max"))
         if fields and len(fields) == 2 and fields[0] != "max":
             limits.append((fields[0], fields[1]))
-        if not folder:
-            break
-        folder = os.path.dirname(folder)
-    for v1 in ("cpu", "cpu,cpuacct"):
-        quota, period = _read(os.path.join(CGROUP_ROOT, v1, "cpu.cfs_quota_us")), _read(os.path.join(CGROUP_ROOT, v1, "cpu.cfs_period_us"))
-        if quota and period and quota[0] != "-1":
-            limits.append((quota[0], period[0]))
+    for mount in ("cpu", "cpu,cpuacct"):
+        for folder in _ancestors(own.get("cpu", "")):
+            quota = _read(os.path.join(CGROUP_ROOT, mount, folder, "cpu.cfs_quota_us"))
+            period = _read(os.path.join(CGROUP_ROOT, mount, folder, "cpu.cfs_period_us"))
+            if quota and period and quota[0] != "-1":
+                limits.append((quota[0], period[0]))
     cpus = []
     for quota, period in limits:
         try:

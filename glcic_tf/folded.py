@@ -2,8 +2,8 @@
 
 In inference mode a BatchNorm is a fixed per-channel scale and offset, so it can be moved into
 the convolution's weights and a bias: the same function with one pass over each activation
-map fewer, and each layer becomes convolution + bias + ReLU, which TensorFlow fuses into one
-oneDNN kernel. The two upsampling rows run as the transposed convolution where TensorFlow runs
+map fewer, and each layer becomes convolution + bias + ReLU (which TensorFlow fuses into one
+kernel where it runs oneDNN's). The two upsampling rows run as the transposed convolution where TensorFlow runs
 oneDNN's kernels and as a sub-pixel convolution where it runs Eigen's (`subpixel_upsample`),
 and the arithmetic can be bfloat16 where that is the faster (`compute_dtype`). `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
 training keeps the Keras network of `glcic_tf.models`, whose weights are the ones saved.
@@ -124,10 +124,15 @@ class FoldedCompletionNetwork(tf.Module):
         self.upsampling = upsampling or default_upsampling()
         if self.upsampling not in UPSAMPLINGS:
             raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, not {self.upsampling!r}")
+        # The sub-pixel form is Table 1's upsampling (kernel 4, stride 2, padding 1, then ReLU) only.
+        self.subpixel = [
+            self.upsampling == "subpixel" and spec.kind == "deconv" and (spec.kernel, spec.stride) == (4, 2) and position < len(self.specs) - 1
+            for position, spec in enumerate(self.specs)
+        ]
         self.kernels, self.biases = [], []
         for index, spec in enumerate(self.specs, start=1):
             kernel, bias = _folded_weights(network, spec, index, last=index == len(self.specs))
-            if spec.kind == "deconv" and self.upsampling == "subpixel":
+            if self.subpixel[index - 1]:
                 kernel = subpixel_kernel(kernel)
             # Kept in the dtype the network computes in: no cast of the weights per call.
             self.kernels.append(tf.Variable(tf.cast(kernel, self.dtype), trainable=False, name=f"kernel{index}"))
@@ -136,7 +141,7 @@ class FoldedCompletionNetwork(tf.Module):
     def layer(self, index: int, x) -> tf.Tensor:
         """Row `index` (from 0) of Table 1 on `x`: convolution, bias, then ReLU (sigmoid for the last)."""
         spec, kernel, bias = self.specs[index], self.kernels[index], self.biases[index]
-        if spec.kind == "deconv" and self.upsampling == "subpixel":
+        if self.subpixel[index]:
             return subpixel_upsample(x, kernel, bias, int(bias.shape[0]))  # filters x width
         if spec.kind == "deconv":
             shape = tf.shape(x)

@@ -126,17 +126,28 @@ def _scaled(filters: int, width: float) -> int:
 
 
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras's BatchNormalization, the same function and variables, whose training-mode step on
-    one replica runs TensorFlow's fused kernel (FusedBatchNormV3 and its gradient).
+    """Keras's BatchNormalization, the same function and variables, whose training-mode step
+    runs TensorFlow's fused kernel (FusedBatchNormV3 and its gradient) wherever the statistics
+    are one replica's: on one device, or not synchronized.
 
-    Why: Keras 3 computes it as separate mean, variance and normalisation ops; the fused kernel
-    took half the time forward + backward with oneDNN (18.3 against 31.2 ms at 16x128x128x16)
-    and 0.8x with Eigen (benchmarks/training.py has the whole step). Synchronized (several
-    replicas) and inference calls are Keras's own.
+    Why: Keras 3 computes it as separate mean, variance and normalisation ops (and, when
+    synchronized, an all-reduce even of one replica); the fused kernel took half the time
+    forward + backward with oneDNN (18.3 against 31.2 ms at 16x128x128x16) and 0.8x with Eigen.
+    Synchronized across several replicas, and in inference, it is Keras's own call.
     """
 
+    def _fused_applies(self, inputs, training, mask) -> bool:
+        if not (training and self.trainable) or mask is not None or self.renorm or not (self.center and self.scale):
+            return False
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return False
+        context = tf.distribute.get_replica_context()
+        if context is None:  # cross-replica context: Keras's own
+            return False
+        return not self.synchronized or context.num_replicas_in_sync == 1
+
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or self.synchronized or mask is not None or self.renorm:
+        if not self._fused_applies(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         inputs = tf.cast(inputs, tf.float32)  # as Keras's: statistics in float32 under mixed precision
         outputs, mean, corrected_variance = tf.compat.v1.nn.fused_batch_norm(
@@ -151,12 +162,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
 
 def _batchnorm_relu(x, name: str):
-    # Synchronized when built in the scope of a strategy of several replicas: the statistics are
-    # then those of the global batch, so N replicas train like one device with the same batch.
-    # On one replica the same numbers by the fused kernel (BatchNormalization above).
-    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    # synchronized: under tf.distribute the statistics are those of the global batch, so N
+    # replicas train like one device with the same batch; on one replica it is the fused kernel
+    # (BatchNormalization above), whatever scope the network was built in.
     x = BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=f"{name}_bn"
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=f"{name}_bn"
     )(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

@@ -120,7 +120,7 @@ def _expected(network) -> List[Tuple[str, object]]:
     kinds = (  # padding and input layers have no Torch module of their own
         (keras.layers.Conv2DTranspose, "full"),
         (keras.layers.Conv2D, "conv"),
-        (keras.layers.BatchNormalization, "bn"),
+        (models.BatchNormalization, "bn"),
         (keras.layers.ReLU, "ReLU"),
         (keras.layers.Activation, "Sigmoid"),  # the output's
     )

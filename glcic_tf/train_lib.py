@@ -221,10 +221,8 @@ def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
 class Trainer:
     """Builds the networks, optimizers, input and checkpoint of a run, and runs its steps."""
 
-    def __init__(self, config: Config, model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, jit_compile: bool = False):
-        """`jit_compile` compiles each replica step with XLA (a trial: benchmarks/training.py measures it)."""
+    def __init__(self, config: Config, model_dir: str, strategy: Optional[tf.distribute.Strategy] = None):
         self.config = config
-        self.jit_compile = jit_compile
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.is_chief = is_chief(self.strategy)
@@ -338,11 +336,11 @@ class Trainer:
 
     # --- the three steps -----------------------------------------------------------------
 
-    def _compiled(self, replica_step: Callable) -> Callable:
-        if self.jit_compile:
-            # XLA compiles the replica step only: next(iterator) and strategy.run stay outside
-            # (tf.data's ops are not XLA's). XLA drops tf.debugging.Assert: apply_update's
-            # finite check does not stop a step there.
+    def _compiled(self, replica_step: Callable, jit_compile: bool = False) -> Callable:
+        if jit_compile:
+            # Only benchmarks/training.py's XLA trial, never a run: XLA drops tf.debugging.Assert,
+            # so apply_update's finite check would not stop a NaN step (nor its checkpoint), and
+            # under MirroredStrategy it fails to reach the other replicas' variables.
             replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
 
         def step(iterator):

@@ -73,6 +73,8 @@ def test_the_upsampling_form_follows_the_kernels_tensorflow_runs(monkeypatch):
     assert folded.default_upsampling() == "transposed"
     monkeypatch.setattr(folded.cpu, "onednn_on", lambda: False)  # an AVX2-only processor: Eigen
     assert folded.default_upsampling() == "subpixel"
+    monkeypatch.setattr(folded.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert folded.default_upsampling() == "transposed"  # cuDNN's transposed convolution
     with pytest.raises(ValueError, match="upsampling"):
         folded.FoldedCompletionNetwork(models.completion_network(tiny.WIDTH), upsampling="nearest")
 

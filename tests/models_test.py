@@ -223,23 +223,30 @@ def test_flop_counts_match_table_1_and_2_counted_by_hand():
     assert models.discriminator_flops() == 2 * (global_branch + local_branch + 2048)
 
 
-def test_batchnorm_is_synchronized_only_across_several_replicas(two_replicas):
-    # One replica: Keras's plain path, the same statistics and faster; several: the global
-    # batch's statistics (train_lib_test's two-device test checks the numbers).
-    def synchronized(network):
-        found = set()
-        for layer in network.layers:
-            if isinstance(layer, keras.Model):  # the discriminator's two branches
-                found |= synchronized(layer)
-            elif isinstance(layer, keras.layers.BatchNormalization):
-                found.add(layer.synchronized)
-        return found
+def _training_ops(network, x, strategy=None):
+    """The op types of one training-mode call of `network` on `x` (on each replica of `strategy`)."""
+    import tensorflow as tf  # noqa: PLC0415
 
-    assert synchronized(models.completion_network(0.125)) == {False}
-    assert synchronized(models.discriminator(32, 16, 0.125)) == {False}
+    strategy = strategy or tf.distribute.get_strategy()
+    call = tf.function(lambda x: strategy.run(lambda y: network(y, training=True), args=(x,)))
+    graph = call.get_concrete_function(tf.TensorSpec(x.shape, x.dtype)).graph.as_graph_def()
+    return {node.op for node in graph.node} | {node.op for function in graph.library.function for node in function.node_def}
+
+
+def test_batchnorm_runs_the_fused_kernel_on_one_replica_and_synchronizes_across_several(two_replicas):
+    # Built outside any strategy's scope or inside a two-replica one: on one replica, TensorFlow's
+    # fused kernel; on two, Keras's synchronized statistics (an all-reduce, no fused kernel;
+    # train_lib_test's two-device test checks the numbers).
+    import tensorflow as tf  # noqa: PLC0415
+
+    x = tf.zeros([2, 16, 16, 4])
+    one_device = models.completion_network(0.125)
+    assert "FusedBatchNormV3" in _training_ops(one_device, x)
+    assert "FusedBatchNormV3" not in _training_ops(one_device, x, two_replicas)
     with two_replicas.scope():
-        assert synchronized(models.completion_network(0.125)) == {True}
-        assert synchronized(models.discriminator(32, 16, 0.125)) == {True}
+        mirrored = models.completion_network(0.125)
+    ops = _training_ops(mirrored, x, two_replicas)
+    assert "FusedBatchNormV3" not in ops and any("Collective" in op or "NcclAllReduce" in op or "AllReduce" in op for op in ops), sorted(ops)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
