@@ -35,15 +35,18 @@ def best_time(function, repeats: int) -> float:
     return min(times)
 
 
-def best_times(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+def best_times(functions: Dict[str, Callable[[], object]], repeats: int, pause: float = 0.0) -> Dict[str, float]:
     """The best of `repeats` timed calls of each function, the functions' calls interleaved
     (a, b, c, a, b, c, ...) after one warm-up call each: a slow spell of this noisy machine
-    then falls on every function alike, not on whichever ran during it."""
+    then falls on every function alike, not on whichever ran during it. `pause` seconds of
+    sleep before each call let the previous call's idle threads stop spinning (TensorFlow's
+    and PyTorch's OpenMP threads both spin a while after their work)."""
     for function in functions.values():
         function()
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
+            time.sleep(pause)
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)

@@ -17,9 +17,9 @@ Rows:
 3. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
    as 3x the forward passes involved (forward + backward);
 4. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
-Each time is the best of --repeats calls after a warm-up call, TensorFlow's ways of one size
-interleaved (these machines are noisy: a slow spell falls on every way alike), PyTorch's
-right after them (interleaving the two frameworks slowed each: their idle threads spin).
+Each time is the best of --repeats calls after a warm-up call, every way of one size (PyTorch's
+too) interleaved, so that a slow spell of these noisy machines falls on all alike; 0.3 s of
+sleep before each call lets the other framework's idle threads stop spinning.
 benchmarks/layers.py times the network row by row against PyTorch.
 """
 
@@ -45,10 +45,6 @@ flags.DEFINE_list("sizes", ["256", "512", "1024"], "Inference image sides.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_bool("torch", True, "Time the PyTorch peer (needs the bench extra).")
 flags.DEFINE_bool("training", True, "Also time the training steps and the input pipeline.")
-
-
-def best_time(function, repeats=None):
-    return machine.best_time(function, repeats or FLAGS.repeats)
 
 
 def _network_input(side):
@@ -80,11 +76,10 @@ def tensorflow_inference(sizes, native_bfloat16: bool):
             image, mask = tf.random.uniform((1, side, side, 3)), tf.cast(tf.random.uniform((1, side, side, 1)) > 0.7, tf.float32)
             functions = {name: (lambda run=run: run(x).numpy()) for name, run in runs.items()}
             functions["export serving_default"] = lambda: signature(image=image, mask=mask)["inpainted"].numpy()
-            for name, seconds in machine.best_times(functions, FLAGS.repeats).items():
+            if peer:
+                functions["torch"] = _torch_call(*peer, side)
+            for name, seconds in machine.best_times(functions, FLAGS.repeats, pause=0.3).items():
                 results[(name, side)] = seconds
-            if peer:  # right after, not interleaved: each framework's idle threads spin a while after its calls
-                time.sleep(1)
-                results[("torch", side)] = best_time(_torch_call(*peer, side))
     return results, peer[1].__version__ if peer else None
 
 
