@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh clone to a trained demo model, a SavedModel, an evaluation report and completed
-# photographs, on a CPU, in about 9 minutes (2 cores) and with nothing downloaded but packages:
+# photographs, on a CPU, in about 9 minutes (2 cores with oneDNN; about 17 where TensorFlow runs Eigen, AVX2-only) and with nothing downloaded but packages:
 #
 #   bash quickstart.sh [OUTPUT_DIR]        # default: quickstart_output
 #
