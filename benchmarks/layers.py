@@ -120,8 +120,9 @@ def main(argv):
     print(f"{'sum of rows':<30}{total / 1e9:>7.1f}{1e3 * sum(keras_times):>10.0f}{1e3 * sum(folded_times):>11.0f}{1e3 * sum(torch_rows):>9.0f}{sum(folded_times) / sum(torch_rows):>11.2f}")
     print(f"{'whole network':<30}{'':>7}{1e3 * keras_whole:>10.0f}{1e3 * folded_whole:>11.0f}{1e3 * torch_whole:>9.0f}{folded_whole / torch_whole:>11.2f}")
     best = max(rates.values())
-    print(f"whole network GFLOP/s: keras {total / keras_whole / 1e9:.0f}, folded {total / folded_whole / 1e9:.0f}, PyTorch "
-          f"{total / torch_whole / 1e9:.0f}; peak {machine.peak_gflops():.0f}, best matmul {best:.0f}")
+    whole_rates = [total / seconds / 1e9 for seconds in (keras_whole, folded_whole, torch_whole)]
+    print(f"whole network GFLOP/s: keras {whole_rates[0]:.0f}, folded {whole_rates[1]:.0f}, PyTorch "
+          f"{whole_rates[2]:.0f}; {machine.describe_peak(machine.cpu_description(), [*rates.values(), *whole_rates])}, best matmul {best:.0f}")
 
     # One change at a time, whole network, same run.
     x = tf.random.uniform((1, side, side, 4))

@@ -1,11 +1,15 @@
 """The machine's own yardsticks, printed beside every benchmark figure.
 
 These 2-core machines differ a lot (one measured a 300 GFLOP/s float32 matmul, another 68), so
-figures compare only within one run on one machine. Two limits, neither a measurement of ours:
-- `peak_gflops`: what the processor can do at most, cores x clock x float32 FMA lanes x 2 FMA
-  units x 2 FLOPs, from the CPU's own description (/proc/cpuinfo);
+figures compare only within one run on one machine. Two yardsticks:
 - `matmul_rates`: the float32 4096x4096 matrix product of every library here (TensorFlow,
-  NumPy's BLAS, PyTorch); the best of them is what a well-tuned kernel reaches on this machine.
+  NumPy's BLAS, PyTorch); the best of them is what a well-tuned kernel reaches on this machine,
+  and the yardstick every table uses;
+- `peak_gflops`: cores x clock x float32 FMA lanes x 2 FMA units x 2 FLOPs, from the CPU's own
+  description (/proc/cpuinfo). The description gives the base clock (under a hypervisor often
+  nothing else), not the turbo clock the cores run at, and not every core's FMA units: where
+  anything measured runs faster than that figure, the figure is wrong and the peak is unknown
+  (None), never a percentage above 100.
 
 On an AVX2-only processor TensorFlow turns its oneDNN ops off and runs Eigen's kernels; on an
 AVX-512 machine `TF_ENABLE_ONEDNN_OPTS=0` takes that path (ONEDNN_MAX_CPU_ISA=AVX2 does not: it
@@ -15,7 +19,7 @@ which kernel family ran.
 
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 from glcic_tf.cpu import kernel_family, size_thread_pools, usable_cores  # noqa: F401  (size_thread_pools for the benchmarks)
 
@@ -79,10 +83,29 @@ def cpu_description() -> Dict[str, object]:
     }
 
 
-def peak_gflops(cpu: Optional[Dict[str, object]] = None) -> float:
-    """cores x GHz x float32 lanes x FMA units x 2 (an FMA is two FLOPs)."""
+def nominal_peak_gflops(cpu: Optional[Dict[str, object]] = None) -> float:
+    """cores x GHz x float32 lanes x FMA units x 2 (an FMA is two FLOPs), at the described clock."""
     cpu = cpu or cpu_description()
     return cpu["cores"] * cpu["ghz"] * cpu["lanes"] * FMA_UNITS * 2
+
+
+def peak_gflops(cpu: Optional[Dict[str, object]] = None, measured: Iterable[float] = ()) -> Optional[float]:
+    """The processor's float32 peak, or None where it cannot be known: no clock in its
+    description, or a measured rate (GFLOP/s) above the nominal figure, which shows that the
+    cores run faster than described (turbo clocks, more FMA units)."""
+    nominal = nominal_peak_gflops(cpu)
+    if nominal <= 0 or any(rate > nominal for rate in measured):
+        return None
+    return nominal
+
+
+def percent_of(gflops: float, reference: Optional[float]) -> Optional[float]:
+    """gflops as a percentage of reference, None where the reference is unknown."""
+    return 100 * gflops / reference if reference else None
+
+
+def format_percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}%"
 
 
 def matmul_rates(n: int = 4096, repeats: int = 5, torch: bool = True) -> Dict[str, float]:
@@ -111,13 +134,25 @@ def roofline_gflops(n: int = 4096) -> float:
     return matmul_rates(n, torch=False)["tensorflow"]
 
 
+def describe_peak(cpu: Dict[str, object], measured: Iterable[float] = ()) -> str:
+    """The peak as a phrase: its figure, or why it is unknown."""
+    measured = list(measured)
+    peak, nominal = peak_gflops(cpu, measured), nominal_peak_gflops(cpu)
+    if peak is not None:
+        return f"peak {peak:.0f} GFLOP/s"
+    if nominal <= 0:
+        return "peak unknown (no clock in the CPU's description)"
+    return (f"peak unknown (the nominal {nominal:.0f} GFLOP/s at the described {cpu['ghz']:.2f} GHz is below the measured "
+            f"{max(measured):.0f}: the cores run faster than described)")
+
+
 def describe(rates: Optional[Dict[str, float]] = None) -> str:
     """One line: the processor, its peak and the matrix rates, to print beside every figure."""
     cpu = cpu_description()
     line = (
         f"machine: {cpu['model']}, {cpu['cores']} cores at {cpu['ghz']:.2f} GHz, {cpu['isa']} "
         f"({cpu['lanes']} float32 lanes x {FMA_UNITS} FMA units), native bfloat16: {'yes' if cpu['native_bfloat16'] else 'no'}; "
-        f"peak {peak_gflops(cpu):.0f} GFLOP/s; TensorFlow kernels: {kernel_family()}"
+        f"{describe_peak(cpu, (rates or {}).values())}; TensorFlow kernels: {kernel_family()}"
     )
     if rates:
         line += "; float32 matmul 4096: " + ", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()) + " GFLOP/s"
