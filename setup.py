@@ -48,7 +48,10 @@ setup(
         "app": APP,
         # The browser tests drive Debian's chromium (apt-get install chromium) with Playwright.
         # Starlette 1.10+ runs its TestClient on httpx2 (on httpx with a deprecation warning).
-        "test": ["pytest>=8", "scikit-image>=0.22", "torchfile>=0.1", *APP, "starlette>=1.10", "httpx2>=2", "playwright>=1.50"],
+        # pytest-xdist runs the suite on every core (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "torchfile>=0.1", *APP, "starlette>=1.10", "httpx2>=2", "playwright>=1.50"],
+        # The documentation site (mkdocs.yml): mkdocs build --strict, mkdocs serve.
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10"],
         # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
         "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.

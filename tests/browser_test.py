@@ -22,6 +22,8 @@ import PIL.Image
 import pytest
 from fake_serving import fake_serving
 
+pytestmark = pytest.mark.slow  # a browser and the page's server, each started anew
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # As root in a container, with no network: no sandbox, no GPU, none of Chromium's own connections.

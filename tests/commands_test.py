@@ -8,6 +8,7 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import in_process
 import pytest
 
 from glcic_tf import commands
@@ -46,6 +47,7 @@ def _wheel(tmp_path):
     return wheel
 
 
+@pytest.mark.slow
 def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_path):
     wheel = _wheel(tmp_path)
     environment = tmp_path / "fresh"
@@ -74,6 +76,7 @@ def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_p
     assert "Complete photographs in the browser" in app_help.stdout and "  --server: TF Serving address" in app_help.stdout, app_help.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script,flags",
     [
@@ -94,8 +97,7 @@ def test_each_clone_script_is_the_packaged_command_and_its_help_lists_its_flags(
 
 
 def _app_py(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, timeout=300, env=env)
+    return in_process.run("app", *args)
 
 
 def test_the_page_command_says_in_one_line_what_is_wrong(trained_run):
@@ -110,6 +112,7 @@ def test_the_page_command_says_in_one_line_what_is_wrong(trained_run):
     assert "Traceback" not in busy.stderr + neither.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["0.0.0.0", "::1"])
 def test_the_page_command_listens_on_ipv4_and_ipv6_and_needs_a_token_off_loopback(trained_run, host):
     import json  # noqa: PLC0415

@@ -130,6 +130,7 @@ def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path, sample_folder, c
     assert (batch["image"].reshape(2, -1).std(axis=1) > 0.01).all() and "skipping" not in caplog.text
 
 
+@pytest.mark.slow
 def test_a_resumed_folder_run_reads_what_an_uninterrupted_one_would_despite_broken_files(folder_with_bad_files):
     # What train.py does on a restart at step 5: the input starts at step 5's examples.
     strategy = tf.distribute.get_strategy()
@@ -375,6 +376,7 @@ def test_four_workers_do_not_read_neighbouring_files_together(folder_by_category
     assert not same_category, files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source_kind", ["folder", "tfds"])
 def test_the_stream_does_not_depend_on_the_worker_count_and_resumes_with_another(folder_by_category, source_kind):
     def read(pipelines, start_step=0, steps=4):
@@ -474,6 +476,7 @@ def prepared_tfds(tmp_path_factory):
     return str(data_dir)
 
 
+@pytest.mark.slow
 def test_a_prepared_tfds_split_in_shards_is_one_stream_for_any_worker_count_and_restart(prepared_tfds):
     # Unlike mock_data (one "file", read as asked), this reads TFDS's shards: its file order and
     # parallel reading must not change which image a number is.

@@ -2,17 +2,14 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
+import in_process
 import numpy as np
 import pytest
 
 from glcic_tf import evaluation, inference, masks
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +67,7 @@ def test_report_files_exist_and_parse_with_every_method(images, completer, tmp_p
 
 
 def _evaluate(*args):
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], capture_output=True, text=True, timeout=300)
+    return in_process.run("evaluate", *args)
 
 
 def test_command_writes_the_report(trained_run, sample_folder, tmp_path):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import in_process
 import PIL.Image
 import PIL.ImageOps
 import numpy as np
@@ -15,8 +16,6 @@ import tensorflow as tf
 
 from glcic_tf import export_lib, inference
 from glcic_tf.errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +52,7 @@ def _op_types(signature):
     return {node.op for node in graph.node} | {node.op for function in graph.library.function for node in function.node_def}
 
 
+@pytest.mark.slow
 def test_an_export_carries_nothing_of_the_machine_that_made_it(run_network, tmp_path, monkeypatch):
     """Exported where TensorFlow runs oneDNN, where it runs Eigen (AVX2-only processors) and
     with a GPU visible: the same graph (sub-pixel upsampling, no transposed convolution) and
@@ -119,6 +119,7 @@ def test_saved_model_cli_shows_both_signatures(exported):
     assert "outputs['inpainted'] tensor_info" in shown and "outputs['inpainted_bytes'] tensor_info" in shown
 
 
+@pytest.mark.slow
 def test_a_version_is_never_replaced_without_overwrite_and_no_partial_folder_remains(run_network, tmp_path):
     network, mean_pixel, _ = run_network
     export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1)
@@ -129,16 +130,10 @@ def test_a_version_is_never_replaced_without_overwrite_and_no_partial_folder_rem
 
 
 def test_export_command_versions_by_training_step(trained_run, tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "export.py"), f"--model_dir={trained_run}", f"--export_dir={tmp_path}"],
-        capture_output=True, text=True,
-    )
+    done = in_process.run("export", f"--model_dir={trained_run}", f"--export_dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "3" / "saved_model.pb").exists() and f"to {tmp_path / '3'}" in done.stdout
-    again = subprocess.run(
-        [sys.executable, str(ROOT / "export.py"), f"--model_dir={trained_run}", f"--export_dir={tmp_path}"],
-        capture_output=True, text=True,
-    )
+    again = in_process.run("export", f"--model_dir={trained_run}", f"--export_dir={tmp_path}")
     assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / '3'} exists already: choose another --version or pass --overwrite"
     )
@@ -165,6 +160,7 @@ def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_he
         signature(image_bytes=tf.constant([hdr]), mask_bytes=tf.constant([tf.io.encode_png(mask).numpy()]))
 
 
+@pytest.mark.slow
 def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_network, tmp_path):
     network, mean_pixel, _ = run_network
     signatures = tf.saved_model.load(export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, max_pixels=3 * 40 * 40)).signatures

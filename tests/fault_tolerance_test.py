@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import cv2
+import in_process
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -50,6 +51,7 @@ def _latest_step(model_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_steps_of_every_phase_loses_at_most_one_interval_and_ends_with_the_same_weights(sample_folder, tmp_path):
     # Phase 1 is steps 0-7, phase 2 steps 8-11, phase 3 steps 12-23; a checkpoint every 3 steps.
     args = [f"--source=folder:{sample_folder}/train", *TRAIN_FLAGS]
@@ -131,9 +133,10 @@ def export_dir(trained_run, tmp_path_factory):
 
 
 def _inpaint(*args):
-    return subprocess.run([sys.executable, str(ROOT / "inpaint.py"), *args], capture_output=True, text=True, timeout=300)
+    return in_process.run("inpaint", *args)
 
 
+@pytest.mark.slow
 def test_hostile_files_get_a_clear_error_from_the_inpaint_command_and_no_output(export_dir, tmp_path):
     for name, (content, expected) in HOSTILE_FILES.items():
         (tmp_path / f"{name}.png").write_bytes(content)
@@ -214,10 +217,7 @@ def test_a_model_dir_that_cannot_be_written_fails_before_any_compute(tmp_path, c
         (tmp_path / "a_file").write_text("")
         model_dir = tmp_path / "a_file" / "run"
     start = time.time()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--source=sample:train", f"--model_dir={model_dir}"],
-        capture_output=True, text=True, timeout=120,
-    )
+    done = in_process.run("train", "--source=sample:train", f"--model_dir={model_dir}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: --model_dir {model_dir} cannot be written: ")

@@ -1,20 +1,14 @@
 """The inpaint command as users run it: files, boxes, folders, TF Serving's REST API, bad input."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import cv2
+import in_process
 import numpy as np
 import pytest
 from fake_serving import fake_serving
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 def _inpaint(*args):
-    return subprocess.run([sys.executable, str(ROOT / "inpaint.py"), *args], capture_output=True, text=True, timeout=300)
+    return in_process.run("inpaint", *args)
 
 
 def _read(path):

@@ -1,10 +1,7 @@
 """Converting the authors' Torch7 completion networks: synthetic .t7 files with known random weights,
 compared with a forward pass computed independently in NumPy from the same Torch-layout weights."""
 
-import subprocess
-import sys
-from pathlib import Path
-
+import in_process
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +11,6 @@ import torch7
 from glcic_tf import inference, models, torch_import, train_lib
 from glcic_tf.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 CHANNELS_PER_64 = 4  # width 1/16: 4, 8, 16 and 2 channels where the paper has 64, 128, 256 and 32
 MEAN = (0.46, 0.45, 0.42)
 SIZES = [(16, 16), (20, 28)]  # one square, one not
@@ -67,10 +63,11 @@ def test_converted_network_equals_the_numpy_reference_at_two_sizes(container, mo
         np.testing.assert_allclose(output, expected, rtol=0, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modules, sequential_t7, sample_folder, tmp_path):
     run, export = tmp_path / "authors_run", tmp_path / "export"
-    command = [sys.executable, str(ROOT / "convert_torch_weights.py"), f"--t7={sequential_t7}", f"--output={run}"]
-    done = subprocess.run([*command, f"--export_dir={export}"], capture_output=True, text=True, timeout=300)
+    command = [f"--t7={sequential_t7}", f"--output={run}"]
+    done = in_process.run("convert_torch_weights", *command, f"--export_dir={export}")
     assert done.returncode == 0, done.stderr
     assert "CC BY-NC-SA 4.0" in done.stdout
 
@@ -89,21 +86,20 @@ def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modul
     for ours, converted in zip(tuned.completion.weights, network.weights):
         np.testing.assert_array_equal(ours.numpy(), converted.numpy())
 
-    listed = subprocess.run([*command[:3], "--list"], capture_output=True, text=True, timeout=300)
+    listed = in_process.run("convert_torch_weights", command[0], "--list")
     assert listed.returncode == 0 and " 50 nn.Sigmoid" in listed.stdout and "mean pixel (0.46, 0.45, 0.42)" in listed.stdout
 
-    exported = subprocess.run([sys.executable, str(ROOT / "export.py"), f"--model_dir={run}", f"--export_dir={tmp_path / 'cli'}"],
-                              capture_output=True, text=True, timeout=300)
+    exported = in_process.run("export", f"--model_dir={run}", f"--export_dir={tmp_path / 'cli'}")
     assert exported.returncode == 0 and (tmp_path / "cli" / "1" / "saved_model.pb").exists()  # step 0 -> version 1
 
     # Refusals: one line, exit 1, nothing written.
     (tmp_path / "a_file").write_text("keep me")
     for args, message in [
         (command, "is not empty"),
-        ([*command[:3], f"--output={tmp_path / 'a_file'}"], "is a file, not a folder"),
-        ([*command[:3], f"--output={tmp_path / 'new'}", f"--export_dir={export}"], "exists already"),
+        ([command[0], f"--output={tmp_path / 'a_file'}"], "is a file, not a folder"),
+        ([command[0], f"--output={tmp_path / 'new'}", f"--export_dir={export}"], "exists already"),
     ]:
-        refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        refused = in_process.run("convert_torch_weights", *args)
         assert refused.returncode == 1 and message in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
     assert (tmp_path / "a_file").read_text() == "keep me" and not (tmp_path / "new").exists()
 

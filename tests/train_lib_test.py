@@ -57,6 +57,7 @@ def test_phases_switch_at_the_configured_steps():
     assert [config.phase_at(step) for step in range(9)] == [1, 1, 1, 2, 2, 3, 3, 3, 3]
 
 
+@pytest.mark.slow
 def test_each_phase_changes_exactly_the_networks_it_should(source, tmp_path):
     trainer = train_lib.Trainer(_config(source), str(tmp_path))
     completion, discriminator = trainer.completion, trainer.discriminator
@@ -104,6 +105,7 @@ def straight_run(sample_folder, tmp_path_factory):
     return step, weights, initial
 
 
+@pytest.mark.slow
 def test_resume_across_phase_boundaries_gives_the_same_weights_as_one_run(source, tmp_path, straight_run):
     step, straight, initial = straight_run
     resumed_step, resumed = _trained_weights(source, tmp_path, [3, 6])  # stop in phase 2, go on into phase 3
@@ -115,6 +117,7 @@ def test_resume_across_phase_boundaries_gives_the_same_weights_as_one_run(source
     assert sum(not np.array_equal(a, b) for a, b in zip(straight, initial)) > len(initial) // 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phases", ["1 and 2", "3"])
 def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(source, tmp_path, two_replicas, phases):
     # One step per phase from the same initial weights: the losses (which expose a wrong loss
@@ -147,6 +150,7 @@ def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(so
         np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * np.abs(a - start).max() + 1e-7)
 
 
+@pytest.mark.slow
 def test_a_short_run_on_the_sample_photographs_lowers_the_hole_mse(source, tmp_path):
     config = _config(
         source, completion_steps=80, discriminator_steps=0, total_steps=80, batch_size=8, optimizer="adam", learning_rate=1e-3
@@ -163,6 +167,7 @@ def test_a_short_run_on_the_sample_photographs_lowers_the_hole_mse(source, tmp_p
     assert hole_mse() < 0.75 * before  # measured: 0.0050 -> 0.0034
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(source, tmp_path):
     trainer = train_lib.Trainer(_config(source, checkpoint_every=1), str(tmp_path))
     trainer.run(until_step=1)
@@ -194,6 +199,7 @@ def _poison_gradients(monkeypatch):
     return poison
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", [1, 3])
 def test_finite_loss_with_nan_gradients_stops_before_the_update_in_memory_and_on_disk(source, tmp_path, monkeypatch, phase):
     poison = _poison_gradients(monkeypatch)
@@ -264,6 +270,7 @@ def test_a_non_finite_gradient_on_one_replica_updates_no_replica(policy, bad_rep
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow
 def test_init_checkpoint_loads_only_the_completion_network(source, tmp_path):
     first = train_lib.Trainer(_config(source), str(tmp_path / "places"))
     first.run(until_step=3)
@@ -274,6 +281,7 @@ def test_init_checkpoint_loads_only_the_completion_network(source, tmp_path):
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.discriminator.weights, tuned.discriminator.weights))
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_and_checkpoints_are_written(source, tmp_path):
     trainer = train_lib.Trainer(_config(source, summary_every=1, image_every=3, checkpoint_every=2), str(tmp_path))
     trainer.run()
@@ -305,6 +313,7 @@ def test_bad_settings_and_model_dirs_are_one_line_errors(tmp_path):
         checkpoints.check_folder(str(tmp_path / "file"), "--model_dir")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_runs_every_phase_with_float32_outputs_and_finite_losses(source, tmp_path, policy):
     trainer = train_lib.Trainer(_config(source, completion_steps=1, discriminator_steps=1, total_steps=3, mixed_precision=policy), str(tmp_path))
@@ -333,6 +342,7 @@ def _repeat(batch):
     return iter(tf.data.Dataset.from_tensors(batch).repeat())
 
 
+@pytest.mark.slow
 def test_phase_3_gan_term_reaches_the_completion_network(source, tmp_path, fixed_batch):
     # The same initial weights (same seed) and batch, with and without the GAN term.
     runs = {}
@@ -378,6 +388,7 @@ def _crop(images, boxes, size):
     return np.stack([image[y : y + size, x : x + size] for image, (y, x, *_) in zip(images, boxes)])
 
 
+@pytest.mark.slow
 def test_phase_2_discriminators_see_the_completions_phase_3_makes_and_nothing_of_c_moves(source, tmp_path, fixed_batch):
     # Phase 2 shows the discriminators the completion network in training mode (batch
     # statistics), as phase 3 does; in inference mode it showed them other completions.
@@ -395,6 +406,7 @@ def test_phase_2_discriminators_see_the_completions_phase_3_makes_and_nothing_of
     assert np.abs(fake_global[hole] - inference[hole]).mean() > 1e-3  # the modes differ here, so the check above is not trivial
 
 
+@pytest.mark.slow
 def test_phase_3_discriminators_see_the_composite_and_the_right_boxes(source, tmp_path, fixed_batch):
     trainer = _phase3_trainer(source, tmp_path)
     image, mask = fixed_batch["image"].numpy(), fixed_batch["mask"].numpy()
@@ -415,6 +427,7 @@ def test_phase_3_discriminators_see_the_composite_and_the_right_boxes(source, tm
     np.testing.assert_array_equal(gan_local, fake_local)
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_of_another_run_is_a_one_line_error(source, tmp_path):
     train_lib.Trainer(_config(source), str(tmp_path / "run")).run(until_step=1)
     with pytest.raises(UserError, match=r"cannot load this run's networks and optimizers from .*ckpt-1: "):
@@ -428,6 +441,7 @@ def test_resuming_a_checkpoint_of_another_run_is_a_one_line_error(source, tmp_pa
         train_lib.Trainer(_config(source), str(completion_only))
 
 
+@pytest.mark.slow
 def test_a_short_run_with_free_form_holes_goes_through_all_three_phases(source, tmp_path):
     sizes = dataclasses.replace(TINY, hole_shape="free_form")
     trainer = train_lib.Trainer(_config(source, sizes=sizes, completion_steps=1, discriminator_steps=1, total_steps=3), str(tmp_path))
@@ -440,6 +454,7 @@ def test_a_short_run_with_free_form_holes_goes_through_all_three_phases(source, 
     assert sorted(metrics) == ["d_fake_mean", "d_real_mean", "discriminator_loss", "gan_loss", "joint_loss", "mse"]
 
 
+@pytest.mark.slow
 def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_recorded_when_allowed(sample_folder, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(sample_folder / "train", photos)
@@ -491,6 +506,7 @@ def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_r
         train_lib.check_resume_settings(config, str(run))
 
 
+@pytest.mark.slow
 def test_a_resume_allowed_to_change_the_learning_rate_runs_at_the_new_rate(source, tmp_path):
     trainer = train_lib.Trainer(_config(source, optimizer="adam", learning_rate=1e-3), str(tmp_path))
     trainer.run(until_step=1)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import in_process
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -111,6 +112,7 @@ def _wait_for_line(process, needle, timeout):
     raise AssertionError(f"no {needle!r} within {timeout} s:\n{''.join(lines[-30:])}")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_0_and_the_next_start_continues(sample_folder, tmp_path):
     args = [f"--source=folder:{sample_folder}/train", f"--model_dir={tmp_path}", *TINY_FLAGS, "--checkpoint_every=100000"]
     process = _run(args)
@@ -141,14 +143,12 @@ def test_sigterm_saves_and_exits_0_and_the_next_start_continues(sample_folder, t
 
 def test_bad_model_dir_and_missing_source_are_one_line_errors(tmp_path):
     (tmp_path / "taken").write_text("a file")
-    process = _run(["--source=sample:train", f"--model_dir={tmp_path / 'taken'}"])
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 1
-    assert output.strip().splitlines()[-1] == f"error: --model_dir {tmp_path / 'taken'} is a file, not a folder"
-    process = _run([f"--model_dir={tmp_path / 'run'}"])
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 1 and output.strip().splitlines()[-1].startswith("error: --source is required")
-    assert "Traceback" not in output
+    done = in_process.run("train", "--source=sample:train", f"--model_dir={tmp_path / 'taken'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: --model_dir {tmp_path / 'taken'} is a file, not a folder"
+    done = in_process.run("train", f"--model_dir={tmp_path / 'run'}")
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: --source is required")
+    assert "Traceback" not in done.stderr
 
 
 def _free_ports(count):
@@ -210,12 +210,11 @@ def _checkpoint_values(prefix):
 @pytest.fixture(scope="module")
 def multi_worker_flags(sample_folder):
     # Phase 1 is steps 0-1, phase 2 step 2, phase 3 from step 3 on; deterministic, so two runs
-    # of the same steps end with the same weights.
+    # of the same steps end with the same weights (the phases do not depend on --total_steps).
     return [
         f"--source=folder:{sample_folder}/train",
         "--completion_steps=2",
         "--discriminator_steps=1",
-        "--total_steps=6",
         "--deterministic",
         f"--validation_source=folder:{sample_folder}/test",
         "--validation_every=2",
@@ -223,39 +222,33 @@ def multi_worker_flags(sample_folder):
     ]
 
 
+# Long enough that a SIGTERM after step 4 stops the workers before its end (they agree on the
+# stop through the coordination service, which takes a few steps of this tiny network).
+STRAIGHT_STEPS = 16
+
+
 @pytest.fixture(scope="module")
 def two_workers_straight(multi_worker_flags, tmp_path_factory):
-    """Two workers, six steps without a stop: the run folder and both workers' output."""
+    """Two workers, STRAIGHT_STEPS steps without a stop: the run folder and both workers' output."""
     folder = tmp_path_factory.mktemp("two_workers_straight")
-    outputs = _finish(*_start_workers(multi_worker_flags, folder / "run", folder / "worker"))
-    return folder / "run", outputs, multi_worker_flags
+    outputs = _finish(*_start_workers(multi_worker_flags, folder / "run", folder / "worker", f"--total_steps={STRAIGHT_STEPS}"))
+    return folder / "run", outputs
 
 
+@pytest.mark.slow
 def test_multi_worker_run_with_two_local_processes_completes(two_workers_straight):
-    run, outputs, _ = two_workers_straight
+    run, outputs = two_workers_straight
     for output in outputs:
-        assert "step 6/6 phase 3" in output
-    assert Path(run, "ckpt-6.index").exists()
+        assert f"step {STRAIGHT_STEPS}/{STRAIGHT_STEPS} phase 3" in output
+    assert Path(run, f"ckpt-{STRAIGHT_STEPS}.index").exists()
     # The second worker ran with the run folder read-only (see _start_workers) and still
     # finished, so it wrote nothing there; nor beside it (TensorFlow's workertemp_<id> folders).
     assert not list(Path(run).parent.glob("workertemp*")) and not list(Path(run).glob("workertemp*"))
-    # The chief alone validates, at steps 2, 4 and 6, and keeps the best checkpoint apart.
-    assert [line.split(",")[0] for line in Path(run, "validation.csv").read_text().splitlines()[1:]] == ["2", "4", "6"]
-    assert "validation at step 6" in outputs[0] and "validation at step" not in outputs[1]
+    # The chief alone validates, every second step, and keeps the best checkpoint apart.
+    validated = [int(line.split(",")[0]) for line in Path(run, "validation.csv").read_text().splitlines()[1:]]
+    assert validated == list(range(2, STRAIGHT_STEPS + 1, 2))
+    assert f"validation at step {STRAIGHT_STEPS}" in outputs[0] and "validation at step" not in outputs[1]
     assert tf.train.latest_checkpoint(str(Path(run, "best")))
-
-
-def test_two_workers_stopped_in_phase_3_and_started_again_end_as_an_uninterrupted_run(two_workers_straight, tmp_path):
-    straight, _, worker_flags = two_workers_straight
-    _finish(*_start_workers(worker_flags, tmp_path / "run", tmp_path / "first", "--stop_at_step=4"))
-    outputs = _finish(*_start_workers(worker_flags, tmp_path / "run", tmp_path / "again"))
-    for output in outputs:  # every worker continues from the chief's checkpoint, not from scratch
-        assert f"resuming from {tmp_path / 'run' / 'ckpt-4'} at step 4 (phase 3)" in output
-        assert "step 5/6 phase 3" in output and "step 1/6" not in output
-    expected, resumed = _checkpoint_values(Path(straight, "ckpt-6")), _checkpoint_values(tmp_path / "run" / "ckpt-6")
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)
 
 
 def _wait_in_file(path, needle, timeout):
@@ -267,7 +260,13 @@ def _wait_in_file(path, needle, timeout):
     raise AssertionError(f"no {needle!r} in {path} within {timeout} s:\n{path.read_text()[-3000:]}")
 
 
-def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_the_restart_continues(multi_worker_flags, tmp_path):
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_the_restart_ends_as_an_uninterrupted_run(
+    multi_worker_flags, two_workers_straight, tmp_path
+):
+    """Stopped inside phase 3 by a SIGTERM to the second worker, started again on both machines
+    up to --stop_at_step: the weights are those of the uninterrupted run, bit for bit."""
+    straight, _ = two_workers_straight
     run = tmp_path / "run"
     processes, logs = _start_workers(multi_worker_flags, run, tmp_path / "first", "--total_steps=100000")
     _wait_in_file(logs[1], "step 4/100000 phase 3", timeout=300)
@@ -277,11 +276,16 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_the_resta
     assert all(stops), [output[-2000:] for output in outputs]
     step = int(stops[0].group(1))
     assert int(stops[1].group(1)) == step >= 4
+    assert step < STRAIGHT_STEPS, f"stopped at step {step}, past the uninterrupted run's {STRAIGHT_STEPS}"
     assert "SIGTERM received: every worker saved" in outputs[1]
     assert "another worker was asked to stop: every worker saved" in outputs[0]
     assert tf.train.latest_checkpoint(str(run)).endswith(f"ckpt-{step}")
 
-    outputs = _finish(*_start_workers(multi_worker_flags, run, tmp_path / "again", "--total_steps=100000", f"--stop_at_step={step + 2}"))
-    for output in outputs:
+    outputs = _finish(*_start_workers(multi_worker_flags, run, tmp_path / "again", "--total_steps=100000", f"--stop_at_step={STRAIGHT_STEPS}"))
+    for output in outputs:  # every worker continues from the chief's checkpoint, not from scratch
         assert f"resuming from {run / f'ckpt-{step}'} at step {step} (phase 3)" in output
-        assert f"step {step + 2}/100000 phase 3" in output and f"step {step}/100000" not in output
+        assert f"step {STRAIGHT_STEPS}/100000 phase 3" in output and f"step {step}/100000" not in output and "step 1/100000" not in output
+    expected, resumed = _checkpoint_values(Path(straight, f"ckpt-{STRAIGHT_STEPS}")), _checkpoint_values(run / f"ckpt-{STRAIGHT_STEPS}")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)

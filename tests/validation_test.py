@@ -3,10 +3,9 @@
 import csv
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import in_process
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,8 +13,6 @@ import tensorflow as tf
 import tiny
 from glcic_tf import inference, train_lib, validation
 from glcic_tf.errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config(sample_folder, **overrides):
@@ -83,6 +80,7 @@ def validated_run(sample_folder, tmp_path_factory):
     return folder, config
 
 
+@pytest.mark.slow
 def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(validated_run, sample_folder, tmp_path):
     run, config = validated_run
     rows = _rows(run)
@@ -90,10 +88,9 @@ def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(valid
     best = max(rows, key=lambda row: float(row["hole_psnr"]))
     assert _best_step(run) == int(best["step"])
     # evaluate.py on the best checkpoint, by name, with the same images and holes.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), f"--model={run}/best", f"--source=folder:{sample_folder}/test",
-         "--image_size=0", "--mask_protocol=strokes", "--seed=0", "--methods=model", "--precision=float32", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
+    done = in_process.run(
+        "evaluate", f"--model={run}/best", f"--source=folder:{sample_folder}/test",
+        "--image_size=0", "--mask_protocol=strokes", "--seed=0", "--methods=model", "--precision=float32", f"--output_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())["methods"]["model"]
@@ -102,6 +99,7 @@ def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(valid
     assert json.loads(Path(run, "best", "validation.json").read_text())["step"] == int(best["step"])
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_name(validated_run):
     run, _ = validated_run
     network, mean_pixel, step = inference.load_completion_network(str(run / "best"))
@@ -112,6 +110,7 @@ def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_nam
     assert inference.inpaint(completer, image, mask).shape == (40, 48, 3)
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_survives_rotation_and_holds_the_weights_it_scored_with(sample_folder, tmp_path, scripted):
     seen = scripted([10.0, 12.0, 11.0, 9.0])
     trainer = train_lib.Trainer(_config(sample_folder), str(tmp_path))
@@ -126,6 +125,7 @@ def test_the_best_checkpoint_survives_rotation_and_holds_the_weights_it_scored_w
     assert [row["best"] for row in _rows(tmp_path)] == ["1", "1", "0", "0"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_best_and_validates_again_the_steps_after_its_checkpoint(sample_folder, tmp_path, scripted):
     scripted([10.0, 12.0])
     train_lib.Trainer(_config(sample_folder, total_steps=6), str(tmp_path)).run(until_step=2)
@@ -144,6 +144,7 @@ def test_a_resumed_run_keeps_the_best_and_validates_again_the_steps_after_its_ch
     ]
 
 
+@pytest.mark.slow
 def test_a_lower_is_better_metric_and_another_metric_on_resume(sample_folder, tmp_path, scripted):
     by_l1 = dataclasses.replace(_config(sample_folder).validation, metric="hole_l1")
     scripted([2.0, 1.0])
@@ -157,6 +158,7 @@ def test_a_lower_is_better_metric_and_another_metric_on_resume(sample_folder, tm
     assert _best_step(tmp_path) == 3
 
 
+@pytest.mark.slow
 def test_validating_does_not_change_what_the_run_computes(sample_folder, tmp_path, validated_run):
     run, config = validated_run
     plain = train_lib.Trainer(dataclasses.replace(config, validation=validation.ValidationSettings()), str(tmp_path))
@@ -188,6 +190,7 @@ def test_a_validation_source_without_images_is_an_error_before_training(sample_f
         train_lib.Trainer(config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_a_foreign_best_folder_is_a_one_line_error_and_an_unreadable_csv_is_kept_aside(sample_folder, tmp_path, scripted):
     scripted([10.0])
     trainer = train_lib.Trainer(_config(sample_folder, validation=validation.ValidationSettings()), str(tmp_path))
@@ -207,6 +210,7 @@ def test_a_foreign_best_folder_is_a_one_line_error_and_an_unreadable_csv_is_kept
     assert [row["step"] for row in _rows(tmp_path)] == ["2"]
 
 
+@pytest.mark.slow
 def test_a_failing_validation_is_logged_and_training_goes_on_from_a_checkpoint_of_that_step(sample_folder, tmp_path, monkeypatch):
     def broken(self):
         raise OSError("disk full")
