@@ -71,7 +71,7 @@ def evaluate(
 ):
     """Per-image metrics of every method, and the completed images: (rows, results).
 
-    rows: dicts with image, method and every metric; results[i][method]: uint8 image i.
+    `rows`: dicts with image, method and every metric; `results[i][method]`: uint8 image i.
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
