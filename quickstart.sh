@@ -67,7 +67,7 @@ The paper's protocol at the demo's scale (128x128, one rectangle of 48-64):
 $(cat "$OUT/evaluation/results.md")
 
 This demo model trained for minutes on 12 photographs at half the paper's size: on new
-photographs it carries the surrounding colours into the hole, blurred (README, "Quick start",
+photographs it carries the surrounding colours into the hole, blurred (docs/demo.md
 says what it can and cannot do). The paper's model trained for two months on 8 million;
 convert_torch_weights.py loads the authors' released weights.
 EOF

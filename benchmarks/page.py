@@ -2,7 +2,7 @@ r"""The page's overhead: pressing Complete to seeing the result, against glcic_t
 
     python benchmarks/page.py                                   # paper-width network, 512x512 photo
     python benchmarks/page.py --model=quickstart_output/export --photo=chelsea --nopostprocess \
-        --repeats=1 --screenshot=docs/app_page.png              # README's picture of the page (the raw model)
+        --repeats=1 --screenshot=docs/images/app_page.png       # the docs' picture of the page (the raw model)
 
 Starts `app.py --model=...` (by default a SavedModel of the paper-width network with random
 weights: the cost does not depend on them), opens the page in headless Chromium (Debian's

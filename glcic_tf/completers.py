@@ -116,7 +116,7 @@ class ServingCompleter:
             import tensorflow as tf  # noqa: PLC0415
             from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
         except ImportError:
-            raise UserError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio (see BUILD.md)") from None
+            raise UserError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio (see docs/serving.md)") from None
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = "inpaint_bytes"

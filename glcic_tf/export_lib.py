@@ -34,7 +34,7 @@ BYTES_SIGNATURE = "inpaint_bytes"
 
 # The upsampling form every export runs, whatever machine makes it (an export is served on
 # machines its maker does not know): the sub-pixel form, fast with Eigen's kernels (AVX2-only
-# processors) and close to the transposed convolution with oneDNN's (BUILD.md, "Inference speed").
+# processors) and close to the transposed convolution with oneDNN's (docs/performance.md, "Inference").
 EXPORT_UPSAMPLING = "subpixel"
 
 

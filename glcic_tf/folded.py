@@ -7,7 +7,7 @@ kernel where it runs oneDNN's). The two upsampling rows run as the transposed co
 oneDNN's kernels and as a sub-pixel convolution where it runs Eigen's (`subpixel_upsample`),
 and the arithmetic can be bfloat16 where that is the faster (`compute_dtype`). `Inpainter` (so `inpaint.py`, evaluation and every export) runs this form;
 training keeps the Keras network of `glcic_tf.models`, whose weights are the ones saved.
-BUILD.md ("Inference speed") has what each change measured.
+docs/performance.md ("Inference") has what each form measured.
 """
 
 import os

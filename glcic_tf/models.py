@@ -215,7 +215,7 @@ def completion_network(width: float = 1.0, name: str = "completion_network") -> 
 
 
 def _context_discriminator(size: int, filters: Sequence[int], width: float, name: str) -> keras.Model:
-    """One branch of Table 2: strided 5x5 convs, then FC 1024 (followed by ReLU, see README)."""
+    """One branch of Table 2: strided 5x5 convs, then FC 1024 (followed by a ReLU, which Table 2 does not give: see docs/design.md)."""
     inputs = keras.Input((size, size, 3), name=f"{name}_input")
     x = inputs
     for index, channels in enumerate(filters, start=1):

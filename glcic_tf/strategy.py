@@ -32,7 +32,7 @@ STRATEGIES = ("auto", "whole", "crop", "resize")
 MARGIN = models.receptive_radius()
 
 # Most pixels the network runs on at once: 4 megapixels (2048 x 2048). The paper-width network
-# needs about 670 bytes per pixel it runs on (measured peak, BUILD.md): 2.7 GB here.
+# needs about 670 bytes per pixel it runs on (measured peak, docs/performance.md): 2.8 GB here.
 MAX_NETWORK_PIXELS = 2048 * 2048
 
 # (image (h, w, 3), mask (h, w, 1) float32, 1 = hole) -> completed (h, w, 3) of the image's dtype

@@ -252,7 +252,7 @@ def test_two_browsers_complete_at_the_same_time_each_getting_its_own_result(new_
     strokes = {"first": ((200, 200), (700, 420)), "second": ((60, 250), (300, 60))}
     radius_first = _paint(first, shape_first, *strokes["first"])
     radius_second = _paint(second, shape_second, *strokes["second"])
-    # The paper's post-processing is on by default (README, "Quick start", says why); the first
+    # The paper's post-processing is on by default (docs/demo.md says why); the first
     # completes without it.
     assert first.is_checked("#postprocess") and second.is_checked("#postprocess")
     first.uncheck("#postprocess")

@@ -33,7 +33,7 @@ PAPER_TABLE_1 = [
 PAPER_LOCAL_FILTERS = [64, 128, 256, 512, 512]
 PAPER_GLOBAL_FILTERS = [64, 128, 256, 512, 512, 512]
 
-# Counts stated in README (weights alone: the paper's 6,063,200).
+# Counts stated in docs/design.md (weights alone: the paper's 6,063,200).
 COMPLETION_PARAMS = 6_075_107
 COMPLETION_KERNEL_WEIGHTS = 6_063_200
 DISCRIMINATOR_PARAMS = 45_067_137

@@ -7,7 +7,7 @@ r"""Export a trained completion network as a SavedModel for tensorflow_model_ser
 Writes `<export_dir>/<version>/` (the version defaults to the checkpoint's training step, so
 newer checkpoints get higher versions, which TF Serving serves). Signatures: `serving_default`
 (float image + mask -> `inpainted`) and `inpaint_bytes` (encoded files -> PNG); see
-glcic_tf/export_lib.py and BUILD.md.
+glcic_tf/export_lib.py and docs/serving.md.
 """
 
 from absl import flags

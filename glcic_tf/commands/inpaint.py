@@ -12,7 +12,7 @@ names (or --box applies to every image) and --output a folder. --model takes a S
 (export.py's version folder or its base folder, whose highest version is used) or a train.py
 run folder. --server sends each image to tensorflow_model_server's REST API (the
 `inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs tensorflow-serving-api,
-installed with --no-deps: see BUILD.md).
+installed with --no-deps: see docs/serving.md).
 
 By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
 by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
