@@ -11,6 +11,7 @@ The sources `sample:train` and `sample:test` do the same in a cache folder on fi
 import os
 import shutil
 import sys
+import tempfile
 from typing import Dict, List
 
 from PIL import Image
@@ -56,14 +57,23 @@ def write_sample_data(folder: str) -> Dict[str, List[str]]:
             if not os.path.exists(os.path.join(source, name)):
                 raise UserError(f"scikit-image at {source} lacks {name}: install scikit-image>=0.22")
             target = os.path.join(folder, split, name)
-            if name.endswith(".png"):
-                # Re-encoded without their colour profile chunk: some carry an sRGB profile that
-                # libpng warns about on every decode, which would flood training logs.
-                with Image.open(os.path.join(source, name)) as photo:
-                    photo.info.pop("icc_profile", None)
-                    photo.save(target)
-            else:
-                shutil.copyfile(os.path.join(source, name), target)
+            # Written under a name of its own, then renamed: several processes may fill the
+            # cache at once (two workers of a run, parallel tests), and none reads half a file.
+            handle, partial = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{name}.", suffix=".partial")
+            os.close(handle)
+            try:
+                if name.endswith(".png"):
+                    # Re-encoded without their colour profile chunk: some carry an sRGB profile that
+                    # libpng warns about on every decode, which would flood training logs.
+                    with Image.open(os.path.join(source, name)) as photo:
+                        photo.info.pop("icc_profile", None)
+                        photo.save(partial, format="PNG")
+                else:
+                    shutil.copyfile(os.path.join(source, name), partial)
+                os.replace(partial, target)
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
             written[split].append(target)
     return written
 

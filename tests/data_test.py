@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import tiny
-from glcic_tf import data, train_lib
+from glcic_tf import data, sample_data, train_lib
 from glcic_tf.errors import UserError
 
 SMALL = data.TrainingSizes(crop_size=64, edge_range=(64, 96), hole_range=(24, 32), local_size=32)
@@ -493,3 +493,18 @@ def test_a_prepared_tfds_split_in_shards_is_one_stream_for_any_worker_count_and_
             for key, value in example.items():
                 np.testing.assert_array_equal(value, one[number][key], err_msg=f"{pipelines} workers, number {number}, {key}")
     assert data.fingerprint(source, prepared_tfds) == {"kind": "tfds", "name": "glcic_tiny_photos", "split": "train", "version": "1.0.0", "examples": 23}
+
+
+def test_the_sample_photographs_are_renamed_into_place_so_parallel_starts_never_read_half_a_file(tmp_path, monkeypatch):
+    """Two workers of a run (or parallel tests) may fill the sample cache at once: every file is
+    written under another name and renamed, so a reader sees it whole or not at all."""
+    written, renamed = [], []
+    real_save, real_copy, real_replace = Image.Image.save, shutil.copyfile, os.replace
+    monkeypatch.setattr(Image.Image, "save", lambda self, path, *a, **k: (written.append(str(path)), real_save(self, path, *a, **k))[1])
+    monkeypatch.setattr(shutil, "copyfile", lambda source, path: (written.append(str(path)), real_copy(source, path))[1])
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.append(str(target)), real_replace(source, target))[1])
+    paths = sample_data.write_sample_data(str(tmp_path))
+    targets = sorted(path for split in paths.values() for path in split)
+    assert len(targets) == len(sample_data.TRAIN_PHOTOS) + len(sample_data.TEST_PHOTOS)
+    assert not set(written) & set(targets) and sorted(renamed) == targets
+    assert sorted(str(path) for path in tmp_path.rglob("*") if path.is_file()) == targets  # nothing partial left
