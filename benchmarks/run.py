@@ -107,10 +107,43 @@ def main(argv):
 
     bfloat16 = cpu["native_bfloat16"] and machine.kernel_family() == "oneDNN"  # Eigen's bfloat16 is ~9x slower
     measured, torch_version = tensorflow_inference(sizes, bfloat16)
+    rows = inference_rows(measured, sizes, torch_version, best)
+    training_rows, pipeline_rate = training_and_pipeline(best) if FLAGS.training else ([], None)
+
+    # One peak for every table, known only if no float32 rate measured here beats it (bfloat16
+    # rows are no float32 rate: their "% peak" is left out).
+    float32 = [*rates.values(), *(row["gflops"] for row in rows if "bfloat16" not in row["row"]), *(row["gflops"] for row in training_rows)]
+    peak = machine.peak_gflops(cpu, float32)
+    print(f"\n{machine.describe_peak(cpu, float32)}")
+    print(f"{'inference, batch 1':<44}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
+    for row in rows:
+        row["percent_peak"] = None if "bfloat16" in row["row"] else machine.percent_of(row["gflops"], peak)
+        ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
+        print(f"{row['row']:<44}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{machine.format_percent(row['percent_peak']):>8}"
+              f"{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
+    if not bfloat16:
+        print("(no bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX, or TensorFlow runs Eigen's kernels)")
+    results = {"machine": cpu, "peak_gflops": peak, "matmul_gflops": rates, "inference": rows, "torch": torch_version}
+    if FLAGS.training:
+        print(f"\n{'training (batch ' + str(FLAGS.train_batch_size) + ')':<36}{'img/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}")
+        for row in training_rows:
+            row["percent_peak"] = machine.percent_of(row["gflops"], peak)
+            print(f"{row['phase']:<36}{row['images_per_second']:>9.2f}{row['gflops']:>9.0f}{machine.format_percent(row['percent_peak']):>8}"
+                  f"{row['percent_best_matmul']:>9.0f}%")
+        fastest = max(row["images_per_second"] for row in training_rows)
+        print(f"\ninput pipeline: {pipeline_rate:.0f} img/s = {pipeline_rate / fastest:.0f}x the fastest training phase")
+        results.update({"training": training_rows, "pipeline_images_per_second": pipeline_rate})
+    print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            json.dump(results, file, indent=2, default=float)
+
+
+def inference_rows(measured, sizes, torch_version, best):
+    """One row per way and size: seconds, GFLOP/s, % of the best matmul, time over PyTorch's."""
     peer = {side: seconds for (name, side), seconds in measured.items() if name == "torch"}
     inference_times = {key: seconds for key, seconds in measured.items() if key[0] != "torch"}
     rows = []
-    print(f"\n{'inference, batch 1':<44}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
     for side in sizes:
         flops = models.completion_flops(side)
         timed = [(f"tf {name} {side}px", seconds, peer.get(side)) for (name, s), seconds in inference_times.items() if s == side]
@@ -120,45 +153,22 @@ def main(argv):
             gflops = flops / seconds / 1e9
             rows.append({"row": name, "gflop": flops / 1e9, "seconds": seconds, "gflops": gflops,
                          "percent_best_matmul": 100 * gflops / best, "tf_over_torch": seconds / reference if reference else None})
-    # A row faster than the nominal peak shows the peak is unknown, as a faster matmul does.
-    peak = machine.peak_gflops(cpu, [*rates.values(), *(row["gflops"] for row in rows)])
-    for row in rows:
-        row["percent_peak"] = machine.percent_of(row["gflops"], peak)
-        ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
-        print(f"{row['row']:<44}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{machine.format_percent(row['percent_peak']):>8}"
-              f"{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
-    if peak is None:
-        print(f"(% peak: {machine.describe_peak(cpu, [*rates.values(), *(row['gflops'] for row in rows)])})")
-    if not bfloat16:
-        print("(no bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX, or TensorFlow runs Eigen's kernels)")
-
-    results = {"machine": cpu, "peak_gflops": peak, "matmul_gflops": rates, "inference": rows, "torch": torch_version}
-    if FLAGS.training:
-        results.update(training_and_pipeline(cpu, rates, best))
-    print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            json.dump(results, file, indent=2, default=float)
+    return rows
 
 
-def training_and_pipeline(cpu, rates, best):
+def training_and_pipeline(best):
+    """The training steps' rows (images/s, GFLOP/s as 3x the forward passes, % of the best matmul) and the pipeline's rate."""
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as model_dir:
         source = f"folder:{pipeline.jpeg_folder(folder)}"
         training = pipeline.training_rates(source, model_dir)
         pipeline_rate = pipeline.pipeline_rate(source)
     c, d = models.completion_flops(models.GLOBAL_SIZE), models.discriminator_flops()
     step_flops = {"phase1": 3 * c, "phase2": c + 3 * 2 * d, "phase3": 3 * c + 3 * 2 * d + 3 * d}
-    print(f"\n{'training (batch ' + str(FLAGS.train_batch_size) + ')':<36}{'img/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}")
-    rated = {phase: rate * step_flops[phase] / 1e9 for phase, rate in training.items()}
-    peak = machine.peak_gflops(cpu, [*rates.values(), *rated.values()])
-    training_rows = []
+    rows = []
     for phase, rate in training.items():
-        gflops = rated[phase]
-        training_rows.append({"phase": phase, "images_per_second": rate, "gflops": gflops,
-                              "percent_peak": machine.percent_of(gflops, peak), "percent_best_matmul": 100 * gflops / best})
-        print(f"{phase:<36}{rate:>9.2f}{gflops:>9.0f}{machine.format_percent(machine.percent_of(gflops, peak)):>8}{100 * gflops / best:>9.0f}%")
-    print(f"\ninput pipeline: {pipeline_rate:.0f} img/s = {pipeline_rate / max(training.values()):.0f}x the fastest training phase")
-    return {"training": training_rows, "pipeline_images_per_second": pipeline_rate}
+        gflops = rate * step_flops[phase] / 1e9
+        rows.append({"phase": phase, "images_per_second": rate, "gflops": gflops, "percent_best_matmul": 100 * gflops / best})
+    return rows, pipeline_rate
 
 
 if __name__ == "__main__":

@@ -477,11 +477,17 @@ def failed_check_message(message: str) -> str:
 def write_image(path: str, image: np.ndarray) -> None:
     """Write atomically: a temporary file renamed into place, so no half-written output remains."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     extension = os.path.splitext(path)[1] or ".png"
-    ok, encoded = cv2.imencode(extension, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    try:
+        ok, encoded = cv2.imencode(extension, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    except cv2.error:  # OpenCV raises for an extension it has no writer for
+        ok = False
     if not ok:
-        raise UserError(f"cannot encode {path}: use .png or .jpg")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")
-    encoded.tofile(temporary)
-    os.replace(temporary, path)
+        raise UserError(f"cannot write {path}: name it .png or .jpg")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")
+        encoded.tofile(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None

@@ -11,7 +11,7 @@ The sources `sample:train` and `sample:test` do the same in a cache folder on fi
 import os
 import shutil
 import sys
-import tempfile
+import uuid
 from typing import Dict, List
 
 from PIL import Image
@@ -59,8 +59,8 @@ def write_sample_data(folder: str) -> Dict[str, List[str]]:
             target = os.path.join(folder, split, name)
             # Written under a name of its own, then renamed: several processes may fill the
             # cache at once (two workers of a run, parallel tests), and none reads half a file.
-            handle, partial = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{name}.", suffix=".partial")
-            os.close(handle)
+            # (A unique name, created as any file: mkstemp's would be readable by its owner only.)
+            partial = os.path.join(os.path.dirname(target), f".{name}.{uuid.uuid4().hex}.partial")
             try:
                 if name.endswith(".png"):
                     # Re-encoded without their colour profile chunk: some carry an sRGB profile that

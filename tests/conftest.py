@@ -1,8 +1,15 @@
 """Shared test setup: quiet TensorFlow, two logical CPUs for tf.distribute, sample photographs."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The `sample:` sources' cache, this process's own (and its subprocesses'): the user's
+# ~/.cache is left alone, and parallel test processes do not share one.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="glcic_tests_cache_")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

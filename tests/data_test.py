@@ -508,3 +508,6 @@ def test_the_sample_photographs_are_renamed_into_place_so_parallel_starts_never_
     assert len(targets) == len(sample_data.TRAIN_PHOTOS) + len(sample_data.TEST_PHOTOS)
     assert not set(written) & set(targets) and sorted(renamed) == targets
     assert sorted(str(path) for path in tmp_path.rglob("*") if path.is_file()) == targets  # nothing partial left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {os.stat(path).st_mode & 0o777 for path in targets} == {0o666 & ~umask}  # as any file the user writes

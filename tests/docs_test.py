@@ -38,6 +38,8 @@ def command_module(token):
         return f"glcic_tf.commands.{name[6:].replace('-', '_')}"
     if token.startswith("glcic_tf.commands.") and token.split(".")[-1] in COMMANDS:
         return token
+    if token.startswith("benchmarks.") and token.split(".")[-1] in BENCHMARKS:  # python -m benchmarks.run
+        return token
     return None
 
 
@@ -83,11 +85,14 @@ def _shell_lines(text):
     and inline code spans outside fenced blocks."""
     lines = []
     for language, body in _fenced_blocks(text):
-        if language in ("bash", "sh", "shell", "console"):
+        if language in SHELL:
             lines += body.replace("\\\n", " ").splitlines()
     prose = re.sub(r"^ *```.*?^ *```", "", text, flags=re.M | re.S)
     lines += re.findall(r"`([^`\n]+)`", prose)
     return lines
+
+
+SHELL = ("bash", "sh", "shell", "console", "")  # a block without a language is read as commands too
 
 
 def _tokens(line):
@@ -134,13 +139,27 @@ def test_every_flag_shown_after_a_command_exists_in_that_command(document, comma
     assert not unknown, f"{document.name} shows flags its commands lack: {unknown}"
 
 
-_PATH = re.compile(r"(?<![\w/.~-])((?:glcic_tf|tests|benchmarks|docs|\.ci)/[\w.*/-]*[\w*])")
+_PATH = re.compile(r"(?<![\w/.~-])(?:\./)?((?:glcic_tf|tests|benchmarks|docs|\.ci)/[\w.*/-]*[\w*])")
+# A file of the repository named alone (`quickstart.sh`, `setup.py`, `mkdocs.yml`); `*_test.py` is a pattern.
+_FILE = re.compile(r"(?<![\w/.*-])(?:\./)?([\w-]+\.(?:py|sh|yml|yaml|toml|cfg|ini))\b")
+# Files of other projects that the docs name: the authors' download script.
+ELSEWHERE = {"download_model.sh"}
 
 
 def documented_paths(text):
     """Repository paths named in code (spans, fenced blocks) and in links."""
     code = [body for _, body in _fenced_blocks(text)] + re.findall(r"`([^`\n]+)`", text) + re.findall(r"\]\(([^)\s#]+)", text)
     return sorted({match for chunk in code for match in _PATH.findall(chunk) if "<" not in match})
+
+
+def documented_files(text):
+    """Files named alone, without a folder, in code."""
+    code = [body for _, body in _fenced_blocks(text)] + re.findall(r"`([^`\n]+)`", text)
+    return sorted({match for chunk in code for match in _FILE.findall(chunk) if match not in ELSEWHERE})
+
+
+def _in_repository(name):
+    return any(".venv" not in path.parts for path in ROOT.rglob(name))
 
 
 def documented_flagfiles(text):
@@ -154,6 +173,7 @@ def test_every_path_and_flag_file_named_exists(document):
     base = document.parent
     missing = [path for path in documented_paths(text) if not glob.glob(str(ROOT / path)) and not glob.glob(str(base / path))]
     missing += [name for name in documented_flagfiles(text) if not (FLAGFILES / name).exists()]
+    missing += [name for name in documented_files(text) if not _in_repository(name)]
     assert not missing, f"{document.name} names what does not exist: {missing}"
 
 
@@ -198,6 +218,10 @@ def test_a_renamed_flag_or_a_missing_flag_file_is_found(command_flags):
     assert _accepts(command_flags["glcic_tf.commands.inpaint"], "--nopostprocess")
     assert documented_paths("see `glcic_tf/no_such.py` and ![x](docs/images/nothing.png)") == ["docs/images/nothing.png", "glcic_tf/no_such.py"]
     assert documented_flagfiles("`--flagfile=places3.flags`") == ["places3.flags"]
+    assert documented_files("run `quickstart.sh`, `nope.sh` and `./glcic_tf/x.py`, test `*_test.py`") == ["nope.sh", "quickstart.sh"]
+    assert not _in_repository("nope.sh") and _in_repository("quickstart.sh")
+    assert documented_paths("`./glcic_tf/nope.py`") == ["glcic_tf/nope.py"]
+    assert command_module("benchmarks.run") == "benchmarks.run" and command_module("-m") is None
 
 
 def test_ci_runs_the_test_command_that_readme_gives():
@@ -210,3 +234,34 @@ def test_ci_runs_the_test_command_that_readme_gives():
 
 def test_readme_is_a_short_users_guide():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+# Flags of the other programs the docs show (tensorflow_model_server, saved_model_cli, pip,
+# pytest, mkdocs, tensorboard, chromium): named in prose too, so listed here.
+OTHER_PROGRAMS_FLAGS = {
+    "port", "rest_api_port", "model_name", "model_base_path", "model_config_file", "file_system_poll_wait_seconds",  # tensorflow_model_server
+    "dir", "all",  # saved_model_cli show
+    "no-deps", "durations", "strict", "logdir", "no-sandbox",  # pip, pytest, mkdocs, tensorboard, chromium
+}
+
+
+@pytest.mark.parametrize("document", _documents())
+def test_every_flag_named_anywhere_is_a_flag_of_ours_or_of_the_program_shown(document, command_flags):
+    """A flag named in prose (`--max_queue`) belongs to some command, even where no command
+    precedes it: a renamed flag leaves no page behind. `--free_form_*` names a family."""
+    # The benchmarks' flags count only where the benchmarks are documented.
+    programs = [m for m in command_flags if m.startswith("glcic_tf.") or document.name in ("performance.md", "BUILD.md")]
+    ours = set().union(*(command_flags[m] for m in programs)) | {"flagfile", "undefok"}
+    text = document.read_text()
+    for line in sorted(_shell_lines(text), key=len, reverse=True):  # flags after a command: checked against it above
+        if any(command_module(token) for token in _tokens(line)):
+            text = text.replace(line, "")
+    unknown = []
+    for name, family in re.findall(r"(?<![\w-])--([a-z][\w-]*?)(_\*)?(?![\w-])", text):
+        if family:
+            known = any(flag.startswith(name + "_") for flag in ours)
+        else:
+            known = name in ours or name in OTHER_PROGRAMS_FLAGS or (name.startswith("no") and name[2:] in ours)
+        if not known:
+            unknown.append(f"--{name}{family}")
+    assert not unknown, f"{document.name} names flags no command has: {sorted(set(unknown))}"

@@ -83,6 +83,7 @@ def test_command_writes_the_report(trained_run, sample_folder, tmp_path):
         ("bad_model", "is neither a SavedModel (or a folder of versions) nor a train.py run folder"),
         ("too_many", "has 3 readable images, fewer than the 5 asked for (--num_images)"),
         ("empty", "holds no jpg/jpeg/png"),
+        ("model_methods_without_a_model", "the model methods need a model (--model)"),
     ],
 )
 def test_bad_input_is_a_one_line_error(trained_run, sample_folder, tmp_path, case, expected):
@@ -91,6 +92,7 @@ def test_bad_input_is_a_one_line_error(trained_run, sample_folder, tmp_path, cas
         "bad_model": [f"--model={tmp_path}", f"--source=folder:{sample_folder}/test"],
         "too_many": [f"--model={trained_run}", f"--source=folder:{sample_folder}/test", "--num_images=5"],
         "empty": [f"--model={trained_run}", f"--source=folder:{tmp_path / 'empty'}"],
+        "model_methods_without_a_model": ["--methods=model,telea", f"--source=folder:{sample_folder}/test"],
     }[case]
     done = _evaluate(*args, f"--output_dir={tmp_path / 'report'}")
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -106,3 +106,15 @@ def test_a_folder_with_a_broken_image_writes_the_others_and_fails_naming_it_once
     for name in broken:
         assert done.stderr.count(f"image {photos / name} is not a readable image file") == 1, name
     assert done.stderr.strip().splitlines()[-1] == f"error: 4 of 6 images failed (named above); the other 2 were written to {tmp_path / 'out'}"
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error(export_base, sample_folder, tmp_path):
+    photo = sample_folder / "test" / "coins.png"
+    (tmp_path / "a_file").write_text("")
+    unknown = in_process.run("inpaint", f"--model={export_base}", f"--image={photo}", "--box=5,5,9,9", f"--output={tmp_path / 'out.xyz'}")
+    assert unknown.returncode == 1 and unknown.stderr.strip().splitlines()[-1] == f"error: cannot write {tmp_path / 'out.xyz'}: name it .png or .jpg"
+    assert f"{photo}: " not in unknown.stderr  # refused before the network ran (its timing line)
+    inside_a_file = in_process.run("inpaint", f"--model={export_base}", f"--image={photo}", "--box=5,5,9,9", f"--output={tmp_path / 'a_file' / 'x.png'}")
+    assert inside_a_file.returncode == 1 and "Traceback" not in inside_a_file.stderr
+    assert inside_a_file.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {tmp_path / 'a_file' / 'x.png'}: ")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]

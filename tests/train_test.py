@@ -201,9 +201,14 @@ def _finish(processes, logs):
     return outputs
 
 
+# TensorFlow's own bookkeeping, not the run's: how many saves, and how many steps had run when the
+# preemption handler last saved (0 in a run it never stopped).
+_BOOKKEEPING = ("save_counter", "checkpointed_runs")
+
+
 def _checkpoint_values(prefix):
     reader = tf.train.load_checkpoint(str(prefix))
-    names = [name for name in reader.get_variable_to_shape_map() if not name.startswith("save_counter")]
+    names = [name for name in reader.get_variable_to_shape_map() if not name.startswith(_BOOKKEEPING)]
     return {name: reader.get_tensor(name) for name in names}
 
 
@@ -236,6 +241,7 @@ def two_workers_straight(multi_worker_flags, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_workers_straight")  # one worker of the suite runs the fixture, and one cluster at a time
 def test_multi_worker_run_with_two_local_processes_completes(two_workers_straight):
     run, outputs = two_workers_straight
     for output in outputs:
@@ -261,6 +267,7 @@ def _wait_in_file(path, needle, timeout):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_workers_straight")
 def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_the_restart_ends_as_an_uninterrupted_run(
     multi_worker_flags, two_workers_straight, tmp_path
 ):

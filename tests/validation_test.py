@@ -81,6 +81,7 @@ def validated_run(sample_folder, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("validated_run")  # its module fixture trained once, on one worker
 def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(validated_run, sample_folder, tmp_path):
     run, config = validated_run
     rows = _rows(run)
@@ -100,6 +101,7 @@ def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(valid
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("validated_run")  # its module fixture trained once, on one worker
 def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_name(validated_run):
     run, _ = validated_run
     network, mean_pixel, step = inference.load_completion_network(str(run / "best"))
@@ -159,6 +161,7 @@ def test_a_lower_is_better_metric_and_another_metric_on_resume(sample_folder, tm
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("validated_run")  # its module fixture trained once, on one worker
 def test_validating_does_not_change_what_the_run_computes(sample_folder, tmp_path, validated_run):
     run, config = validated_run
     plain = train_lib.Trainer(dataclasses.replace(config, validation=validation.ValidationSettings()), str(tmp_path))

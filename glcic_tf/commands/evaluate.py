@@ -35,7 +35,12 @@ def main(argv):
     with one_line_errors():
         if not FLAGS.output_dir:
             raise UserError("--output_dir is required")
-        methods = FLAGS.methods if FLAGS.model else [m for m in FLAGS.methods if m in evaluation.BASELINES]
+        # Without --model the default methods are the classical ones; model methods asked for by
+        # name without a model are an error (evaluation.evaluate says so).
+        default = not FLAGS["methods"].present
+        methods = [m for m in FLAGS.methods if m in evaluation.BASELINES] if default and not FLAGS.model else FLAGS.methods
+        if not FLAGS.model and set(methods) & set(evaluation.MODEL_METHODS):
+            raise UserError("the model methods need a model (--model)")
         completer = inference.load_completer(FLAGS.model, FLAGS.precision) if FLAGS.model else None
         images = evaluation.evaluation_images(FLAGS.source, FLAGS.num_images, FLAGS.image_size, FLAGS.data_dir)
         logging.info("evaluating %s on %d images of %s", ", ".join(methods), len(images), FLAGS.source)
