@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
-from glcic_tf import evaluation, inference, masks, metrics
+from glcic_tf import completers, evaluation, images, inference, masks, metrics
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "train.py run folders (--model_dir) whose checkpoints are measured.", required=True)
@@ -98,14 +98,14 @@ class Photographs:
         if not paths:
             raise app.UsageError(f"no images in {test_dir}")
         self.names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-        self.images = [inference.read_image(p) for p in paths]
-        self.masks = [masks.protocol_mask("strokes", STROKES_SEED, i, *image.shape[:2]) for i, image in enumerate(self.images)]
+        self.photos = [images.read_image(p) for p in paths]
+        self.masks = [masks.protocol_mask("strokes", STROKES_SEED, i, *image.shape[:2]) for i, image in enumerate(self.photos)]
         self.squares = evaluation.evaluation_images(f"folder:{test_dir}", None, image_size)
         self.reference = {
-            "hf_photo": [high_frequency_energy(im, m) for im, m in zip(self.images, self.masks)],
-            "hf_telea": [high_frequency_energy(evaluation.baseline("telea", im, m), m) for im, m in zip(self.images, self.masks)],
-            "psnr_mean_fill": [hole_psnr(evaluation.baseline("mean_fill", im, m), im, m) for im, m in zip(self.images, self.masks)],
-            "rgb_photo": [hole_mean_rgb(im, m) for im, m in zip(self.images, self.masks)],
+            "hf_photo": [high_frequency_energy(im, m) for im, m in zip(self.photos, self.masks)],
+            "hf_telea": [high_frequency_energy(evaluation.baseline("telea", im, m), m) for im, m in zip(self.photos, self.masks)],
+            "psnr_mean_fill": [hole_psnr(evaluation.baseline("mean_fill", im, m), im, m) for im, m in zip(self.photos, self.masks)],
+            "rgb_photo": [hole_mean_rgb(im, m) for im, m in zip(self.photos, self.masks)],
         }
         rows, _ = evaluation.evaluate(self.squares, ["mean_fill"], "paper", PAPER_SEED)
         self.paper_mean_fill = evaluation.summarise(rows, ["mean_fill"])["mean_fill"]["hole_psnr"]["mean"]
@@ -113,17 +113,17 @@ class Photographs:
     def measure(self, completer, image_prefix: str = "") -> Dict:
         """Every measurement of one completer: per photograph lists, and (b)'s mean; (a)'s
         completions are written as {image_prefix}{photo}.png when image_prefix is given."""
-        results = [inference.inpaint(completer, im, m) for im, m in zip(self.images, self.masks)]
+        results = [inference.inpaint(completer, im, m) for im, m in zip(self.photos, self.masks)]
         if image_prefix:
             for name, result in zip(self.names, results):
-                inference.write_image(f"{image_prefix}{name}.png", result)
-        posts = [inference.postprocess(im, r, m) for im, r, m in zip(self.images, results, self.masks)]
+                images.write_image(f"{image_prefix}{name}.png", result)
+        posts = [inference.postprocess(im, r, m) for im, r, m in zip(self.photos, results, self.masks)]
         rows, _ = evaluation.evaluate(self.squares, ["model"], "paper", PAPER_SEED, completer)
         return {
             "hf_model": [high_frequency_energy(r, m) for r, m in zip(results, self.masks)],
-            "psnr_model": [hole_psnr(r, im, m) for r, im, m in zip(results, self.images, self.masks)],
+            "psnr_model": [hole_psnr(r, im, m) for r, im, m in zip(results, self.photos, self.masks)],
             "hf_post": [high_frequency_energy(r, m) for r, m in zip(posts, self.masks)],
-            "psnr_post": [hole_psnr(r, im, m) for r, im, m in zip(posts, self.images, self.masks)],
+            "psnr_post": [hole_psnr(r, im, m) for r, im, m in zip(posts, self.photos, self.masks)],
             "rgb_model": [hole_mean_rgb(r, m) for r, m in zip(results, self.masks)],
             "paper_model": evaluation.summarise(rows, ["model"])["model"]["hole_psnr"]["mean"],
         }
@@ -186,7 +186,7 @@ def main(argv):
         for step, prefix in found:
             if wanted is not None and step not in wanted:
                 continue
-            completer = inference.load_completer(prefix, precision="float32")
+            completer = completers.load_completer(prefix, precision="float32")
             name = os.path.basename(run)
             image_prefix = os.path.join(FLAGS.image_dir, f"{name}-ckpt-{step}-") if FLAGS.image_dir else ""
             measured.append((name, step, phase_of(step, config), photos.measure(completer, image_prefix)))

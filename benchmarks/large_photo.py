@@ -5,7 +5,7 @@ r"""A phone-size photograph with small holes: the whole image versus crops aroun
 
 The paper-width completion network (random weights: the cost does not depend on them) completes
 a 4000x3000 photograph through `glcic_tf.inference.inpaint`, as `inpaint.py` does, once with
-`--strategy=whole` (the network on all 12 M pixels) and once with `crop` (the holes'
+`--tiling=whole` (the network on all 12 M pixels) and once with `crop` (the holes'
 neighbourhoods only), with one hole and with five spread over the image. Each measurement runs
 in a fresh process, so its peak resident memory is its own: the table gives the process's peak
 and the part the completion added on top of the loaded model. Seconds are those of the first
@@ -28,9 +28,9 @@ flags.DEFINE_integer("height", 3000, "Photograph height.")
 flags.DEFINE_integer("width", 4000, "Photograph width.")
 flags.DEFINE_integer("hole", 128, "Side of each square hole.")
 flags.DEFINE_list("holes", ["1", "5"], "Hole counts to measure.")
-flags.DEFINE_list("strategies", ["whole", "crop"], "Strategies to measure.")
+flags.DEFINE_list("tilings", ["whole", "crop"], "Tilings (glcic_tf.tiling) to measure.")
 flags.DEFINE_string("output", None, "Also write the results here as JSON.")
-flags.DEFINE_string("child", None, "Internal: measure one 'strategy,holes' case in this process.")
+flags.DEFINE_string("child", None, "Internal: measure one 'tiling,holes' case in this process.")
 
 
 def hole_mask(height, width, count, side):
@@ -44,14 +44,14 @@ def hole_mask(height, width, count, side):
     return mask
 
 
-def measure(strategy: str, holes: int) -> dict:
+def measure(tiling: str, holes: int) -> dict:
     """One case in this process: seconds of two calls and memory."""
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
     from glcic_tf import inference, models  # noqa: PLC0415
 
-    inpainter = inference.Inpainter(models.completion_network(), max_pixels=FLAGS.height * FLAGS.width)
+    inpainter = inference.Inpainter(models.completion_network(), max_network_pixels=FLAGS.height * FLAGS.width)
     inpainter(tf.zeros([1, 64, 64, 3]), tf.zeros([1, 64, 64, 1]))  # the one trace, before measuring
     image = np.random.default_rng(0).integers(0, 256, (FLAGS.height, FLAGS.width, 3), dtype=np.uint8)
     mask = hole_mask(FLAGS.height, FLAGS.width, holes, FLAGS.hole)
@@ -59,37 +59,37 @@ def measure(strategy: str, holes: int) -> dict:
     seconds = []
     for _ in range(2):
         start = time.perf_counter()
-        inference.inpaint(inpainter, image, mask, strategy=strategy, max_network_pixels=FLAGS.height * FLAGS.width)
+        inference.inpaint(inpainter, image, mask, tiling=tiling, max_network_pixels=FLAGS.height * FLAGS.width)
         seconds.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"strategy": strategy, "holes": holes, "first_s": seconds[0], "second_s": seconds[1], "peak_mb": peak, "added_mb": peak - baseline}
+    return {"tiling": tiling, "holes": holes, "first_s": seconds[0], "second_s": seconds[1], "peak_mb": peak, "added_mb": peak - baseline}
 
 
 def main(argv):
     del argv
     if FLAGS.child:
-        strategy, holes = FLAGS.child.split(",")
-        print(json.dumps(measure(strategy, int(holes))))
+        tiling, holes = FLAGS.child.split(",")
+        print(json.dumps(measure(tiling, int(holes))))
         return
     from benchmarks.machine import roofline_gflops  # noqa: PLC0415
 
     print(f"machine: {os.cpu_count()} cores, float32 matmul {roofline_gflops():.0f} GFLOP/s (tf.matmul 4096x4096)")
     print(f"{FLAGS.width}x{FLAGS.height} photograph, {FLAGS.hole}x{FLAGS.hole} holes, paper-width network\n")
-    print("| holes | strategy | first call (s) | second call (s) | peak memory (MB) | added by the completion (MB) |")
+    print("| holes | tiling | first call (s) | second call (s) | peak memory (MB) | added by the completion (MB) |")
     print("|---|---|---|---|---|---|")
     results = []
     for holes in (int(h) for h in FLAGS.holes):
-        for strategy in FLAGS.strategies:
-            argv = [sys.executable, os.path.abspath(__file__), f"--child={strategy},{holes}", f"--height={FLAGS.height}", f"--width={FLAGS.width}", f"--hole={FLAGS.hole}"]
+        for tiling in FLAGS.tilings:
+            argv = [sys.executable, os.path.abspath(__file__), f"--child={tiling},{holes}", f"--height={FLAGS.height}", f"--width={FLAGS.width}", f"--hole={FLAGS.hole}"]
             child = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
             if child.returncode != 0:
-                print(f"| {holes} | {strategy} | failed (exit {child.returncode}): {child.stderr.strip().splitlines()[-1:]} | | | |")
+                print(f"| {holes} | {tiling} | failed (exit {child.returncode}): {child.stderr.strip().splitlines()[-1:]} | | | |")
                 continue
             row = json.loads(child.stdout.strip().splitlines()[-1])
             results.append(row)
-            print(f"| {holes} | {strategy} | {row['first_s']:.2f} | {row['second_s']:.2f} | {row['peak_mb']:.0f} | {row['added_mb']:.0f} |", flush=True)
+            print(f"| {holes} | {tiling} | {row['first_s']:.2f} | {row['second_s']:.2f} | {row['peak_mb']:.0f} | {row['added_mb']:.0f} |", flush=True)
     for holes in (int(h) for h in FLAGS.holes):
-        by = {row["strategy"]: row for row in results if row["holes"] == holes}
+        by = {row["tiling"]: row for row in results if row["holes"] == holes}
         if "whole" in by and "crop" in by:
             print(f"{holes} hole(s): crop is {by['whole']['second_s'] / by['crop']['second_s']:.0f}x faster than whole (second calls)")
     if FLAGS.output:

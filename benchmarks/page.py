@@ -101,9 +101,9 @@ def time_direct(model, image):
     import cv2  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from glcic_tf import inference  # noqa: PLC0415
+    from glcic_tf import completers, inference  # noqa: PLC0415
 
-    completer = inference.load_completer(model, "float32")
+    completer = completers.load_completer(model, "float32")
     (x0, y0), (x1, y1), size = stroke(image.shape[:2])
     mask = np.zeros(image.shape[:2], np.uint8)
     cv2.line(mask, (round(x0), round(y0)), (round(x1), round(y1)), 255, size)

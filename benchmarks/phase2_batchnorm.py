@@ -14,7 +14,6 @@ a fine-tuning run from Places2 to faces starts phase 2 with another data set's s
 
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
 

@@ -70,7 +70,7 @@ def tensorflow_inference(sizes, native_bfloat16: bool):
     results = {}
     peer = torch_network() if FLAGS.torch else None
     with tempfile.TemporaryDirectory() as folder:
-        path = export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1, max_pixels=max(sizes) ** 2)
+        path = export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1, max_request_pixels=max(sizes) ** 2)
         signature = tf.saved_model.load(path).signatures["serving_default"]
         for side in sizes:
             x = _network_input(side)

@@ -2,21 +2,26 @@
 
 A completer is a callable (image (1, h, w, 3) float in [0, 1], mask (1, h, w, 1)) -> completed
 batch, what `inference.inpaint` drives: `open_completer(model=...)` loads one locally (an
-export, a train.py run folder or a checkpoint: `inference.load_completer`),
+export, a train.py run folder or a checkpoint: `load_completer`),
 `open_completer(server=...)` talks to TF Serving over REST or gRPC (`ServingCompleter`).
-`inpaint.py` and the page (`glcic_tf.webapp`) both take theirs from here.
+Every kind of model is opened here: `load_completion_network` reads a run folder's Keras network
+(for export, conversion and fine-tuning). `inpaint.py`, `evaluate.py` and the page take their
+completers from here.
 """
 
 import base64
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
+from typing import Optional
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
-from glcic_tf import inference
+from glcic_tf import checkpoints, images, inference, models, tiling
 from glcic_tf.errors import ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
@@ -24,7 +29,7 @@ MODEL_NAME = "glcic"  # export.py's default name under the server's model base p
 TIMEOUT_SECONDS = 300
 # The largest gRPC message either way (gRPC's own default for replies is 4 MB, less than the PNG
 # of a 2048x2048 region, 3.9-5.9 MB). A PNG takes at most about 3 bytes per pixel (noise), so
-# 64 MB holds any region up to some 20 megapixels, five times strategy.MAX_NETWORK_PIXELS.
+# 64 MB holds any region up to some 20 megapixels, five times tiling.MAX_NETWORK_PIXELS.
 GRPC_MESSAGE_BYTES = 64 * 2**20
 
 
@@ -35,7 +40,51 @@ def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NA
         raise UserError("give either --model (run locally) or --server (TF Serving)")
     if server:
         return ServingCompleter(server, protocol, model_name)
-    return inference.load_completer(model, precision, max_network_pixels)
+    return load_completer(model, precision, max_network_pixels)
+
+
+def load_completion_network(path: str):
+    """The completion network and mean pixel of a run folder (its latest checkpoint) or a checkpoint.
+
+    A run folder is what train.py writes: checkpoints plus config.json, which gives the width and
+    the mean pixel. A checkpoint path (`.../ckpt-1000`) reads config.json from its folder.
+    Returns (keras model, mean_pixel, step).
+    """
+    checkpoint = checkpoints.resolve(path)
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise UserError(f"{config_path} is missing: the network's width and mean pixel are stored there by train.py")
+    with tf.io.gfile.GFile(config_path) as file:
+        config = json.load(file)
+    network = models.completion_network(config.get("width", 1.0))
+    step = tf.Variable(0, dtype=tf.int64)
+    checkpoints.read_completion_network(network, checkpoint, step=step)
+    return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
+
+
+def load_completer(path: str, precision: str = "float32", max_network_pixels: Optional[int] = None):
+    """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
+
+    `path`: a SavedModel (export.py's version folder, or its base folder whose highest version
+    is used), a train.py run folder, or a checkpoint (.../ckpt-N). A SavedModel runs as it was
+    exported (float32, with the pixel limit it was exported with); `precision` and
+    `max_network_pixels` (the most the network runs on at once: default
+    tiling.MAX_NETWORK_PIXELS, set it to what --max_network_pixels sends) apply to runs and
+    checkpoints (see inference.Inpainter).
+    """
+    saved_model = path
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = [v for v in os.listdir(path) if v.isdigit() and os.path.exists(os.path.join(path, v, "saved_model.pb"))]
+        saved_model = os.path.join(path, max(versions, key=int)) if versions else None
+    if saved_model and os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+        if precision == "bfloat16":
+            raise UserError(f"{saved_model} is a SavedModel, which runs as exported (float32); bfloat16 needs a run folder")
+        signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+        return lambda image, mask: signature(image=image, mask=mask)["inpainted"]
+    if os.path.isdir(path) and not tf.train.latest_checkpoint(path):
+        raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
+    network, mean_pixel, _ = load_completion_network(path)
+    return inference.Inpainter(network, mean_pixel, max_network_pixels or tiling.MAX_NETWORK_PIXELS, precision=precision)
 
 
 def _encode_png(array: np.ndarray) -> bytes:
@@ -86,7 +135,7 @@ class ServingCompleter:
             self._channel, self._stub = None, None
 
     def __call__(self, image, mask):
-        image_png = _encode_png(inference.to_uint8(np.asarray(image)[0]))
+        image_png = _encode_png(images.to_uint8(np.asarray(image)[0]))
         mask_png = _encode_png((np.asarray(mask)[0, ..., 0] > 0.5).astype(np.uint8) * 255)
         encoded = self._grpc(image_png, mask_png) if self.protocol == "grpc" else self._rest(image_png, mask_png)
         completed = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)

@@ -35,7 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from glcic_tf import masks, models, sample_data
+from glcic_tf import images, masks, models, sample_data
 from glcic_tf.errors import UserError
 
 # Paper: "the smallest edge of each image is resized to a random size in [256, 384], then a
@@ -44,7 +44,7 @@ SHORTEST_EDGE_RANGE = (256, 384)
 CROP_SIZE = models.GLOBAL_SIZE
 LOCAL_SIZE = models.LOCAL_SIZE
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = images.extensions(images.TENSORFLOW_FORMATS)  # what tf.io.decode_image reads
 SHUFFLE_BUFFER = 10_000
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -140,7 +140,7 @@ def _note_broken(path, substitute, retried=False) -> bool:
         first_time, count = _broken_files[path] == 1, len(_broken_files)
     if first_time:
         logging.warning(
-            "skipping %s: not a readable image, or a PNG over %d megapixels (%d broken file%s so far); %s takes its place",
+            "skipping %s: not a readable image, or one over %d megapixels (%d broken file%s so far); %s takes its place",
             path, MAX_TRAINING_PIXELS // 1_000_000, count, "s" if count > 1 else "", substitute or "a gray image",
         )
     return True
@@ -220,8 +220,8 @@ def decode_rgb(encoded) -> tf.Tensor:
 def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAINING_PIXELS) -> tf.Tensor:
     """`decode_rgb`, bounded for training: a JPEG is decoded downscaled (by 2, 4 or 8 in its DCT,
     which costs a fraction of a full decode) while its shortest edge stays at least
-    `shortest_edge`, the largest the crop is cut from; a PNG whose header announces more than
-    `max_pixels` fails before decoding (the pipeline then substitutes it, with a warning). A
+    `shortest_edge`, the largest the crop is cut from; a PNG, GIF, BMP or WebP whose header
+    announces more than `max_pixels` (glcic_tf.images.announced_size) fails before decoding (the pipeline then substitutes it, with a warning). A
     100-megapixel photograph would otherwise cost gigabytes as float32, with 16 in flight."""
 
     def jpeg():
@@ -231,10 +231,8 @@ def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAIN
         return tf.switch_case(halvings, branches)
 
     def other():
-        is_png = tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n")
-        header = tf.strings.substr(tf.strings.join([encoded, b"\0" * 24]), 16, 8)  # IHDR width, height
-        width, height = tf.unstack(tf.cast(tf.reshape(tf.io.decode_raw(header, tf.int32, little_endian=False), [2]), tf.int64))
-        check = tf.debugging.Assert(tf.logical_not(is_png) | (width * height <= max_pixels), ["PNG over the pixel limit"])
+        size = images.announced_size(encoded)  # PNG, GIF, BMP, WebP: the header's size; [0, 0] for others, which decode_rgb refuses
+        check = tf.debugging.Assert(size[0] * size[1] <= max_pixels, ["image over the pixel limit"])
         with tf.control_dependencies([check]):
             return decode_rgb(encoded)
 
@@ -566,7 +564,7 @@ def distributed_training_dataset(strategy: tf.distribute.Strategy, global_batch_
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+def decoded_images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
     """Every image of a source once, in a fixed order, as (H, W, 3) uint8."""
     dataset = encoded_images(source, data_dir)
     return dataset.map(decode_rgb, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors(log_warning=True)
@@ -574,7 +572,7 @@ def images(source: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
 
 def estimate_mean_pixel(source: str, data_dir: Optional[str] = None, max_images: int = 10_000) -> Tuple[float, float, float]:
     """The mean RGB value in [0, 1] over the first `max_images` images (each image weighs the same)."""
-    per_image = images(source, data_dir).take(max_images).map(
+    per_image = decoded_images(source, data_dir).take(max_images).map(
         lambda image: tf.reduce_mean(tf.image.convert_image_dtype(image, tf.float32), axis=[0, 1]),
         num_parallel_calls=AUTOTUNE,
     )

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import data, inference, masks, metrics, models
+from glcic_tf import data, images, inference, masks, metrics, models
+from glcic_tf import tiling as tilings
 from glcic_tf.errors import UserError
 
 BASELINES = ("telea", "navier_stokes", "mean_fill")
@@ -39,13 +40,13 @@ def evaluation_images(
         resized = data.resize_shortest_edge(image, image_size)
         return tf.image.convert_image_dtype(tf.image.resize_with_crop_or_pad(resized, image_size, image_size), tf.uint8, saturate=True)
 
-    dataset = data.images(source, data_dir)
+    dataset = data.decoded_images(source, data_dir)
     if count is not None:
         dataset = dataset.take(count)
-    images = [image.numpy() for image in dataset.map(square)]
-    if count is not None and len(images) < count and not at_most:
-        raise UserError(f"{source} has {len(images)} readable images, fewer than the {count} asked for (--num_images)")
-    return images
+    photos = [image.numpy() for image in dataset.map(square)]
+    if count is not None and len(photos) < count and not at_most:
+        raise UserError(f"{source} has {len(photos)} readable images, fewer than the {count} asked for (--num_images)")
+    return photos
 
 
 def baseline(name: str, image: np.ndarray, mask: np.ndarray, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL) -> np.ndarray:
@@ -62,33 +63,36 @@ def baseline(name: str, image: np.ndarray, mask: np.ndarray, mean_pixel: Sequenc
 
 
 def evaluate(
-    images: Sequence[np.ndarray],
+    photos: Sequence[np.ndarray],
     methods: Sequence[str],
     protocol: str,
     seed: int,
     completer: Optional[Callable] = None,
+    tiling: str = "auto",
+    max_network_pixels: int = tilings.MAX_NETWORK_PIXELS,
     progress: Callable = lambda iterable: iterable,
 ):
     """Per-image metrics of every method, and the completed images: (rows, results).
 
     `rows`: dicts with image, method and every metric; `results[i][method]`: uint8 image i.
+    The model runs as `inference.inpaint` runs it (`tiling`, `max_network_pixels`).
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise UserError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if completer is None and set(methods) & set(MODEL_METHODS):
-        raise UserError("the model methods need a model (--model)")
+        raise UserError("the model methods need a model (--model or --server)")
     rows, results = [], []
-    for index, image in enumerate(progress(images)):
+    for index, image in enumerate(progress(photos)):
         mask = masks.protocol_mask(protocol, seed, index, *image.shape[:2])
         completed = {}
         for method in methods:
             if method == "model":
-                completed[method] = inference.inpaint(completer, image, mask)
+                completed[method] = inference.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
             elif method == "model_postprocessed":
                 plain = completed.get("model")
                 if plain is None:
-                    plain = inference.inpaint(completer, image, mask)
+                    plain = inference.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
                 completed[method] = inference.postprocess(image, plain, mask)
             else:
                 completed[method] = baseline(method, image, mask)
@@ -139,15 +143,15 @@ def markdown_table(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
+def picture_grid(photos, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
     """Rows of: input with the hole (white) | each method | original, with a labelled header.
 
     tile: width of each picture in pixels (0: the first image's width), e.g. smaller for a README.
     """
     columns = ["input"] + list(methods) + ["original"]
-    side = tile or images[0].shape[1]
+    side = tile or photos[0].shape[1]
     rows = []
-    for image, result in list(zip(images, results))[:count]:
+    for image, result in list(zip(photos, results))[:count]:
         holed = np.where(result["mask"] > 0.5, 255, image).astype(np.uint8)
         pictures = [holed] + [result[m] for m in methods] + [image]
         if side != image.shape[1]:  # the tile's width, the image's aspect ratio
@@ -159,9 +163,9 @@ def picture_grid(images, results, methods, count: int = 4, tile: int = 0) -> np.
     widest = max(cv2.getTextSize(label, font, 1.0, thickness)[0][0] for label in columns)
     scale = min(0.5, (side - 8) / widest)  # every label fits its column
     header = np.full((max(16, round(56 * scale)), grid.shape[1], 3), 255, np.uint8)
-    baseline = header.shape[0] - round(16 * scale)
+    text_baseline = header.shape[0] - round(16 * scale)
     for index, label in enumerate(columns):
-        cv2.putText(header, label, (index * side + 4, baseline), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        cv2.putText(header, label, (index * side + 4, text_baseline), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return np.concatenate([header, grid], axis=0)
 
 
@@ -177,5 +181,5 @@ def write_report(output_dir: str, rows, summary, settings: Dict, grid: np.ndarra
         json.dump({**settings, "psnr_cap_db": metrics.PSNR_CAP, "methods": summary}, file, indent=2)
     with open(paths["results.md"], "w") as file:
         file.write(markdown_table(summary))
-    inference.write_image(paths["examples.png"], grid)
+    images.write_image(paths["examples.png"], grid)
     return paths

@@ -14,7 +14,7 @@ into a temporary folder and renamed into place, so a server watching `export_dir
 partial version.
 
 Bad requests fail with InvalidArgumentError and a message (the server answers 400 and keeps
-serving): undecodable bytes, a request of more than `max_pixels` pixels in all (its images
+serving): undecodable bytes, a request of more than `max_request_pixels` pixels in all (its images
 together; checked from the files' headers before decoding, and after), a mask of another size,
 NaN or infinite float pixels.
 """
@@ -26,9 +26,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from glcic_tf import images
 from glcic_tf.errors import UserError
-from glcic_tf.inference import Inpainter, announced_size, exif_orientation, turn_upright
-from glcic_tf.strategy import MAX_NETWORK_PIXELS
+from glcic_tf.inference import Inpainter
+from glcic_tf.tiling import MAX_NETWORK_PIXELS
 
 BYTES_SIGNATURE = "inpaint_bytes"
 
@@ -38,47 +39,29 @@ BYTES_SIGNATURE = "inpaint_bytes"
 EXPORT_UPSAMPLING = "subpixel"
 
 
-def _decode_checked(encoded, channels: int, what: str, max_pixels: int):
-    """Decoded pixels, checked against `max_pixels` from the header before decoding and after.
-
-    Only files whose header states their size are decoded: PNG, JPEG, GIF, BMP and WebP (what
-    `announced_size` reads); anything else is refused before `tf.io.decode_image` sees it.
-    """
-    limit, message = tf.constant(max_pixels, tf.int64), f"{what} is larger than {max_pixels} pixels"
-    announced = tf.reduce_prod(announced_size(encoded))
-    checks = [
-        tf.debugging.assert_positive(announced, message=f"{what} is not a PNG, JPEG, GIF, BMP or WebP file"),
-        tf.debugging.assert_less_equal(announced, limit, message=message),
-    ]
-    with tf.control_dependencies(checks):  # decode only after the header's checks passed
-        decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
-    decoded = turn_upright(decoded, exif_orientation(encoded))  # as the page and inpaint.py read it
-    shape = tf.shape(decoded, out_type=tf.int64)
-    with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):
-        return tf.identity(decoded)
 
 
-def _request_checks(image_bytes, mask_bytes, max_pixels: int):
+def _request_checks(image_bytes, mask_bytes, max_request_pixels: int):
     """Checks on the whole bytes request, from the files' headers before any is decoded: the
-    images announce at most `max_pixels` pixels in all, and so do the masks (tf.map_fn decodes
+    images announce at most `max_request_pixels` pixels in all, and so do the masks (tf.map_fn decodes
     and completes up to 10 images at once, so a per-image bound alone lets a batch take ten
     times the memory, and a long batch as long as it runs)."""
-    limit = tf.constant(max_pixels, tf.int64)
+    limit = tf.constant(max_request_pixels, tf.int64)
     checks = [tf.debugging.assert_equal(tf.size(image_bytes), tf.size(mask_bytes), message="there must be one mask per image")]
     for files, what in ((image_bytes, "image"), (mask_bytes, "mask")):
-        announced = tf.map_fn(lambda encoded: tf.reduce_prod(announced_size(encoded)), files, fn_output_signature=tf.int64)
-        message = f"{what} is larger than {max_pixels} pixels (counting every {what} of the request)"
+        announced = tf.map_fn(lambda encoded: tf.reduce_prod(images.announced_size(encoded)), files, fn_output_signature=tf.int64)
+        message = f"{what} is larger than {max_request_pixels} pixels (counting every {what} of the request)"
         # Every file first: a size that is no size (a BMP's negative width) must not lower the sum.
-        checks.append(tf.debugging.assert_positive(announced, message=f"{what} is not a PNG, JPEG, GIF, BMP or WebP file"))
+        checks.append(tf.debugging.assert_positive(announced, message=f"{what} is not a {images.TENSORFLOW_FORMAT_NAMES} file"))
         with tf.control_dependencies(checks[-1:]):
             checks.append(tf.debugging.assert_less_equal(tf.reduce_sum(announced), limit, message=message))
     return checks
 
 
-def _png_of_one(inpainter, pair, max_pixels: int):
+def _png_of_one(inpainter, pair, max_request_pixels: int):
     image_bytes, mask_bytes = pair
-    image = tf.image.convert_image_dtype(_decode_checked(image_bytes, 3, "image", max_pixels), tf.float32)
-    mask = _decode_checked(mask_bytes, 1, "mask", max_pixels)
+    image = tf.image.convert_image_dtype(images.decode_in_graph(image_bytes, 3, "image", max_request_pixels), tf.float32)
+    mask = images.decode_in_graph(mask_bytes, 1, "mask", max_request_pixels)
     mask = tf.cast(tf.image.convert_image_dtype(mask, tf.float32) >= 0.5, tf.float32)
     tf.debugging.assert_equal(tf.shape(mask)[:2], tf.shape(image)[:2], message="mask and image sizes differ")
     inpainted = inpainter(image[None], mask[None])[0]
@@ -96,19 +79,19 @@ def version_path(export_dir: str, version: int, overwrite: bool = False) -> str:
 
 
 def export_saved_model(
-    network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_pixels: int = MAX_NETWORK_PIXELS
+    network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, max_request_pixels: int = MAX_NETWORK_PIXELS
 ) -> str:
     """Write the SavedModel of `network` into `export_dir/version`; returns that path.
 
-    Both signatures refuse requests of more than `max_pixels` pixels in all, the batch's images
+    Both signatures refuse requests of more than `max_request_pixels` pixels in all, the batch's images
     together (the bytes signature checks the headers before decoding too): the server runs the
     network on what it is sent, at about 670 bytes per pixel, so the default (4 megapixels)
     keeps a request under 3 GB whatever its batch.
-    Clients send the holes' neighbourhoods (`glcic_tf.strategy`), not whole photographs.
+    Clients send the holes' neighbourhoods (`glcic_tf.tiling`), not whole photographs.
     """
     target = version_path(export_dir, version, overwrite)
     os.makedirs(export_dir, exist_ok=True)
-    inpainter = Inpainter(network, mean_pixel, max_pixels, upsampling=EXPORT_UPSAMPLING)
+    inpainter = Inpainter(network, mean_pixel, max_request_pixels, upsampling=EXPORT_UPSAMPLING)
 
     archive = keras.export.ExportArchive()
     archive.track(inpainter)  # the folded weights it runs (not the Keras network's: see glcic_tf.folded)
@@ -121,10 +104,10 @@ def export_saved_model(
         ],
     )
     def inpaint_bytes(image_bytes, mask_bytes):
-        with tf.control_dependencies(_request_checks(image_bytes, mask_bytes, max_pixels)):
+        with tf.control_dependencies(_request_checks(image_bytes, mask_bytes, max_request_pixels)):
             image_bytes, mask_bytes = tf.identity(image_bytes), tf.identity(mask_bytes)
         pngs = tf.map_fn(
-            lambda pair: _png_of_one(inpainter, pair, max_pixels), (image_bytes, mask_bytes), fn_output_signature=tf.TensorSpec([], tf.string)
+            lambda pair: _png_of_one(inpainter, pair, max_request_pixels), (image_bytes, mask_bytes), fn_output_signature=tf.TensorSpec([], tf.string)
         )
         return {"inpainted_bytes": pngs}
 

@@ -90,12 +90,12 @@ class Validator:
         self.mean_pixel = tuple(run_settings["mean_pixel"])
         size = run_settings["sizes"]["crop_size"] if settings.image_size is None else settings.image_size
         started = time.perf_counter()
-        self.images = evaluation.evaluation_images(settings.source, settings.num_images, size, settings.data_dir, at_most=True)
-        if not self.images:
+        self.photos = evaluation.evaluation_images(settings.source, settings.num_images, size, settings.data_dir, at_most=True)
+        if not self.photos:
             raise UserError(f"--validation_source {settings.source} holds no readable image")
         logging.info(
             "validation: %d images of %s (%s), %s holes, seed %d, every %d steps, best by %s (read in %.1f s)",
-            len(self.images), settings.source, f"{size}x{size}" if size else "own sizes", settings.protocol, settings.seed,
+            len(self.photos), settings.source, f"{size}x{size}" if size else "own sizes", settings.protocol, settings.seed,
             settings.every, settings.metric, time.perf_counter() - started,
         )
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_FOLDER))
@@ -195,7 +195,7 @@ class Validator:
     def evaluate(self) -> Dict[str, float]:
         """The mean of every metric over the held-out set, as evaluate.py computes it."""
         completer = inference.Inpainter(self.network, self.mean_pixel)  # as evaluate.py runs a run folder in float32
-        rows, _ = evaluation.evaluate(self.images, ["model"], self.settings.protocol, self.settings.seed, completer)
+        rows, _ = evaluation.evaluate(self.photos, ["model"], self.settings.protocol, self.settings.seed, completer)
         summary = evaluation.summarise(rows, ["model"])["model"]
         return {name: summary[name]["mean"] for name in metrics.METRICS if summary[name]["mean"] is not None}
 

@@ -83,7 +83,7 @@ def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_p
         ("train.py", ["--model_dir", "--batch_size"]),
         ("export.py", ["--export_dir"]),
         ("evaluate.py", ["--output_dir", "--model"]),
-        ("inpaint.py", ["--box", "--model", "--server", "--strategy"]),  # its own and the shared completion flags
+        ("inpaint.py", ["--box", "--model", "--server", "--tiling"]),  # its own and the shared completion flags
         ("convert_torch_weights.py", ["--t7"]),
         ("app.py", ["--port", "--model", "--server", "--max_pixels"]),
     ],

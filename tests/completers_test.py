@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from fake_serving import closed_port_address, fake_grpc_serving, fake_serving
 
-from glcic_tf import completers, inference
+from glcic_tf import completers, images, inference
 from glcic_tf.errors import UserError
 
 
 def _photo_and_hole(sample_folder):
-    image = inference.read_image(str(sample_folder / "test" / "chelsea.png"))
+    image = images.read_image(str(sample_folder / "test" / "chelsea.png"))
     mask = inference.box_mask(image.shape[:2], [(120, 80, 50, 40)])
     return image, mask
 
@@ -70,10 +70,10 @@ def test_grpc_completes_as_rest_does_through_one_channel_that_close_closes(expor
     monkeypatch.setattr(grpc, "insecure_channel", counting_channel)
     image, _ = _photo_and_hole(sample_folder)
     mask = inference.box_mask(image.shape[:2], [(10, 10, 20, 20), (420, 270, 20, 20)])  # two regions, two requests
-    local = inference.inpaint(completers.open_completer(model=str(export_base)), image, mask, strategy="crop", max_network_pixels=40_000)
+    local = inference.inpaint(completers.open_completer(model=str(export_base)), image, mask, tiling="crop", max_network_pixels=40_000)
     with fake_grpc_serving(export_base / "3") as (address, requests):
         with completers.open_completer(server=address, protocol="grpc") as remote_completer:
-            remote = inference.inpaint(remote_completer, image, mask, strategy="crop", max_network_pixels=40_000)
+            remote = inference.inpaint(remote_completer, image, mask, tiling="crop", max_network_pixels=40_000)
             assert len(requests) == 2 and len(opened) == 1  # one channel for every region
         closed = opened[0]
         with pytest.raises(ValueError, match="closed"):  # grpc refuses calls on a closed channel
@@ -94,7 +94,7 @@ def test_grpc_takes_replies_over_grpcs_default_4_mb(export_base):
             completed = remote_completer(noise, mask)
         assert requests[0].inputs["image_bytes"].ByteSize() > 4 * 2**20
     outside = mask[0, ..., 0] == 0
-    np.testing.assert_array_equal(completed[0][outside], inference.to_uint8(noise[0])[outside] / np.float32(255))
+    np.testing.assert_array_equal(completed[0][outside], images.to_uint8(noise[0])[outside] / np.float32(255))
 
 
 def test_a_grpc_refusal_is_a_user_error_with_the_servers_message(export_base):

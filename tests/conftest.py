@@ -56,9 +56,9 @@ def trained_run(sample_folder, tmp_path_factory):
 @pytest.fixture(scope="session")
 def export_base(trained_run, tmp_path_factory):
     """export.py's layout of the trained run: versions 1 and 3 (the highest is served)."""
-    from glcic_tf import export_lib, inference
+    from glcic_tf import completers, export_lib
 
-    network, mean_pixel, _ = inference.load_completion_network(str(trained_run))
+    network, mean_pixel, _ = completers.load_completion_network(str(trained_run))
     base = tmp_path_factory.mktemp("served")
     export_lib.export_saved_model(network, mean_pixel, str(base), 1)
     export_lib.export_saved_model(network, mean_pixel, str(base), 3)

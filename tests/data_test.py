@@ -395,7 +395,7 @@ def test_the_stream_does_not_depend_on_the_worker_count_and_resumes_with_another
                 np.testing.assert_array_equal(value, one[number][key], err_msg=f"{pipelines} workers, number {number}, {key}")
 
 
-def test_large_training_jpegs_are_decoded_downscaled_and_oversized_pngs_refused(tmp_path, caplog):
+def test_large_training_jpegs_are_decoded_downscaled_and_oversized_files_refused(tmp_path, caplog):
     photo = cv2.resize(np.asarray(Image.open(sorted(Path(data.sample_data.ensure_sample_data(), "train").glob("*.jpg"))[0]))[..., :3], (2000, 1600))
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
@@ -409,11 +409,15 @@ def test_large_training_jpegs_are_decoded_downscaled_and_oversized_pngs_refused(
     # A PNG announcing 100000x100000 fails before decoding, and a training folder substitutes it.
     _save(tmp_path / "small.png", np.full((40, 40, 3), 90, np.uint8))
     (tmp_path / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="PNG over the pixel limit"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image over the pixel limit"):
         data.decode_for_training(tf.io.read_file(str(tmp_path / "bomb.png")), 384)
     batch = _batch(f"folder:{tmp_path}", batch_size=4, sizes=tiny.SIZES)
     assert np.allclose(batch["image"], 90 / 255, atol=1e-3)  # the small PNG stood in every time
-    assert f"skipping {tmp_path / 'bomb.png'}: not a readable image, or a PNG over 50 megapixels" in caplog.text
+    assert f"skipping {tmp_path / 'bomb.png'}: not a readable image, or one over 50 megapixels" in caplog.text
+    # Every format whose header states a size is held to the limit before decoding: a GIF too.
+    gif_bomb = b"GIF89a" + struct.pack("<HH", 60_000, 60_000) + b"\0" * 32
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image over the pixel limit"):
+        data.decode_for_training(tf.constant(gif_bomb), 384)
 
 
 def test_a_file_whose_first_read_fails_is_read_again_and_named(tmp_path, caplog):

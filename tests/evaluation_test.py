@@ -6,10 +6,11 @@ from pathlib import Path
 
 import cv2
 import in_process
+from fake_serving import fake_serving
 import numpy as np
 import pytest
 
-from glcic_tf import evaluation, inference, masks
+from glcic_tf import completers, evaluation, masks
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def images(sample_folder):
 
 @pytest.fixture(scope="module")
 def completer(trained_run):
-    return inference.load_completer(str(trained_run))
+    return completers.load_completer(str(trained_run))
 
 
 def test_images_are_resized_and_centre_cropped_squares(images):
@@ -77,13 +78,25 @@ def test_command_writes_the_report(trained_run, sample_folder, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["num_images"] == 2
 
 
+def test_the_command_evaluates_the_model_a_server_serves_as_it_evaluates_the_export(export_base, sample_folder, tmp_path):
+    common = [f"--source=folder:{sample_folder}/test", "--num_images=2", "--image_size=64", "--methods=model"]
+    local = _evaluate(f"--model={export_base}", *common, f"--output_dir={tmp_path / 'local'}")
+    with fake_serving(export_base / "3") as (address, requests):
+        served = _evaluate(f"--server={address}", *common, f"--output_dir={tmp_path / 'served'}")
+    assert local.returncode == 0 and served.returncode == 0, local.stderr[-2000:] + served.stderr[-2000:]
+    assert len(requests) == 2  # one request per image, through TF Serving's REST API
+    scores = [json.loads((tmp_path / run / "summary.json").read_text())["methods"]["model"]["hole_psnr"]["mean"] for run in ("local", "served")]
+    assert scores[1] == pytest.approx(scores[0], abs=0.05)  # the same model; PNG round trips differ by a level at most
+    assert json.loads((tmp_path / "served" / "summary.json").read_text())["model"].startswith(f"TF Serving at {address}")
+
+
 @pytest.mark.parametrize(
     "case,expected",
     [
         ("bad_model", "is neither a SavedModel (or a folder of versions) nor a train.py run folder"),
         ("too_many", "has 3 readable images, fewer than the 5 asked for (--num_images)"),
         ("empty", "holds no jpg/jpeg/png"),
-        ("model_methods_without_a_model", "the model methods need a model (--model)"),
+        ("model_methods_without_a_model", "the model methods need a model (--model or --server)"),
     ],
 )
 def test_bad_input_is_a_one_line_error(trained_run, sample_folder, tmp_path, case, expected):

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glcic_tf import export_lib, inference
+from glcic_tf import completers, export_lib, images, inference
 from glcic_tf.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def run_network(trained_run):
-    return inference.load_completion_network(str(trained_run))
+    return completers.load_completion_network(str(trained_run))
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,17 @@ def test_a_version_is_never_replaced_without_overwrite_and_no_partial_folder_rem
     assert os.listdir(tmp_path) == ["1"]
 
 
+def test_the_export_command_bounds_requests_by_max_request_pixels_and_its_old_name(trained_run, tmp_path):
+    image, mask = tf.zeros((1, 50, 50, 3)), tf.ones((1, 50, 50, 1))
+    for name, flag in (("new", "--max_request_pixels=1600"), ("old", "--max_pixels=1600")):  # the old name says its new one
+        done = in_process.run("export", f"--model_dir={trained_run}", f"--export_dir={tmp_path / name}", flag)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert ("--max_pixels is deprecated, its new name is --max_request_pixels" in done.stderr) == flag.startswith("--max_pixels")
+        signature = tf.saved_model.load(str(tmp_path / name / "3")).signatures["serving_default"]
+        with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1600 pixels"):
+            signature(image=image, mask=mask)
+
+
 def test_export_command_versions_by_training_step(trained_run, tmp_path):
     done = in_process.run("export", f"--model_dir={trained_run}", f"--export_dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -141,8 +152,8 @@ def test_export_command_versions_by_training_step(trained_run, tmp_path):
 
 def test_bfloat16_is_refused_for_a_saved_model_with_a_one_line_error(exported):
     with pytest.raises(UserError, match="runs as exported"):
-        inference.load_completer(exported, "bfloat16")
-    assert inference.load_completer(exported, "auto") is not None  # auto: the export's float32
+        completers.load_completer(exported, "bfloat16")
+    assert completers.load_completer(exported, "auto") is not None  # auto: the export's float32
 
 
 def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_header_states(exported, sample_folder):
@@ -163,7 +174,7 @@ def test_bytes_signature_reads_a_top_down_bmp_and_refuses_files_whose_size_no_he
 @pytest.mark.slow
 def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_network, tmp_path):
     network, mean_pixel, _ = run_network
-    signatures = tf.saved_model.load(export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, max_pixels=3 * 40 * 40)).signatures
+    signatures = tf.saved_model.load(export_lib.export_saved_model(network, mean_pixel, str(tmp_path), 1, max_request_pixels=3 * 40 * 40)).signatures
     image, mask = np.full((4, 40, 40, 3), 0.5, np.float32), np.ones((4, 40, 40, 1), np.float32)
     assert signatures["serving_default"](image=tf.constant(image[:3]), mask=tf.constant(mask[:3]))["inpainted"].shape == (3, 40, 40, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"the batch is larger than 4800 pixels in all"):
@@ -183,12 +194,12 @@ def test_both_signatures_bound_the_pixels_of_a_request_not_of_each_image(run_net
 
 @pytest.mark.parametrize("file_format", ["JPEG", "PNG", "WEBP"])
 def test_bytes_signature_turns_photographs_by_their_exif_orientation_as_the_page_does(exported, file_format):
-    # One rule for every path, the browser's (inference.AS_STORED): a JPEG or PNG with EXIF
+    # One rule for every path, the browser's (images.AS_STORED): a JPEG or PNG with EXIF
     # orientation 6 is completed upright (8x4 -> 4 wide, 8 high), a WebP as stored.
     from inference_test import _turned_sideways  # noqa: PLC0415
 
     photo = _turned_sideways(file_format)
-    local = inference.decode_image(photo)  # what inpaint.py and the page complete
+    local = images.decode_image(photo)  # what inpaint.py and the page complete
     mask = np.zeros((*local.shape[:2], 1), np.uint8)
     mask[0, 0] = 255
     signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
@@ -207,12 +218,12 @@ def test_exif_orientation_in_tensorflow_ops_turns_as_pillow_does():
             exif[0x0112] = orientation
             PIL.Image.fromarray(picture).save(buffer, file_format, exif=exif.tobytes(), **({"quality": 100} if file_format == "JPEG" else {}))
             encoded = buffer.getvalue()
-            assert int(inference.exif_orientation(tf.constant(encoded))) == orientation, (file_format, orientation)
+            assert int(images.exif_orientation(tf.constant(encoded))) == orientation, (file_format, orientation)
             want = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(encoded))))
-            got = inference.turn_upright(tf.io.decode_image(encoded, channels=3), orientation).numpy()
+            got = images.turn_upright(tf.io.decode_image(encoded, channels=3), orientation).numpy()
             assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= (12 if file_format == "JPEG" else 0)
     plain = tf.io.encode_png(tf.constant(picture)).numpy()
-    assert int(inference.exif_orientation(tf.constant(plain))) == 1 and int(inference.exif_orientation(tf.constant(b""))) == 1
+    assert int(images.exif_orientation(tf.constant(plain))) == 1 and int(images.exif_orientation(tf.constant(b""))) == 1
 
 
 def _jpeg_with_segment(marker, payload):
@@ -232,7 +243,7 @@ def _exif(entries, little_endian=True):
 
 
 def test_exif_orientation_is_read_as_opencv_and_pillow_read_it():
-    orientation = lambda encoded: int(inference.exif_orientation(tf.constant(encoded)))  # noqa: E731
+    orientation = lambda encoded: int(images.exif_orientation(tf.constant(encoded)))  # noqa: E731
     app1 = b"\xff\xe1"
     assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 6)], little_endian=True))) == 6  # as many cameras write it
     assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 8)], little_endian=False))) == 8
@@ -250,6 +261,6 @@ def test_a_bmp_of_negative_width_announces_no_size_and_cannot_lower_a_requests_s
     header = bytearray(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
     header[18:22], header[22:26] = (-1).to_bytes(4, "little", signed=True), (2**31 - 1).to_bytes(4, "little")
     # Before: [-1, 2147483647], a product of -2147483647 pixels that cancelled the rest of a batch.
-    assert inference.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
+    assert images.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
     with pytest.raises(UserError, match="not a readable image file"):
-        inference.decode_image(bytes(header))  # the local path: Pillow read the width as 4294967295
+        images.decode_image(bytes(header))  # the local path: Pillow read the width as 4294967295

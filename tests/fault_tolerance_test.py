@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import export_lib, inference
+from glcic_tf import completers, export_lib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,9 +131,9 @@ HOSTILE_FILES = {
 
 @pytest.fixture(scope="module")
 def export_dir(trained_run, tmp_path_factory):
-    network, mean_pixel, _ = inference.load_completion_network(str(trained_run))
+    network, mean_pixel, _ = completers.load_completion_network(str(trained_run))
     base = tmp_path_factory.mktemp("hostile_export")
-    return export_lib.export_saved_model(network, mean_pixel, str(base), 1, max_pixels=1_000_000)
+    return export_lib.export_saved_model(network, mean_pixel, str(base), 1, max_request_pixels=1_000_000)
 
 
 def _inpaint(*args):

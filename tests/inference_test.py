@@ -12,13 +12,13 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from glcic_tf import inference
+from glcic_tf import completers, images, inference
 from glcic_tf.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def inpainter(trained_run):
-    network, mean_pixel, step = inference.load_completion_network(str(trained_run))
+    network, mean_pixel, step = completers.load_completion_network(str(trained_run))
     assert step == 3 and len(mean_pixel) == 3
     return inference.Inpainter(network, mean_pixel)
 
@@ -157,40 +157,40 @@ def test_an_empty_mask_returns_the_image_unchanged(inpainter, photo):
 
 
 def test_loading_a_checkpoint_path_and_bad_paths(trained_run, tmp_path):
-    network, _, step = inference.load_completion_network(str(trained_run / "ckpt-3"))
+    network, _, step = completers.load_completion_network(str(trained_run / "ckpt-3"))
     assert step == 3 and network.output_shape == (None, None, None, 3)
     with pytest.raises(UserError, match="neither a run folder nor a checkpoint"):
-        inference.load_completion_network(str(tmp_path / "nothing"))
+        completers.load_completion_network(str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="holds no checkpoint"):
-        inference.load_completion_network(str(tmp_path))
+        completers.load_completion_network(str(tmp_path))
 
 
 def test_a_checkpoint_of_another_architecture_is_refused_not_loaded_half(trained_run, tmp_path):
     # Same variable shapes, one layer fewer: expect_partial() alone would load part of it silently.
-    filters = inference.load_completion_network(str(trained_run))[0].get_layer("conv1").filters
+    filters = completers.load_completion_network(str(trained_run))[0].get_layer("conv1").filters
     inputs = keras.Input((None, None, 4))
     other = keras.Model(inputs, keras.layers.Conv2D(filters, 5, padding="same", use_bias=False, name="conv1")(inputs))
     tf.train.Checkpoint(completion=other).write(str(tmp_path / "other" / "ckpt-1"))
     (tmp_path / "other" / "config.json").write_text((trained_run / "config.json").read_text())
     with pytest.raises(UserError, match="does not hold this completion network's weights"):
-        inference.load_completion_network(str(tmp_path / "other" / "ckpt-1"))
+        completers.load_completion_network(str(tmp_path / "other" / "ckpt-1"))
 
 
 def test_reading_masks_and_images(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "soft.png"), np.array([[0, 100], [200, 255]], np.uint8))
     with caplog.at_level(logging.WARNING):
-        mask = inference.read_mask(str(tmp_path / "soft.png"), (2, 2))
+        mask = images.read_mask(str(tmp_path / "soft.png"), (2, 2))
     np.testing.assert_array_equal(mask[..., 0], [[0, 0], [1, 1]])
     assert "not binary" in caplog.text
     with pytest.raises(UserError, match="is 2x2 but the image is 3x2"):
-        inference.read_mask(str(tmp_path / "soft.png"), (2, 3))
+        images.read_mask(str(tmp_path / "soft.png"), (2, 3))
     (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(UserError, match="not a readable image"):
-        inference.read_image(str(tmp_path / "junk.png"))
+        images.read_image(str(tmp_path / "junk.png"))
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((300, 400, 3), np.uint8))
     with pytest.raises(UserError, match="is 400x300, over the limit of 100000 pixels"):
-        inference.read_image(str(tmp_path / "big.png"), max_pixels=100_000)
-    gray = inference.read_image(str(tmp_path / "soft.png"))
+        images.read_image(str(tmp_path / "big.png"), max_pixels=100_000)
+    gray = images.read_image(str(tmp_path / "soft.png"))
     assert gray.shape == (2, 2, 3)
 
 
@@ -226,11 +226,11 @@ def _vp8x(width, height):
 )
 def test_announced_size_reads_every_format_the_bytes_signature_decodes(name, encode):
     image = np.random.default_rng(1).integers(0, 256, (37, 301, 3), dtype=np.uint8)
-    assert inference.announced_size(tf.constant(encode(image))).numpy().tolist() == [301, 37]
+    assert images.announced_size(tf.constant(encode(image))).numpy().tolist() == [301, 37]
 
 
 def test_announced_size_reads_an_extended_webp_header():
-    assert inference.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
+    assert images.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
 
 
 
@@ -255,8 +255,8 @@ def _os2_bmp(image):
 @pytest.mark.parametrize("encode", [_top_down_bmp, _os2_bmp], ids=["top_down", "os2"])
 def test_top_down_and_os2_bmps_are_read_as_they_are(encode):
     image = np.random.default_rng(2).integers(0, 256, (5, 8, 3), dtype=np.uint8)
-    assert inference.announced_size(tf.constant(encode(image))).numpy().tolist() == [8, 5]
-    np.testing.assert_array_equal(inference.decode_image(encode(image)), image)
+    assert images.announced_size(tf.constant(encode(image))).numpy().tolist() == [8, 5]
+    np.testing.assert_array_equal(images.decode_image(encode(image)), image)
 
 
 def _hostile_files():
@@ -276,9 +276,9 @@ def _hostile_files():
 @pytest.mark.parametrize("name", sorted(_hostile_files()))
 def test_only_readable_files_of_the_allowed_formats_are_decoded(name):
     with pytest.raises(UserError, match=r"^photo.x is not a readable image file \(JPEG, PNG, WebP, GIF, BMP or TIFF\)$"):
-        inference.decode_image(_hostile_files()[name], "photo.x")
+        images.decode_image(_hostile_files()[name], "photo.x")
     with pytest.raises(UserError, match="not a readable image file"):
-        inference.decode_mask(_hostile_files()[name], (5, 8), "mask.x")
+        images.decode_mask(_hostile_files()[name], (5, 8), "mask.x")
 
 
 @pytest.mark.parametrize("failure", [AttributeError, NotImplementedError, struct.error, MemoryError])
@@ -287,10 +287,10 @@ def test_whatever_a_header_reader_raises_is_not_a_readable_image(monkeypatch, fa
     def broken_reader(*args):
         raise failure("reader failed")
 
-    inference.header_size(io.BytesIO(b""))  # the plugins are registered before patching
+    images.header_size(io.BytesIO(b""))  # the plugins are registered before patching
     monkeypatch.setitem(PIL.Image.OPEN, "PNG", (broken_reader, PIL.Image.OPEN["PNG"][1]))
     with pytest.raises(UserError, match="photo.png is not a readable image file"):
-        inference.decode_image(cv2.imencode(".png", np.zeros((5, 8, 3), np.uint8))[1].tobytes(), "photo.png")
+        images.decode_image(cv2.imencode(".png", np.zeros((5, 8, 3), np.uint8))[1].tobytes(), "photo.png")
 
 
 def _png_announcing(width, height):
@@ -314,19 +314,19 @@ def test_reading_a_header_leaves_pillows_global_bomb_limit_alone(monkeypatch):
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 12345)
     monkeypatch.setitem(PIL.Image.OPEN, "PNG", (watching_reader, accept))
     huge = _png_announcing(30000, 20000)
-    assert inference.header_size(io.BytesIO(huge)) == (30000, 20000)  # far over Pillow's own limit: the caller judges
+    assert images.header_size(io.BytesIO(huge)) == (30000, 20000)  # far over Pillow's own limit: the caller judges
     with pytest.raises(UserError, match="is 30000x20000, over the limit of 100000000 pixels"):
-        inference.decode_image(huge)
+        images.decode_image(huge)
     assert seen == [12345, 12345] and PIL.Image.MAX_IMAGE_PIXELS == 12345
 
 
 def test_a_run_folders_network_takes_what_max_network_pixels_says(trained_run):
     image, mask = tf.zeros((1, 40, 40, 3)), tf.ones((1, 40, 40, 1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1000 pixels"):
-        inference.load_completer(str(trained_run), "float32", max_network_pixels=1000)(image, mask)
+        completers.load_completer(str(trained_run), "float32", max_network_pixels=1000)(image, mask)
     # Above the default too: before, a run folder's network always refused more than 2048 x 2048.
-    assert inference.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_pixels == 5_000_000
-    assert inference.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)
+    assert completers.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_network_pixels == 5_000_000
+    assert completers.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)
 
 
 def _turned_sideways(file_format):
@@ -344,8 +344,8 @@ def _turned_sideways(file_format):
 def test_exif_orientation_is_applied_as_the_browser_shows_the_photo(file_format, upright):
     # Chromium 150 shows a JPEG or PNG with orientation 6 as 4x8 and a WebP as 8x4 (stored);
     # it does not open TIFF, which is turned as TIFF viewers do. OpenCV alone turned the WebP.
-    image = inference.decode_image(_turned_sideways(file_format))
-    mask = inference.decode_mask(_turned_sideways(file_format), image.shape[:2])
+    image = images.decode_image(_turned_sideways(file_format))
+    mask = images.decode_mask(_turned_sideways(file_format), image.shape[:2])
     assert image.shape[:2] == ((8, 4) if upright else (4, 8)) and mask.shape[:2] == image.shape[:2]
     red = tuple(np.argwhere(image[..., 0] > 128)[0]) if file_format != "JPEG" else tuple(np.unravel_index(image[..., 0].argmax(), image.shape[:2]))
     assert red == ((0, 3) if upright else (0, 0)), red  # turned clockwise: the top-left corner goes top-right

@@ -118,3 +118,16 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error(export_base, sampl
     assert inside_a_file.returncode == 1 and "Traceback" not in inside_a_file.stderr
     assert inside_a_file.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {tmp_path / 'a_file' / 'x.png'}: ")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_the_old_name_strategy_still_chooses_the_tiling_and_says_its_new_name(export_base, sample_folder, tmp_path):
+    photo = sample_folder / "test" / "coins.png"
+    common = [f"--model={export_base}", f"--image={photo}", "--box=5,5,9,9", "--max_network_pixels=1000", f"--output={tmp_path / 'out.png'}"]
+    old = in_process.run("inpaint", *common, "--strategy=whole")
+    assert old.returncode == 1 and "warning: --strategy is deprecated, its new name is --tiling" in old.stderr
+    assert old.stderr.strip().splitlines()[-1].startswith("error: --tiling=whole would run the network on ")  # it took effect
+    both = in_process.run("inpaint", *common, "--strategy=whole", "--tiling=auto")
+    assert both.returncode == 1 and both.stderr.strip().splitlines()[-1] == "error: --strategy is the old name of --tiling: give --tiling alone"
+    bad = in_process.run("inpaint", *common, "--strategy=everything")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --strategy (now --tiling): ")
+    assert not (tmp_path / "out.png").exists()

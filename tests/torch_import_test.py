@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tiny
 import torch7
-from glcic_tf import inference, models, torch_import, train_lib
+from glcic_tf import completers, inference, models, torch_import, train_lib
 from glcic_tf.errors import UserError
 
 CHANNELS_PER_64 = 4  # width 1/16: 4, 8, 16 and 2 channels where the paper has 64, 128, 256 and 32
@@ -73,7 +73,7 @@ def test_the_command_writes_a_run_that_export_inpainting_and_training_load(modul
 
     image, mask = _inputs(*SIZES[1], seed=1)
     expected = np.where(mask > 0.5, _reference(modules, image, mask), image)  # the hole from the network
-    network, mean_pixel, step = inference.load_completion_network(str(run))
+    network, mean_pixel, step = completers.load_completion_network(str(run))
     assert step == 0 and np.allclose(mean_pixel, MEAN)
     np.testing.assert_allclose(inference.Inpainter(network, mean_pixel)(image, mask).numpy(), expected, atol=2e-6)
     served = tf.saved_model.load(str(export / "1")).signatures["serving_default"]

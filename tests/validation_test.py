@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import inference, train_lib, validation
+from glcic_tf import completers, inference, train_lib, validation
 from glcic_tf.errors import UserError
 
 
@@ -104,9 +104,9 @@ def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(valid
 @pytest.mark.xdist_group("validated_run")  # its module fixture trained once, on one worker
 def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_name(validated_run):
     run, _ = validated_run
-    network, mean_pixel, step = inference.load_completion_network(str(run / "best"))
+    network, mean_pixel, step = completers.load_completion_network(str(run / "best"))
     assert step == _best_step(run) and mean_pixel == tuple(train_lib.Config(source="").mean_pixel)
-    completer = inference.load_completer(str(run / "best"))
+    completer = completers.load_completer(str(run / "best"))
     image = np.full((40, 48, 3), 120, np.uint8)
     mask = inference.box_mask((40, 48), [(8, 8, 16, 16)])
     assert inference.inpaint(completer, image, mask).shape == (40, 48, 3)
@@ -120,7 +120,7 @@ def test_the_best_checkpoint_survives_rotation_and_holds_the_weights_it_scored_w
     assert [Path(p).name for p in trainer.manager.checkpoints] == ["ckpt-4"]  # rotation kept only the latest
     assert _best_step(tmp_path) == 2
     assert sorted(p.name for p in Path(tmp_path, "best").glob("*.index")) == ["ckpt-2.index"]
-    network, _, _ = inference.load_completion_network(str(tmp_path / "best"))
+    network, _, _ = completers.load_completion_network(str(tmp_path / "best"))
     for saved, scored in zip(_weights(network), seen[2]):
         np.testing.assert_array_equal(saved, scored)
     assert not all(np.array_equal(a, b) for a, b in zip(seen[2], _weights(trainer.completion)))  # not the final weights

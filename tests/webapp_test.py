@@ -17,14 +17,14 @@ from fake_serving import closed_port_address, fake_serving
 from starlette.testclient import TestClient
 import uvicorn
 
-from glcic_tf import completers, inference
+from glcic_tf import completers, images, inference
 from glcic_tf.errors import UserError
 from glcic_tf.webapp import server
 
 
 @pytest.fixture(scope="module")
 def local_completer(trained_run):
-    return inference.load_completer(str(trained_run), "float32")
+    return completers.load_completer(str(trained_run), "float32")
 
 
 def _png(array):
@@ -34,7 +34,7 @@ def _png(array):
 
 
 def _photo(sample_folder):
-    return inference.read_image(str(sample_folder / "test" / "chelsea.png"))
+    return images.read_image(str(sample_folder / "test" / "chelsea.png"))
 
 
 def _hole(shape):
@@ -320,18 +320,18 @@ def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after
     assert not thread.is_alive() and seconds < 2.5, seconds  # before: the ten ran, 5 s
 
 
-def test_what_the_model_server_or_the_strategy_refuses_is_a_400_the_user_can_act_on(export_base):
+def test_what_the_model_server_or_the_tiling_refuses_is_a_400_the_user_can_act_on(export_base):
     big = np.zeros((2100, 2100, 3), np.uint8)  # 4.41 M pixels: over the export's 2048 x 2048
     hole = np.zeros((2100, 2100), np.uint8)
     hole[1000:1100, 1000:1100] = 255
     with fake_serving(export_base / "3") as (address, _):
-        whole = TestClient(server.create_app(completers.ServingCompleter(address), strategy_name="whole", max_network_pixels=5_000_000))
+        whole = TestClient(server.create_app(completers.ServingCompleter(address), tiling_name="whole", max_network_pixels=5_000_000))
         reply = _post(whole, _png(big), _png(hole))
     assert reply.status_code == 400, reply.text  # before: 503, as if the server were down
     assert reply.json()["error"] == (
         f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: image is larger than 4194304 pixels (counting every image of the request)"
     )
-    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), strategy_name="crop", max_network_pixels=1000))
+    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), tiling_name="crop", max_network_pixels=1000))
     reply = _post(crop, _png(big[:200, :200]), _png(hole[1000:1200, 1000:1200]))
     assert reply.status_code == 400 and "--max_network_pixels" in reply.json()["error"], reply.text
 

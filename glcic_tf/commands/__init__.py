@@ -14,7 +14,7 @@ from importlib import resources
 from absl import app as absl_app  # not `app`: the submodule glcic_tf.commands.app takes that name
 from absl import flags
 
-from glcic_tf import completers, cpu, folded, inference, strategy
+from glcic_tf import completers, cpu, folded, images, tiling
 
 
 def flagfile_names():
@@ -70,29 +70,56 @@ def run(main, doc: str):
     def without_arguments(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        _apply_old_names()
         cpu.size_thread_pools()  # before TensorFlow's first op: a container's quota, not its host's cores
         return main(argv)
 
     absl_app.run(without_arguments, flags_parser=lambda argv: absl_app.parse_flags_with_usage(expand_packaged_flagfiles(argv)))
 
 
+def define_old_name(old: str, new: str) -> None:
+    """`--old` as a deprecated name of the flag `--new` (defined before), which says its new name."""
+    flags.DEFINE_string(old, None, f"Deprecated: the old name of --{new}.")
+    flags.FLAGS[old].new_name = new  # the flag itself knows, so only the running command's flags count
+
+
+def _apply_old_names():
+    """A value given under an old name goes to the flag's new name (checked as the new flag checks it)."""
+    for old in list(flags.FLAGS):
+        new = getattr(flags.FLAGS[old], "new_name", None)
+        if new is None or not flags.FLAGS[old].present:
+            continue
+        if flags.FLAGS[new].present:
+            sys.exit(f"error: --{old} is the old name of --{new}: give --{new} alone")
+        print(f"warning: --{old} is deprecated, its new name is --{new}", file=sys.stderr)
+        try:
+            flags.FLAGS[new].parse(flags.FLAGS[old].value)
+        except flags.IllegalFlagValueError as error:
+            sys.exit(f"error: --{old} (now --{new}): {error}")
+
+
 def define_completion_flags():
-    """The flags of the commands that complete photographs (inpaint, app): which model, and what
-    the network runs on. Defined here once, so they mean the same in both."""
+    """The flags of the commands that complete images (inpaint, app, evaluate): which model, and
+    what the network runs on. Defined here once, so they mean the same in each."""
     flags.DEFINE_string("model", None, "SavedModel (version folder or base folder), train.py run folder or checkpoint; runs locally.")
     flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
     flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
     flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
     flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
-    flags.DEFINE_integer("max_pixels", inference.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
     flags.DEFINE_enum(
-        "strategy",
+        "tiling",
         "auto",
-        strategy.STRATEGIES,
+        tiling.TILINGS,
         "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
         "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
     )
-    flags.DEFINE_integer("max_network_pixels", strategy.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+    define_old_name("strategy", "tiling")
+    flags.DEFINE_integer("max_network_pixels", tiling.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
+
+
+def define_photo_flags():
+    """The flags of the commands that read people's photograph files (inpaint, app)."""
+    flags.DEFINE_integer("max_pixels", images.MAX_PIXELS, "Refuse images with more pixels than this (checked from the header and after decoding).")
 
 
 def completer_from_flags():

@@ -20,6 +20,7 @@ from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
 commands.define_completion_flags()
+commands.define_photo_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on, IPv4 or IPv6 (0.0.0.0 or :: makes the page reachable from other machines: then it needs a token).")
 flags.DEFINE_string("token", None, "A secret every request must carry (?token= in the page's address); when --host is not loopback and this is not given, a random one is printed.")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
@@ -48,7 +49,7 @@ def main(argv):
         # Without a token the page is on loopback: only requests addressed to this machine's names.
         hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
         page = server.create_app(
-            completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.strategy, FLAGS.max_network_pixels, described,
+            completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.tiling, FLAGS.max_network_pixels, described,
             FLAGS.max_queue, token, allowed_hosts=hosts,
         )
         # The graceful stop waits for running completions, never longer than an upload may take.

@@ -12,11 +12,10 @@ glcic_tf/metrics.py for what is measured and how.
 
 from absl import flags, logging
 
-from glcic_tf import commands, evaluation, folded, inference, masks
+from glcic_tf import commands, evaluation, masks
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel (version or base folder), train.py run folder or checkpoint.")
 flags.DEFINE_string("source", "sample:test", "Images: tfds:NAME[:SPLIT], folder:PATH or sample:test.")
 flags.DEFINE_string("data_dir", None, "Where tensorflow-datasets keeps prepared data sets.")
 flags.DEFINE_integer("num_images", None, "Evaluate the first N images (default: all).")
@@ -24,10 +23,10 @@ flags.DEFINE_integer("image_size", 256, "Images are resized and centre-cropped t
 flags.DEFINE_enum("mask_protocol", "paper", sorted(masks.MASK_PROTOCOLS), "How holes are drawn (glcic_tf/masks.py).")
 flags.DEFINE_integer("seed", 0, "Seed of the holes: the same seed gives the same holes everywhere.")
 flags.DEFINE_list("methods", list(evaluation.METHODS), "Methods to compare.")
-flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
 flags.DEFINE_string("output_dir", None, "Where the report goes.")
 flags.DEFINE_integer("grid_images", 4, "Images shown in examples.png.")
 flags.DEFINE_integer("grid_tile", 0, "Side in pixels of each picture in examples.png (0: --image_size).")
+commands.define_completion_flags()  # --model or --server, and what the network runs on, as inpaint.py
 
 
 def main(argv):
@@ -35,30 +34,35 @@ def main(argv):
     with one_line_errors():
         if not FLAGS.output_dir:
             raise UserError("--output_dir is required")
-        # Without --model the default methods are the classical ones; model methods asked for by
-        # name without a model are an error (evaluation.evaluate says so).
+        # Without a model the default methods are the classical ones; model methods asked for by
+        # name without one are an error.
+        has_model = bool(FLAGS.model or FLAGS.server)
         default = not FLAGS["methods"].present
-        methods = [m for m in FLAGS.methods if m in evaluation.BASELINES] if default and not FLAGS.model else FLAGS.methods
-        if not FLAGS.model and set(methods) & set(evaluation.MODEL_METHODS):
-            raise UserError("the model methods need a model (--model)")
-        completer = inference.load_completer(FLAGS.model, FLAGS.precision) if FLAGS.model else None
-        images = evaluation.evaluation_images(FLAGS.source, FLAGS.num_images, FLAGS.image_size, FLAGS.data_dir)
-        logging.info("evaluating %s on %d images of %s", ", ".join(methods), len(images), FLAGS.source)
+        methods = [m for m in FLAGS.methods if m in evaluation.BASELINES] if default and not has_model else FLAGS.methods
+        if not has_model and set(methods) & set(evaluation.MODEL_METHODS):
+            raise UserError("the model methods need a model (--model or --server)")
+        completer = commands.completer_from_flags() if has_model else None
+        photos = evaluation.evaluation_images(FLAGS.source, FLAGS.num_images, FLAGS.image_size, FLAGS.data_dir)
+        logging.info("evaluating %s on %d images of %s", ", ".join(methods), len(photos), FLAGS.source)
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
-        rows, results = evaluation.evaluate(
-            images, methods, FLAGS.mask_protocol, FLAGS.seed, completer, progress=lambda it: tqdm(it, unit="image", total=len(images))
-        )
+        try:
+            rows, results = evaluation.evaluate(
+                photos, methods, FLAGS.mask_protocol, FLAGS.seed, completer, FLAGS.tiling, FLAGS.max_network_pixels,
+                progress=lambda it: tqdm(it, unit="image", total=len(photos)),
+            )
+        finally:
+            getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
         summary = evaluation.summarise(rows, methods)
         settings = {
-            "model": FLAGS.model,
+            "model": FLAGS.model or f"TF Serving at {FLAGS.server} (model {FLAGS.model_name})",
             "source": FLAGS.source,
-            "num_images": len(images),
+            "num_images": len(photos),
             "image_size": FLAGS.image_size,
             "mask_protocol": FLAGS.mask_protocol,
             "seed": FLAGS.seed,
         }
-        grid = evaluation.picture_grid(images, results, methods, FLAGS.grid_images, FLAGS.grid_tile)
+        grid = evaluation.picture_grid(photos, results, methods, FLAGS.grid_images, FLAGS.grid_tile)
         paths = evaluation.write_report(FLAGS.output_dir, rows, summary, settings, grid)
     print(evaluation.markdown_table(summary))
     print("report: " + ", ".join(paths.values()))

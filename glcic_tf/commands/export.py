@@ -12,7 +12,7 @@ glcic_tf/export_lib.py and docs/serving.md.
 
 from absl import flags
 
-from glcic_tf import commands, export_lib, inference, strategy
+from glcic_tf import commands, completers, export_lib, tiling
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -21,10 +21,11 @@ flags.DEFINE_string("export_dir", None, "Model base path: the SavedModel goes in
 flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step (1 for step 0).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version folder.")
 flags.DEFINE_integer(
-    "max_pixels",
-    strategy.MAX_NETWORK_PIXELS,
-    "Largest image (pixels) one request may carry; the network needs about 670 bytes per pixel.",
+    "max_request_pixels",
+    tiling.MAX_NETWORK_PIXELS,
+    "Most pixels one request may carry, its images together; the network needs about 670 bytes per pixel.",
 )
+commands.define_old_name("max_pixels", "max_request_pixels")
 
 
 def main(argv):
@@ -32,10 +33,10 @@ def main(argv):
     with one_line_errors():
         if not FLAGS.model_dir or not FLAGS.export_dir:
             raise UserError("--model_dir and --export_dir are required")
-        network, mean_pixel, step = inference.load_completion_network(FLAGS.model_dir)
+        network, mean_pixel, step = completers.load_completion_network(FLAGS.model_dir)
         # Step 0 (a converted or untrained network) becomes version 1: some serving tools skip 0.
         version = max(step, 1) if FLAGS.version is None else FLAGS.version
-        path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite, FLAGS.max_pixels)
+        path = export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite, FLAGS.max_request_pixels)
     print(f"exported the completion network of step {step} to {path}")
 
 

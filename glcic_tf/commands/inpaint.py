@@ -14,10 +14,10 @@ run folder. --server sends each image to tensorflow_model_server's REST API (the
 `inpaint_bytes` signature); --protocol=grpc uses its gRPC API (needs tensorflow-serving-api,
 installed with --no-deps: see docs/serving.md).
 
-By default (--strategy=auto) the network runs on each hole's neighbourhood only (its box grown
+By default (--tiling=auto) the network runs on each hole's neighbourhood only (its box grown
 by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
-with a small hole takes about a second; see glcic_tf/strategy.py. Images are read if they are
-JPEG, PNG, WebP, GIF, BMP or TIFF files (inference.FORMATS); with a folder, a broken image or
+with a small hole takes about a second; see glcic_tf/tiling.py. Images are read if they are
+JPEG, PNG, WebP, GIF, BMP or TIFF files (images.FORMATS); with a folder, a broken image or
 one in another format is skipped and named, the others are written, and the exit status is 1.
 """
 
@@ -27,7 +27,7 @@ import time
 import cv2
 from absl import flags, logging
 
-from glcic_tf import commands, inference
+from glcic_tf import commands, images, inference
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -37,8 +37,9 @@ flags.DEFINE_multi_string("box", [], "A rectangular hole x,y,width,height (repea
 flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder when --image is a folder.")
 flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
 commands.define_completion_flags()
+commands.define_photo_flags()
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # inference.FORMATS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # images.FORMATS
 
 
 def _parse_box(text):
@@ -81,15 +82,15 @@ def _jobs():
 
 
 def _complete_file(completer, image_path, mask_path, output_path, boxes):
-    image = inference.read_image(image_path, FLAGS.max_pixels)
+    image = images.read_image(image_path, FLAGS.max_pixels)
     if mask_path:
-        mask = inference.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
+        mask = images.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
     else:
         mask = inference.box_mask(image.shape[:2], boxes)
     start = time.perf_counter()
-    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.strategy, FLAGS.max_network_pixels)
+    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
     logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
-    inference.write_image(output_path, completed)
+    images.write_image(output_path, completed)
 
 
 def main(argv):

@@ -51,7 +51,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from glcic_tf import completers, inference, strategy
+from glcic_tf import completers, images, inference, tiling
 from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
@@ -85,10 +85,10 @@ class _Refused(Exception):
 
 def create_app(
     completer,
-    max_pixels: int = inference.MAX_PIXELS,
+    max_pixels: int = images.MAX_PIXELS,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
-    strategy_name: str = "auto",
-    max_network_pixels: int = strategy.MAX_NETWORK_PIXELS,
+    tiling_name: str = "auto",
+    max_network_pixels: int = tiling.MAX_NETWORK_PIXELS,
     description: str = "",
     max_queue: int = MAX_QUEUE,
     token: Optional[str] = None,
@@ -119,17 +119,17 @@ def create_app(
             raise _ServerStopping
         if gone.is_set():
             raise _ClientGone
-        image = inference.decode_image(image_bytes, name, max_pixels)
-        mask = inference.decode_mask(mask_bytes, image.shape[:2], "the painted mask", max_pixels)
+        image = images.decode_image(image_bytes, name, max_pixels)
+        mask = images.decode_mask(mask_bytes, image.shape[:2], "the painted mask", max_pixels)
         if not mask.any():
             raise _Refused(400, "Nothing is painted: paint over what should go, then press Complete.")
         if gone.is_set():
             raise _ClientGone
         try:
-            completed = inference.inpaint(completer, image, mask, post, strategy_name, max_network_pixels)
+            completed = inference.inpaint(completer, image, mask, post, tiling_name, max_network_pixels)
         except ServiceUnavailable as error:  # the model server is down or failing: try again later
             raise _Refused(503, str(error)) from None
-        except UserError as error:  # refused: --strategy=crop over the limit, the export's own limits
+        except UserError as error:  # refused: --tiling=crop over the limit, the export's own limits
             raise _Refused(400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 

@@ -1,5 +1,5 @@
-"""How much of a photograph the completion network runs on: all of it, crops around the holes, or
-a downscaled copy (what IOPaint calls its "HD strategy").
+"""The tiling of a photograph: what the completion network runs on, all of it, crops around the
+holes (tiled where large), or a downscaled copy (what IOPaint calls its "HD strategy").
 
 The network is fully convolutional and one output pixel sees only `models.receptive_radius()`
 (153) input pixels to each side. So a crop of a hole's neighbourhood grown by that margin, with
@@ -13,7 +13,7 @@ not its bounding box. Where tiling would cost more than the crop itself (a hole 
 cropping to pay), the crop is completed on a downscaled copy instead, and the completion is
 scaled back up into the hole.
 
-Strategies: `auto` (crops, tiled or downscaled where too large: the default), `crop` (crops at
+Tilings (`--tiling`): `auto` (crops, tiled or downscaled where too large: the default), `crop` (crops at
 full resolution only, tiled where too large), `resize` (the whole image, downscaled to fit) and
 `whole` (the whole image at full resolution). `crop` and `whole` refuse work over the limit
 (`crop`: when not even one tile and its margin fit) instead of exhausting memory.
@@ -28,7 +28,7 @@ import numpy as np
 from glcic_tf import models
 from glcic_tf.errors import UserError
 
-STRATEGIES = ("auto", "whole", "crop", "resize")
+TILINGS = ("auto", "whole", "crop", "resize")
 MARGIN = models.receptive_radius()
 
 # Most pixels the network runs on at once: 4 megapixels (2048 x 2048). The paper-width network
@@ -104,7 +104,7 @@ def tiles(mask: np.ndarray, region: Region, margin: int = MARGIN, max_network_pi
     cells = holes.reshape(rows, multiple, cols, multiple).any(axis=(1, 3))
     counts = np.pad(cells.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32), ((1, 0), (1, 0)))  # cells in [0, y) x [0, x)
 
-    def tiling(side):
+    def tiles_of(side):
         found = []
         for top in range(region.top, region.bottom, side):
             for left in range(region.left, region.right, side):
@@ -119,30 +119,30 @@ def tiles(mask: np.ndarray, region: Region, margin: int = MARGIN, max_network_pi
         return found
 
     sides = {largest} | {side for side in (64, 128, 256, 384, 512, 768, 1024, 1536) if side < largest and side % multiple == 0}
-    return min((tiling(side) for side in sorted(sides)), key=lambda found: sum(tile.pixels for tile in found))
+    return min((tiles_of(side) for side in sorted(sides)), key=lambda found: sum(tile.pixels for tile in found))
 
 
-def plan(mask: np.ndarray, strategy: str = "auto", margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS) -> List[Region]:
+def plan(mask: np.ndarray, tiling: str = "auto", margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS) -> List[Region]:
     """The regions `complete` runs the network on, each with the scale that keeps it within the limit."""
-    if strategy not in STRATEGIES:
-        raise UserError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if tiling not in TILINGS:
+        raise UserError(f"unknown tiling {tiling!r}; choose one of {TILINGS}")
     if max_network_pixels < 1:
         raise UserError(f"--max_network_pixels must be a positive number of pixels, not {max_network_pixels}")
     height, width = mask.shape[:2]
-    whole_image = strategy in ("whole", "resize")
+    whole_image = tiling in ("whole", "resize")
     regions = [Region(0, 0, height, width)] if whole_image else hole_regions(mask, margin)
     planned = []
     for region in regions:
         if region.pixels > max_network_pixels:
-            tiled = tiles(mask, region, margin, max_network_pixels) if strategy in ("auto", "crop") else None
+            tiled = tiles(mask, region, margin, max_network_pixels) if tiling in ("auto", "crop") else None
             # crop: at full resolution whatever it costs; auto: where the tiles run fewer pixels than the crop
-            if tiled is not None and (strategy == "crop" or sum(tile.pixels for tile in tiled) <= region.pixels):
+            if tiled is not None and (tiling == "crop" or sum(tile.pixels for tile in tiled) <= region.pixels):
                 planned.extend(tiled)
                 continue
-            if strategy in ("whole", "crop"):
+            if tiling in ("whole", "crop"):
                 raise UserError(
-                    f"--strategy={strategy} would run the network on {region.right - region.left}x{region.bottom - region.top} "
-                    f"pixels, over the limit of {max_network_pixels} (--max_network_pixels): use --strategy=auto or resize"
+                    f"--tiling={tiling} would run the network on {region.right - region.left}x{region.bottom - region.top} "
+                    f"pixels, over the limit of {max_network_pixels} (--max_network_pixels): use --tiling=auto or resize"
                 )
             region = region._replace(scale=math.sqrt(max_network_pixels / region.pixels))
         planned.append(region)
@@ -153,7 +153,7 @@ def complete(
     completer: ArrayCompleter,
     image: np.ndarray,
     mask: np.ndarray,
-    strategy: str = "auto",
+    tiling: str = "auto",
     margin: int = MARGIN,
     max_network_pixels: int = MAX_NETWORK_PIXELS,
 ) -> np.ndarray:
@@ -164,7 +164,7 @@ def complete(
     """
     result = image.copy()
     holes = mask > 0.5
-    for region in plan(mask, strategy, margin, max_network_pixels):
+    for region in plan(mask, tiling, margin, max_network_pixels):
         rows, cols = slice(region.top, region.bottom), slice(region.left, region.right)
         crop, crop_mask = image[rows, cols], mask[rows, cols]
         if region.scale < 1.0:

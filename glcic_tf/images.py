@@ -1,0 +1,355 @@
+"""Image files, for every path that reads or writes them: which formats are read, how their
+headers state their sizes, the limits, decoding and writing.
+
+Two readers share the rules. Python's (the page, `inpaint.py`, evaluation): Pillow's header
+readers size a file before OpenCV decodes it. TensorFlow's (the export's `inpaint_bytes`
+signature, training's input pipeline): `announced_size` and `exif_orientation` read the same
+headers in TensorFlow ops. A file is decoded only if its header states a size within the limit,
+and the decoded size is checked again.
+"""
+
+import io
+import os
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+import PIL.Image
+import tensorflow as tf
+from absl import logging
+
+from glcic_tf.errors import ImageTooLarge, UserError
+
+# Largest image `inpaint.py` and `read_image` accept by default: 100 megapixels (10000 x 10000).
+# The network never runs on more than tiling.MAX_NETWORK_PIXELS at once (about 2.8 GB); the
+# image, its mask and the result add about 25 bytes per pixel. Measured through inpaint.py with
+# a 10000x10000 JPEG, a 9000x8000 hole and --postprocess: 4.6 GB peak, within 8 GB.
+MAX_PIXELS = 10_000 * 10_000
+
+# The formats every path reads (the page, inpaint.py and, but TIFF, the export's inpaint_bytes),
+# by Pillow's names for their header readers. MPO is the JPEG of cameras that store several
+# pictures (phones' portrait mode); its first picture is read. Nothing else is decoded, however
+# capable OpenCV is: a format whose size no header states before decoding (Radiance HDR, which
+# OpenCV decodes into float32 first) could cost gigabytes before any size check.
+FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+# EXIF orientation follows the browser the page runs in, so a mask painted on the page fits the
+# photo the server reads: Chromium (150) turns JPEGs and PNGs (eXIf) upright and shows WebPs as
+# stored; OpenCV 5 would turn all of them. TIFF, which browsers do not open, is turned as TIFF
+# viewers do.
+AS_STORED = {"WebP"}
+_HEADER_BYTES = 16  # enough for every allowed format's signature
+
+# File name extensions of the FORMATS, for folders of images.
+EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WebP", ".gif": "GIF", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+# What TensorFlow's decoders (tf.io.decode_image) read: every format but TIFF. The export's bytes
+# signature and training read these.
+TENSORFLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
+TENSORFLOW_FORMAT_NAMES = "PNG, JPEG, GIF, BMP or WebP"
+
+
+def extensions(formats=tuple(EXTENSIONS.values())) -> Tuple[str, ...]:
+    """The file name extensions of `formats` (default: all FORMATS), for `str.endswith`."""
+    return tuple(extension for extension, name in EXTENSIONS.items() if name in formats)
+
+
+
+def _header_readers():
+    """Pillow's (factory, accept) for each allowed format, its plugins imported on first use."""
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401, PLC0415
+
+    return [(name, *PIL.Image.OPEN[name]) for name in FORMATS if name != "MPO"]  # JPEG's factory returns MPO itself
+
+
+def header_format_and_size(source) -> Optional[Tuple[str, int, int]]:
+    """(format, width, height) as the file's header states it, for the allowed FORMATS only, read
+    by Pillow's header readers without decoding the pixels; None for any other file, and for
+    one whose header no reader makes sense of (whatever the reader raised: Pillow's readers
+    raise SyntaxError, OSError, struct.error, but also AttributeError or NotImplementedError on
+    odd files). `source` is a path or a file object.
+
+    Pillow's own `Image.open` is not used: it checks its global decompression-bomb limit, and
+    switching that off and on around the call would race between threads (the page decodes in
+    several); calling the format's reader directly leaves the global alone. The caller judges
+    the size.
+    """
+    close = isinstance(source, (str, os.PathLike))
+    file = open(source, "rb") if close else source
+    try:
+        prefix = file.read(_HEADER_BYTES)
+        for name, factory, accept in _header_readers():
+            accepted = accept is None or accept(prefix)
+            if accepted and not isinstance(accepted, str):  # a str is Pillow's "support not installed"
+                file.seek(0)
+                try:
+                    with factory(file, "") as image:
+                        width, height = (int(side) for side in image.size)
+                        if not (0 < width < 2**31 and 0 < height < 2**31):  # e.g. a BMP's negative width, read unsigned
+                            return None
+                        return FORMATS.get(image.format, image.format), width, height
+                except Exception:  # noqa: BLE001 (any reader failure means: not a readable file)
+                    return None
+        return None
+    finally:
+        if close:
+            file.close()
+
+
+def header_size(source) -> Optional[Tuple[int, int]]:
+    """(width, height) as the header of a file in one of the allowed FORMATS states it; None if it
+    is not one of them or its header cannot be read (see header_format_and_size)."""
+    found = header_format_and_size(source)
+    return found[1:] if found else None
+
+
+def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray:
+    """Decode an image file's bytes with OpenCV; UserError if they are no image in one of the
+    allowed FORMATS (or a broken one), ImageTooLarge if it is over `max_pixels`. `what` names the
+    file in messages ("image photo.jpg").
+
+    The size is checked twice: from the header before decoding (a small file announcing a huge
+    image must not be decoded at all; a file whose header states no size is not decoded), and
+    on the decoded pixels. A file no reader makes sense of is refused either way; its message
+    says "over the limit" if its first bytes still announce a size over it (`announced_size`,
+    which is lenient: a PNG of nothing but its header), as that is what a user should know.
+    """
+    unreadable = f"{what} is not a readable image file ({FORMAT_NAMES})"
+    found = header_format_and_size(io.BytesIO(encoded))
+    if found is None:  # never decoded; but a broken file that still announces a bomb is named as one
+        try:
+            width, height = (int(side) for side in announced_size(tf.constant(encoded)))
+        except tf.errors.OpError:  # extract_jpeg_shape on a broken JPEG
+            width = height = 0
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+        raise UserError(unreadable)
+    file_format, width, height = found
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    if file_format in AS_STORED:
+        mode |= cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), mode)
+    except cv2.error:  # OpenCV raises on some broken files rather than returning None
+        decoded = None
+    if decoded is None:
+        raise UserError(unreadable)
+    height, width = decoded.shape[:2]
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    return decoded
+
+
+def _read_file(path: str, what: str) -> bytes:
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist")
+    with open(path, "rb") as file:
+        return file.read()
+
+# --- The same headers in TensorFlow ops: the export's bytes signature, training's reader ---
+
+
+def _header_integer(encoded, offset: int, size: int, little_endian: bool) -> tf.Tensor:
+    """The unsigned `size`-byte integer at `offset` of `encoded`, as int64."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, size), tf.uint8), tf.int64)
+    weights = tf.constant([256**index for index in range(size)], tf.int64)
+    return tf.reduce_sum(raw * (weights if little_endian else tf.reverse(weights, [0])))
+
+
+def _signed_32(value: tf.Tensor) -> tf.Tensor:
+    """An unsigned 32-bit integer (int64) read as two's complement."""
+    return tf.where(value >= 2**31, value - 2**32, value)
+
+
+_EXIF_SEARCH_BYTES = 65536  # a JPEG's APP1 or a PNG's eXIf chunk comes before the pixels
+_IFD_ENTRIES = 64  # the first IFD's entries searched for the orientation tag
+
+
+def exif_orientation(encoded) -> tf.Tensor:
+    """The EXIF orientation (1-8) that a JPEG (APP1 "Exif") or a PNG (eXIf chunk) states, 1 for
+    none and for any other format: the browser's rule (AS_STORED), in TensorFlow ops, so that
+    the export's bytes signature turns photographs as the page and inpaint.py do."""
+    magic = tf.strings.substr(encoded, 0, 8)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+    is_png = tf.equal(magic, b"\x89PNG\r\n\x1a\n")
+    head = tf.strings.substr(encoded, 0, _EXIF_SEARCH_BYTES)
+    marker = tf.where(is_jpeg, b"Exif\x00\x00", b"eXIf")
+    parts = tf.strings.split(head, sep=marker, maxsplit=1)
+    found = (is_jpeg | is_png) & tf.equal(tf.size(parts), 2)
+    # In a JPEG, only an APP1 segment's (FF E1, then its length): not an "Exif" in a comment.
+    app1 = tf.equal(tf.strings.substr(tf.strings.join([b"\0" * 4, head]), tf.strings.length(parts[0]), 2), b"\xff\xe1")
+    found &= is_png | app1
+    start = tf.where(found, tf.strings.length(parts[0]) + tf.strings.length(marker), 0)  # inside the file
+    # Some writers start a PNG's eXIf data with JPEG's "Exif\0\0" too.
+    prefixed = is_png & tf.equal(tf.strings.substr(tf.strings.join([encoded, b"\0" * 8]), start, 6), b"Exif\x00\x00")
+    start += tf.where(prefixed, 6, 0)
+    size = 8 + 12 * _IFD_ENTRIES + 4096
+    tiff = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, start, size), b"\0" * size]), 0, size)
+    raw = tf.cast(tf.io.decode_raw(tiff, tf.uint8), tf.int64)
+    little = tf.equal(raw[0], ord("I"))
+
+    def number(offsets, length):  # unsigned integers of `length` bytes at `offsets`, in the TIFF's byte order
+        digits = tf.gather(raw, tf.clip_by_value(offsets[..., None] + tf.range(length, dtype=tf.int64), 0, size - 1))
+        weights = 256 ** tf.range(length, dtype=tf.int64)
+        return tf.reduce_sum(digits * tf.where(little, weights, tf.reverse(weights, [0])), axis=-1)
+
+    ifd = number(tf.constant(4, tf.int64), 4)
+    entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)
+    valid = (tf.range(_IFD_ENTRIES, dtype=tf.int64) < number(ifd, 2)) & (entries + 12 <= size)
+    # The first orientation entry that is one SHORT (type 3, count 1), as OpenCV and Pillow read it.
+    matches = valid & tf.equal(number(entries, 2), 0x0112) & tf.equal(number(entries + 2, 2), 3) & tf.equal(number(entries + 4, 4), 1)
+    first = tf.argmax(tf.cast(matches, tf.int32))
+    orientation = tf.where(tf.reduce_any(matches), number(entries[first] + 8, 2), 0)
+    return tf.where(found & (orientation >= 1) & (orientation <= 8), orientation, 1)
+
+
+def turn_upright(image, orientation) -> tf.Tensor:
+    """`image` (H, W, C) turned as EXIF `orientation` (1-8) says it is shown (Pillow's exif_transpose)."""
+    transposed = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    turns = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.image.rot90(image, 2),  # 3: upside down
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        transposed,  # 5
+        lambda: tf.image.rot90(image, 3),  # 6: turned 90 degrees clockwise to show
+        lambda: tf.image.rot90(transposed(), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: turned 90 degrees counter-clockwise to show
+    ]
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), turns)
+
+
+def announced_size(encoded) -> tf.Tensor:
+    """[width, height] as a PNG, JPEG, GIF, BMP or WebP header states it, read without decoding:
+    the guard against a small file announcing a huge image (a decompression bomb), in TensorFlow
+    ops for the export's bytes signature. These are all the formats `tf.io.decode_image` reads;
+    [0, 0] for anything else, which it refuses.
+    """
+    encoded = tf.strings.join([encoded, tf.strings.reduce_join(tf.fill([32], "\0"))])  # no out-of-range reads
+    magic = tf.strings.substr(encoded, 0, 4)
+
+    def png():
+        return tf.stack([_header_integer(encoded, 16, 4, False), _header_integer(encoded, 20, 4, False)])
+
+    def gif():
+        return tf.stack([_header_integer(encoded, 6, 2, True), _header_integer(encoded, 8, 2, True)])
+
+    def bmp():
+        # BITMAPINFOHEADER and later (header size 40+ at 14): signed 32-bit width and height at
+        # 18 and 22, the height negative for rows stored top-down. OS/2 1.x (BITMAPCOREHEADER,
+        # header size 12): unsigned 16-bit width and height at 18 and 20.
+        def core():
+            return tf.stack([_header_integer(encoded, 18, 2, True), _header_integer(encoded, 20, 2, True)])
+
+        def info():
+            width, height = _header_integer(encoded, 18, 4, True), _header_integer(encoded, 22, 4, True)
+            size = tf.stack([_signed_32(width), tf.abs(_signed_32(height))])
+            return tf.where(size[0] > 0, size, tf.zeros_like(size))  # a negative width is no BMP: [0, 0], refused
+
+        return tf.cond(tf.equal(_header_integer(encoded, 14, 4, True), 12), core, info)
+
+    def jpeg():
+        return tf.reverse(tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), [0])
+
+    def webp():
+        # RIFF....WEBP, then the first chunk: VP8X (extended: 24-bit width - 1 and height - 1 at
+        # 24 and 27), VP8L (lossless: 14-bit width - 1 and height - 1 packed from byte 21) or
+        # "VP8 " (lossy: 14-bit width and height at 26 and 28).
+        chunk = tf.strings.substr(encoded, 12, 4)
+
+        def extended():
+            return tf.stack([_header_integer(encoded, 24, 3, True) + 1, _header_integer(encoded, 27, 3, True) + 1])
+
+        def lossless():
+            bits = _header_integer(encoded, 21, 4, True)
+            return tf.stack([bits % 2**14 + 1, bits // 2**14 % 2**14 + 1])
+
+        def lossy():
+            return tf.stack([_header_integer(encoded, 26, 2, True) % 2**14, _header_integer(encoded, 28, 2, True) % 2**14])
+
+        return tf.case([(tf.equal(chunk, b"VP8X"), extended), (tf.equal(chunk, b"VP8L"), lossless)], default=lossy)
+
+    return tf.case(
+        [
+            (tf.equal(magic, b"\x89PNG"), png),
+            (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), gif),
+            (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp),
+            (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), jpeg),
+            (tf.logical_and(tf.equal(magic, b"RIFF"), tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP")), webp),
+        ],
+        default=lambda: tf.zeros([2], tf.int64),
+    )
+
+def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
+    """An image file's bytes decoded in TensorFlow ops (H, W, channels) uint8, turned upright by
+    its EXIF orientation as `decode_image` turns it, checked against `max_pixels` from the header
+    before decoding and after (InvalidArgumentError naming `what`).
+
+    Only files whose header states their size are decoded: the TENSORFLOW_FORMATS (what
+    `announced_size` reads); anything else is refused before `tf.io.decode_image` sees it.
+    """
+    limit, message = tf.constant(max_pixels, tf.int64), f"{what} is larger than {max_pixels} pixels"
+    announced = tf.reduce_prod(announced_size(encoded))
+    checks = [
+        tf.debugging.assert_positive(announced, message=f"{what} is not a {TENSORFLOW_FORMAT_NAMES} file"),
+        tf.debugging.assert_less_equal(announced, limit, message=message),
+    ]
+    with tf.control_dependencies(checks):  # decode only after the header's checks passed
+        decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+    decoded = turn_upright(decoded, exif_orientation(encoded))  # as the page and inpaint.py read it
+    shape = tf.shape(decoded, out_type=tf.int64)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):
+        return tf.identity(decoded)
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; grayscale and RGBA become RGB. UserError if unreadable."""
+    return decode_image(_read_file(path, "image"), f"image {path}", max_pixels)
+
+
+def decode_image(encoded: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes as (H, W, 3) uint8 RGB, as read_image; `what` names it in errors."""
+    return cv2.cvtColor(_decode(encoded, what, cv2.IMREAD_COLOR, max_pixels), cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str, shape: Tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A mask image (white = hole) as (H, W, 1) float32 in {0, 1}; must have the image's size."""
+    return decode_mask(_read_file(path, "mask"), shape, f"mask {path}", max_pixels)
+
+
+def decode_mask(encoded: bytes, shape: Tuple[int, int], what: str = "the mask", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A mask file's bytes (white = hole) as read_mask; `what` names it in errors."""
+    mask = _decode(encoded, what, cv2.IMREAD_GRAYSCALE, max_pixels)
+    if mask.shape != tuple(shape):
+        raise UserError(f"{what} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    if not np.isin(mask, (0, 255)).all():
+        logging.warning("%s is not binary: pixels of 128 or more are taken as hole", what)
+    return (mask >= 128).astype(np.float32)[..., None]
+
+def to_uint8(image) -> np.ndarray:
+    return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+
+def write_image(path: str, image: np.ndarray) -> None:
+    """Write atomically: a temporary file renamed into place, so no half-written output remains."""
+    folder = os.path.dirname(os.path.abspath(path))
+    extension = os.path.splitext(path)[1] or ".png"
+    try:
+        ok, encoded = cv2.imencode(extension, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    except cv2.error:  # OpenCV raises for an extension it has no writer for
+        ok = False
+    if not ok:
+        raise UserError(f"cannot write {path}: name it .png or .jpg")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")
+        encoded.tofile(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def mask_limit_bytes(max_pixels: int, max_file_bytes: int) -> int:
+    """The largest mask file to accept: a mask holds one bit per pixel, so max_pixels / 8 bytes
+    (plus 64 KB for small limits) is more than any PNG of painted strokes needs, and never more
+    than a photo's own limit `max_file_bytes`."""
+    return min(max_file_bytes, max_pixels // 8 + 64 * 1024)
