@@ -338,7 +338,7 @@ def training_hole(seed, sizes: TrainingSizes = TrainingSizes()) -> Tuple[tf.Tens
 
     def rectangle():  # from `seed` itself, as before free-form holes existed: the same holes
         box = masks.sample_hole(seed, sizes.crop_size, sizes.hole_range)
-        return masks.box_mask(box, sizes.crop_size, sizes.crop_size), box
+        return masks.box_to_mask(box, sizes.crop_size, sizes.crop_size), box
 
     def free_form():
         mask = masks.free_form_mask(tf.random.experimental.stateless_fold_in(seed, 1), sizes.crop_size, sizes.free_form)

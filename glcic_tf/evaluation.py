@@ -118,26 +118,15 @@ def summarise(rows: Sequence[Dict], methods: Sequence[str]) -> Dict[str, Dict[st
     return summary
 
 
-_HEADINGS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "ms_ssim": "MS-SSIM",
-    "l1": "L1",
-    "hole_psnr": "hole PSNR (dB)",
-    "hole_ssim": "hole SSIM",
-    "hole_l1": "hole L1",
-}
-
-
 def markdown_table(summary) -> str:
     """The summary as a Markdown table, mean ± standard deviation."""
     names = [n for n in metrics.METRICS if any(summary[m][n]["mean"] is not None for m in summary)]
-    lines = ["| method | " + " | ".join(_HEADINGS[n] for n in names) + " |", "|---|" + "---|" * len(names)]
+    lines = ["| method | " + " | ".join(metrics.METRICS[n].heading for n in names) + " |", "|---|" + "---|" * len(names)]
     for method, values in summary.items():
         cells = []
         for name in names:
             mean, std = values[name]["mean"], values[name]["std"]
-            digits = 2 if "psnr" in name else 4
+            digits = metrics.METRICS[name].digits
             cells.append("n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -99,7 +99,7 @@ def postprocess(image: np.ndarray, completed: np.ndarray, mask: np.ndarray) -> n
     return np.where(hole[..., None] > 0, blended, image)
 
 
-def box_mask(shape: Tuple[int, int], boxes: Sequence[Tuple[int, int, int, int]]) -> np.ndarray:
+def mask_from_boxes(shape: Tuple[int, int], boxes: Sequence[Tuple[int, int, int, int]]) -> np.ndarray:
     """A (H, W, 1) mask with holes at boxes given as (x, y, width, height), clipped to the image."""
     mask = np.zeros((*shape, 1), np.float32)
     for x, y, w, h in boxes:

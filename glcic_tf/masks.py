@@ -178,7 +178,7 @@ def random_local_box(seed, image_size: int, local_size: int) -> tf.Tensor:
     return tf.stack([top, left, local_size, local_size])
 
 
-def box_mask(box, height: int, width: int) -> tf.Tensor:
+def box_to_mask(box, height: int, width: int) -> tf.Tensor:
     """A (height, width, 1) float32 mask that is 1 inside `box`."""
     y, x, box_height, box_width = tf.unstack(box)
     rows = tf.range(height)[:, None]

@@ -11,7 +11,7 @@ Images are float in [0, 1] (max_val 1), (H, W, 3); masks (H, W, 1) with 1 in the
 - PSNR of identical images is infinite; it is capped at PSNR_CAP so averages stay finite.
 """
 
-from typing import Dict
+from typing import Dict, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -20,7 +20,27 @@ PSNR_CAP = 100.0  # dB: what identical images score (a mean squared error of 1e-
 SSIM_WINDOW = 11
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-wide window: (11 - 1) * 2**4 + 1
 
-METRICS = ("psnr", "ssim", "ms_ssim", "l1", "hole_psnr", "hole_ssim", "hole_l1")
+
+
+class Metric(NamedTuple):
+    """How reports show a metric, and which way is better (validation's best checkpoint)."""
+
+    heading: str
+    higher_is_better: bool
+    digits: int
+
+
+# Every metric, in the order reports list them: the one registry that image_metrics fills and
+# the reports, per-image CSVs, validation and its best checkpoint read.
+METRICS = {
+    "psnr": Metric("PSNR (dB)", True, 2),
+    "ssim": Metric("SSIM", True, 4),
+    "ms_ssim": Metric("MS-SSIM", True, 4),
+    "l1": Metric("L1", False, 4),
+    "hole_psnr": Metric("hole PSNR (dB)", True, 2),
+    "hole_ssim": Metric("hole SSIM", True, 4),
+    "hole_l1": Metric("hole L1", False, 4),
+}
 
 
 def psnr_from_mse(mse: float) -> float:

@@ -53,7 +53,7 @@ OPTIMIZERS = {
     "adam": (keras.optimizers.Adam, {"learning_rate": 1e-4}),
 }
 STRATEGIES = ("default", "mirrored", "multi_worker")
-PRECISIONS = ("none", "mixed_bfloat16", "mixed_float16")
+MIXED_PRECISION_POLICIES = ("none", "mixed_bfloat16", "mixed_float16")  # Keras policies for training
 
 _NOT_FINITE = "training loss or its gradients are NaN or infinite"
 
@@ -94,8 +94,8 @@ class Config:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-        if self.mixed_precision not in PRECISIONS:
-            raise UserError(f"unknown mixed precision {self.mixed_precision!r}; choose one of {PRECISIONS}")
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise UserError(f"unknown mixed precision {self.mixed_precision!r}; choose one of {MIXED_PRECISION_POLICIES}")
         if not 0 <= self.completion_steps <= self.completion_steps + self.discriminator_steps <= self.total_steps:
             raise UserError("need 0 <= completion_steps <= completion_steps + discriminator_steps <= total_steps")
         if min(self.batch_size, self.checkpoint_every, self.log_every, self.summary_every, self.image_every) < 1:

@@ -32,7 +32,6 @@ CSV_NAME = "validation.csv"
 SUMMARY_FOLDER = "validation"
 CSV_FIELDS = ["step", "phase", *metrics.METRICS, "seconds", "best"]
 # The metrics a best checkpoint can be chosen by, and whether higher is better.
-HIGHER_IS_BETTER = {"hole_psnr": True, "psnr": True, "hole_ssim": True, "ssim": True, "hole_l1": False, "l1": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +56,8 @@ class ValidationSettings:
             raise UserError("--validation_size must be 0 (each image at its own size) or positive")
         if self.protocol not in masks.MASK_PROTOCOLS:
             raise UserError(f"unknown --validation_protocol {self.protocol!r}; choose one of {sorted(masks.MASK_PROTOCOLS)}")
-        if self.metric not in HIGHER_IS_BETTER:
-            raise UserError(f"unknown --validation_metric {self.metric!r}; choose one of {sorted(HIGHER_IS_BETTER)}")
+        if self.metric not in metrics.METRICS:
+            raise UserError(f"unknown --validation_metric {self.metric!r}; choose one of {sorted(metrics.METRICS)}")
 
     @property
     def enabled(self) -> bool:
@@ -75,7 +74,7 @@ def _better(value: float, than: Optional[float], metric: str) -> bool:
         return False
     if than is None:
         return True
-    return value > than if HIGHER_IS_BETTER[metric] else value < than
+    return value > than if metrics.METRICS[metric].higher_is_better else value < than
 
 
 class Validator:

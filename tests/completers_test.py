@@ -12,7 +12,7 @@ from glcic_tf.errors import UserError
 
 def _photo_and_hole(sample_folder):
     image = images.read_image(str(sample_folder / "test" / "chelsea.png"))
-    mask = inference.box_mask(image.shape[:2], [(120, 80, 50, 40)])
+    mask = inference.mask_from_boxes(image.shape[:2], [(120, 80, 50, 40)])
     return image, mask
 
 
@@ -69,7 +69,7 @@ def test_grpc_completes_as_rest_does_through_one_channel_that_close_closes(expor
 
     monkeypatch.setattr(grpc, "insecure_channel", counting_channel)
     image, _ = _photo_and_hole(sample_folder)
-    mask = inference.box_mask(image.shape[:2], [(10, 10, 20, 20), (420, 270, 20, 20)])  # two regions, two requests
+    mask = inference.mask_from_boxes(image.shape[:2], [(10, 10, 20, 20), (420, 270, 20, 20)])  # two regions, two requests
     local = inference.inpaint(completers.open_completer(model=str(export_base)), image, mask, tiling="crop", max_network_pixels=40_000)
     with fake_grpc_serving(export_base / "3") as (address, requests):
         with completers.open_completer(server=address, protocol="grpc") as remote_completer:

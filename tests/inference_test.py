@@ -31,7 +31,7 @@ def photo(sample_folder):
 
 def _holes(shape):
     """Two holes, one touching the left and top borders."""
-    return inference.box_mask(shape, [(0, 0, 30, 20), (60, 40, 25, 30)])
+    return inference.mask_from_boxes(shape, [(0, 0, 30, 20), (60, 40, 25, 30)])
 
 
 def test_any_size_keeps_its_size_and_the_pixels_outside_the_holes(inpainter, photo):
@@ -95,7 +95,7 @@ def test_postprocessing_changes_only_the_holes_and_smooths_the_seam(photo):
 
 
 def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(photo):
-    mask = inference.box_mask(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
+    mask = inference.mask_from_boxes(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
     completed = np.where(mask > 0, np.full_like(photo, 128), photo)
     result = inference.postprocess(photo, completed, mask)
     assert result.shape == photo.shape and result.dtype == np.uint8
@@ -117,7 +117,7 @@ def test_postprocessing_keeps_the_completion_in_place(hole):
     x, y, w, h = hole
     image = np.full((120, 160, 3), 90, np.uint8)
     image[:, :, 1] = np.linspace(40, 160, 160, dtype=np.uint8)  # a gentle ramp outside
-    mask = inference.box_mask(image.shape[:2], [hole])
+    mask = inference.mask_from_boxes(image.shape[:2], [hole])
     completed = image.copy()
     completed[y : y + h, x : x + w] = 120
     completed[y + 2 * h // 5 : y + 3 * h // 5, x + 5 : x + w - 5] = 220
@@ -194,8 +194,8 @@ def test_reading_masks_and_images(tmp_path, caplog):
     assert gray.shape == (2, 2, 3)
 
 
-def test_box_mask_uses_x_y_width_height_and_clips():
-    mask = inference.box_mask((4, 5), [(3, 1, 4, 2)])[..., 0]
+def test_mask_from_boxes_uses_x_y_width_height_and_clips():
+    mask = inference.mask_from_boxes((4, 5), [(3, 1, 4, 2)])[..., 0]
     expected = np.zeros((4, 5))
     expected[1:3, 3:5] = 1
     np.testing.assert_array_equal(mask, expected)

@@ -46,8 +46,8 @@ def test_local_box_is_128_square_inside_the_image_and_contains_the_whole_hole():
     assert len({tuple(box) for box in real[:, :2]}) > 1000
 
 
-def test_box_mask_is_one_exactly_inside_the_box():
-    mask = masks.box_mask(tf.constant([3, 5, 4, 2]), 12, 10).numpy()
+def test_box_to_mask_is_one_exactly_inside_the_box():
+    mask = masks.box_to_mask(tf.constant([3, 5, 4, 2]), 12, 10).numpy()
     expected = np.zeros((12, 10, 1), np.float32)
     expected[3:7, 5:7] = 1
     np.testing.assert_array_equal(mask, expected)

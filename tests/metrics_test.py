@@ -69,3 +69,18 @@ def test_hole_box_is_grown_to_the_ssim_window_inside_the_image():
 def test_ms_ssim_is_left_out_on_images_too_small_for_five_scales(photo):
     small = photo[:128, :128]
     assert np.isnan(metrics.image_metrics(small, small, NO_HOLE[:128, :128])["ms_ssim"])
+
+
+def test_one_registry_names_every_metric_the_reports_and_validation_use():
+    from glcic_tf import evaluation, validation  # noqa: PLC0415
+
+    image = np.random.default_rng(0).random((170, 170, 3))
+    mask = np.zeros((170, 170, 1))
+    mask[40:80, 50:90] = 1
+    assert set(metrics.image_metrics(image * 0.9, image, mask)) == set(metrics.METRICS)
+    table = evaluation.markdown_table(evaluation.summarise([{"method": "model", **metrics.image_metrics(image * 0.9, image, mask)}], ["model"]))
+    assert all(metric.heading in table for metric in metrics.METRICS.values())
+    for name, metric in metrics.METRICS.items():
+        assert validation.ValidationSettings(source="folder:x", metric=name).metric == name  # every one can choose the best
+        better, worse = (2.0, 1.0) if metric.higher_is_better else (1.0, 2.0)
+        assert validation._better(better, worse, name) and not validation._better(worse, better, name)

@@ -108,7 +108,7 @@ def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_nam
     assert step == _best_step(run) and mean_pixel == tuple(train_lib.Config(source="").mean_pixel)
     completer = completers.load_completer(str(run / "best"))
     image = np.full((40, 48, 3), 120, np.uint8)
-    mask = inference.box_mask((40, 48), [(8, 8, 16, 16)])
+    mask = inference.mask_from_boxes((40, 48), [(8, 8, 16, 16)])
     assert inference.inpaint(completer, image, mask).shape == (40, 48, 3)
 
 

@@ -86,7 +86,7 @@ def _complete_file(completer, image_path, mask_path, output_path, boxes):
     if mask_path:
         mask = images.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
     else:
-        mask = inference.box_mask(image.shape[:2], boxes)
+        mask = inference.mask_from_boxes(image.shape[:2], boxes)
     start = time.perf_counter()
     completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
     logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)

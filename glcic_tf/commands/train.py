@@ -11,7 +11,7 @@ refused unless --allow_changed_settings. SIGTERM or Ctrl-C saves a checkpoint an
 
 from absl import flags, logging
 
-from glcic_tf import checkpoints, commands, data, masks, models, train_lib, validation
+from glcic_tf import checkpoints, commands, data, masks, metrics, models, train_lib, validation
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -67,7 +67,7 @@ flags.DEFINE_integer("validation_images", _VALIDATION.num_images, "Validate on t
 flags.DEFINE_integer("validation_size", None, "Validation images are resized and centre-cropped to this square (default: --crop_size); 0: each at its own size.")
 flags.DEFINE_enum("validation_protocol", _VALIDATION.protocol, sorted(masks.MASK_PROTOCOLS), "Validation holes, as evaluate.py's --mask_protocol.")
 flags.DEFINE_integer("validation_seed", _VALIDATION.seed, "Seed of the validation holes, as evaluate.py's --seed.")
-flags.DEFINE_enum("validation_metric", _VALIDATION.metric, sorted(validation.HIGHER_IS_BETTER), "The metric that chooses the best checkpoint (MODEL_DIR/best).")
+flags.DEFINE_enum("validation_metric", _VALIDATION.metric, sorted(metrics.METRICS), "The metric that chooses the best checkpoint (MODEL_DIR/best).")
 # Running.
 flags.DEFINE_integer("seed", 0, "Seed of the weights, crops and holes.")
 flags.DEFINE_bool("deterministic", False, "TensorFlow's op determinism (slower): reruns give bit-identical weights.")
@@ -79,7 +79,7 @@ flags.DEFINE_integer("summary_every", 100, "Steps between TensorBoard scalars.")
 flags.DEFINE_integer("image_every", 1000, "Steps between TensorBoard preview images.")
 flags.DEFINE_integer("stop_at_step", None, "Stop (with a checkpoint) at this step, before total_steps; run again to go on.")
 flags.DEFINE_enum("strategy", "default", train_lib.STRATEGIES, "tf.distribute strategy: one device, this machine, or TF_CONFIG workers.")
-flags.DEFINE_enum("mixed_precision", "none", train_lib.PRECISIONS, "Keras mixed-precision policy (float16 adds loss scaling).")
+flags.DEFINE_enum("mixed_precision", "none", train_lib.MIXED_PRECISION_POLICIES, "Keras mixed-precision policy (float16 adds loss scaling).")
 flags.DEFINE_bool(
     "allow_changed_settings",
     False,
