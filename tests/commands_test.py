@@ -6,6 +6,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import in_process
@@ -50,6 +51,11 @@ def _wheel(tmp_path):
 @pytest.mark.slow
 def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_path):
     wheel = _wheel(tmp_path)
+    # Every module and shipped file of the package is in it (a folder without __init__.py was not).
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("glcic_tf/")}
+    ours = {str(path.relative_to(ROOT)) for path in (ROOT / "glcic_tf").rglob("*") if path.is_file() and "__pycache__" not in path.parts}
+    assert ours - shipped == set()
     environment = tmp_path / "fresh"
     venv.create(environment, with_pip=False)
     python = environment / "bin" / "python"

@@ -63,7 +63,7 @@ def test_completes_the_painted_hole_and_keeps_every_other_pixel(local_completer,
 
 
 def test_the_page_and_its_limits_are_served(local_completer):
-    client = TestClient(server.create_app(local_completer, max_pixels=1234, max_upload_bytes=5678, description="tiny"))
+    client = TestClient(server.create_app(local_completer, server.PageSettings(max_pixels=1234, max_upload_bytes=5678, description="tiny")))
     page = client.get("/")
     assert page.status_code == 200 and 'id="mask-canvas"' in page.text and "static/editor.js" in page.text
     assert client.get("/static/editor.js").status_code == 200 and client.get("/static/style.css").status_code == 200
@@ -73,7 +73,7 @@ def test_the_page_and_its_limits_are_served(local_completer):
 def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sample_folder):
     photo = _photo(sample_folder)
     hole = _png(_hole(photo.shape[:2]))
-    client = TestClient(server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=400_000))
+    client = TestClient(server.create_app(local_completer, server.PageSettings(max_pixels=200_000, max_upload_bytes=400_000)))
     # Limits: photo 400000 bytes, mask 200000 / 8 + 65536 = 90536, request those + 65536 = 556072.
     cases = [
         (b"this is a text file", hole, 400, "notes.png is not a readable image file"),
@@ -158,7 +158,7 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams_in(local_co
     else:
         image_bytes, mask_bytes = photo_png, hole + bytes(32 * 2**20)  # a 32 MB mask (a valid PNG and padding)
     boundary, body = _multipart(image_bytes, mask_bytes)
-    app = server.create_app(local_completer, max_pixels=200_000, max_upload_bytes=2**20)
+    app = server.create_app(local_completer, server.PageSettings(max_pixels=200_000, max_upload_bytes=2**20))
     with _real_server(app) as port:
         status, reply, sent = _post_chunked(port, boundary, body)
         assert status == 413 and json.loads(reply)["error"].startswith("The upload is larger than 1.15 MB; this server takes photos up to 1 MB"), reply
@@ -247,7 +247,7 @@ def test_the_page_stays_fast_while_completions_are_queued():
         time.sleep(0.5)
         return image
 
-    with _real_server(server.create_app(slow, max_queue=60)) as port:
+    with _real_server(server.create_app(slow, server.PageSettings(max_queue=60))) as port:
         waiting = [_send_form(port, *_small_photo_form()) for _ in range(45)]
         time.sleep(1)  # all 45 arrived: one completing, the others queued
         start = time.perf_counter()
@@ -264,7 +264,7 @@ def test_the_page_stays_fast_while_completions_are_queued():
 
 def test_past_the_queue_length_completions_are_told_busy_and_the_queue_completes():
     completer = _BlockingCompleter()
-    with _real_server(server.create_app(completer, max_queue=2), completer.release.set) as port:
+    with _real_server(server.create_app(completer, server.PageSettings(max_queue=2)), completer.release.set) as port:
         running = _send_form(port, *_small_photo_form())
         assert completer.started.wait(30)
         queued = [_send_form(port, *_small_photo_form()) for _ in range(2)]
@@ -300,7 +300,7 @@ def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after
         time.sleep(0.5)
         return image
 
-    app = server.create_app(slow, max_queue=20)
+    app = server.create_app(slow, server.PageSettings(max_queue=20))
     listening = socket.create_server(("127.0.0.1", 0))
     web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)
     thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
@@ -325,13 +325,13 @@ def test_what_the_model_server_or_the_tiling_refuses_is_a_400_the_user_can_act_o
     hole = np.zeros((2100, 2100), np.uint8)
     hole[1000:1100, 1000:1100] = 255
     with fake_serving(export_base / "3") as (address, _):
-        whole = TestClient(server.create_app(completers.ServingCompleter(address), tiling_name="whole", max_network_pixels=5_000_000))
+        whole = TestClient(server.create_app(completers.ServingCompleter(address), server.PageSettings(tiling="whole", max_network_pixels=5_000_000)))
         reply = _post(whole, _png(big), _png(hole))
     assert reply.status_code == 400, reply.text  # before: 503, as if the server were down
     assert reply.json()["error"] == (
         f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: image is larger than 4194304 pixels (counting every image of the request)"
     )
-    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), tiling_name="crop", max_network_pixels=1000))
+    crop = TestClient(server.create_app(completers.ServingCompleter(closed_port_address()), server.PageSettings(tiling="crop", max_network_pixels=1000)))
     reply = _post(crop, _png(big[:200, :200]), _png(hole[1000:1200, 1000:1200]))
     assert reply.status_code == 400 and "--max_network_pixels" in reply.json()["error"], reply.text
 
@@ -350,7 +350,7 @@ def test_a_post_from_another_sites_page_is_refused(local_completer, sample_folde
 def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder):
     photo = _photo(sample_folder)
     files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
-    app = server.create_app(local_completer, token="s3cret-token")
+    app = server.create_app(local_completer, server.PageSettings(token="s3cret-token"))
     stranger = TestClient(app)
     for reply in (stranger.get("/"), stranger.get("/config"), stranger.post("/complete", files=files), stranger.get("/?token=wrong")):
         assert reply.status_code == 403 and "needs its token" in reply.json()["error"], reply.text
@@ -410,7 +410,7 @@ def test_an_upload_that_trickles_in_is_refused_after_its_time_and_frees_its_plac
     # as they liked, and every honest client got 503 meanwhile.
     completer = _BlockingCompleter()
     completer.release.set()
-    with _real_server(server.create_app(completer, max_queue=0, upload_seconds=1.0)) as port:
+    with _real_server(server.create_app(completer, server.PageSettings(max_queue=0, upload_seconds=1.0))) as port:
         slow = _trickle(port)
         time.sleep(0.3)
         assert _reply(_send_form(port, *_small_photo_form()))[0] == 503  # its place is taken meanwhile
@@ -424,7 +424,7 @@ def test_an_upload_that_trickles_in_is_refused_after_its_time_and_frees_its_plac
 
 def test_told_to_stop_the_server_ends_an_upload_still_arriving():
     # Before: one trickling upload kept a SIGTERMed server alive until its client gave up.
-    app = server.create_app(_BlockingCompleter(), upload_seconds=120)
+    app = server.create_app(_BlockingCompleter(), server.PageSettings(upload_seconds=120))
     with _real_server(app) as port:
         slow = _trickle(port, seconds_between=0.1)
         time.sleep(0.3)
@@ -438,7 +438,7 @@ def test_told_to_stop_the_server_ends_an_upload_still_arriving():
 def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(local_completer, sample_folder):
     # DNS rebinding: a page at evil.example whose name is made to resolve to 127.0.0.1 sends
     # Host and Origin of evil.example, which match each other; the Host itself must be refused.
-    client = TestClient(server.create_app(local_completer, allowed_hosts=("127.0.0.1", "localhost", "::1")), base_url="http://127.0.0.1:7860")
+    client = TestClient(server.create_app(local_completer, server.PageSettings(allowed_hosts=("127.0.0.1", "localhost", "::1"))), base_url="http://127.0.0.1:7860")
     photo = _photo(sample_folder)
     files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
     rebound = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}

@@ -17,6 +17,9 @@ from absl import flags, logging
 
 from glcic_tf import commands
 from glcic_tf.errors import UserError, one_line_errors
+from glcic_tf.webapp.settings import PageSettings
+
+DEFAULTS = PageSettings()
 
 FLAGS = flags.FLAGS
 commands.define_completion_flags()
@@ -24,8 +27,10 @@ commands.define_photo_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on, IPv4 or IPv6 (0.0.0.0 or :: makes the page reachable from other machines: then it needs a token).")
 flags.DEFINE_string("token", None, "A secret every request must carry (?token= in the page's address); when --host is not loopback and this is not given, a random one is printed.")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
-flags.DEFINE_integer("max_queue", 8, "Completions that may wait for the model; more are answered 503 (busy, try again).")
-flags.DEFINE_integer("max_upload_mb", 50, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this).")
+flags.DEFINE_integer("max_queue", DEFAULTS.max_queue, "Completions that may wait for the model; more are answered 503 (busy, try again).")
+flags.DEFINE_integer(
+    "max_upload_mb", DEFAULTS.max_upload_bytes // 2**20, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this)."
+)
 
 
 def main(argv):
@@ -45,15 +50,21 @@ def main(argv):
         listening = server.listening_socket(FLAGS.host, FLAGS.port)
         token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
         completer = commands.completer_from_flags()
-        described = server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name)
         # Without a token the page is on loopback: only requests addressed to this machine's names.
         hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
-        page = server.create_app(
-            completer, FLAGS.max_pixels, FLAGS.max_upload_mb * 2**20, FLAGS.tiling, FLAGS.max_network_pixels, described,
-            FLAGS.max_queue, token, allowed_hosts=hosts,
+        settings = PageSettings(
+            max_pixels=FLAGS.max_pixels,
+            max_upload_bytes=FLAGS.max_upload_mb * 2**20,
+            max_queue=FLAGS.max_queue,
+            token=token,
+            allowed_hosts=hosts,
+            tiling=FLAGS.tiling,
+            max_network_pixels=FLAGS.max_network_pixels,
+            description=server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name),
         )
+        page = server.create_app(completer, settings)
         # The graceful stop waits for running completions, never longer than an upload may take.
-        web_server = server.PageServer(uvicorn.Config(page, log_level="warning", timeout_graceful_shutdown=server.UPLOAD_SECONDS), page)
+        web_server = server.PageServer(uvicorn.Config(page, log_level="warning", timeout_graceful_shutdown=round(settings.upload_seconds)), page)
         logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
         address = server.page_address(FLAGS.host, listening.getsockname()[1])
         print(f"glcic_tf page: http://{address}{f'/?token={token}' if token else ''}  (Ctrl-C stops it)", flush=True)

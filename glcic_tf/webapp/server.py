@@ -51,17 +51,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from glcic_tf import completers, images, inference, tiling
+from glcic_tf import completers, images, inference
 from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
+from glcic_tf.webapp.settings import FORM_OVERHEAD_BYTES, PageSettings
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
-FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
-MAX_QUEUE = 8  # completions waiting for a slot; each holds its upload (up to the limits) meanwhile
 REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
 RETRY_AFTER_SECONDS = 5
-# Longest an upload may take to arrive: a client trickling its body (or sending none) would
-# otherwise hold its place in the queue, and keep a stopping server waiting, as long as it likes.
-UPLOAD_SECONDS = 60
 STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion looks whether the server is stopping
 TOKEN_COOKIE = "glcic_token"
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
@@ -83,59 +78,59 @@ class _Refused(Exception):
         self.status = status
 
 
-def create_app(
-    completer,
-    max_pixels: int = images.MAX_PIXELS,
-    max_upload_bytes: int = MAX_UPLOAD_BYTES,
-    tiling_name: str = "auto",
-    max_network_pixels: int = tiling.MAX_NETWORK_PIXELS,
-    description: str = "",
-    max_queue: int = MAX_QUEUE,
-    token: Optional[str] = None,
-    upload_seconds: float = UPLOAD_SECONDS,
-    allowed_hosts: Optional[tuple] = None,
-) -> Starlette:
-    """The page and its /complete endpoint around `completer` (see glcic_tf.completers).
+class Admission:
+    """How many completions are running or waiting for the model, and whether one more may wait:
+    at most `slots` running and `max_queue` waiting. Counted on the event loop only."""
 
-    The photo's file may have up to `max_upload_bytes`, the mask's up to `mask_limit_bytes(...)`
-    and the whole request those plus FORM_OVERHEAD_BYTES; a request over that is refused once
-    that many bytes have arrived. Up to `max_queue` completions wait for a slot (see above).
-    `description` is what /config tells about the model (see `model_description`); `token`, if
-    given, is required of every request (see above). An upload must arrive within
-    `upload_seconds` (408 after). `allowed_hosts`, if given, are the only names a request's Host
-    header may carry (app.py without a token: loopback names, so a web page whose name is made to
-    resolve to 127.0.0.1, DNS rebinding, gets a 403 instead of its Origin matching its Host).
-    """
-    max_mask_bytes = mask_limit_bytes(max_pixels, max_upload_bytes)
-    max_request_bytes = max_upload_bytes + max_mask_bytes + FORM_OVERHEAD_BYTES
-    remote = isinstance(completer, completers.ServingCompleter)
-    slots = anyio.CapacityLimiter(REMOTE_SLOTS if remote else 1)  # also the completions' own threads
-    admitted = 0  # completions running or waiting for a slot (changed on the event loop only)
-    stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
+    def __init__(self, slots: int, max_queue: int):
+        self.limit, self.count = slots + max_queue, 0
 
-    def complete(image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
+    def try_enter(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+
+class Page:
+    """The page's routes around one completer: the page itself, /config and /complete."""
+
+    def __init__(self, completer, settings: PageSettings):
+        self.completer, self.settings = completer, settings
+        remote = isinstance(completer, completers.ServingCompleter)
+        self.slots = anyio.CapacityLimiter(REMOTE_SLOTS if remote else 1)  # also the completions' own threads
+        self.admission = Admission(int(self.slots.total_tokens), settings.max_queue)
+        self.stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
+
+    def complete(self, image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
+        """One completion, in a worker thread once a slot is free: the PNG of the completed photo."""
         started.set()
-        if stopping.is_set():
+        if self.stopping.is_set():
             raise _ServerStopping
         if gone.is_set():
             raise _ClientGone
-        image = images.decode_image(image_bytes, name, max_pixels)
-        mask = images.decode_mask(mask_bytes, image.shape[:2], "the painted mask", max_pixels)
+        settings = self.settings
+        image = images.decode_image(image_bytes, name, settings.max_pixels)
+        mask = images.decode_mask(mask_bytes, image.shape[:2], "the painted mask", settings.max_pixels)
         if not mask.any():
             raise _Refused(400, "Nothing is painted: paint over what should go, then press Complete.")
         if gone.is_set():
             raise _ClientGone
         try:
-            completed = inference.inpaint(completer, image, mask, post, tiling_name, max_network_pixels)
+            completed = inference.inpaint(self.completer, image, mask, post, settings.tiling, settings.max_network_pixels)
         except ServiceUnavailable as error:  # the model server is down or failing: try again later
             raise _Refused(503, str(error)) from None
         except UserError as error:  # refused: --tiling=crop over the limit, the export's own limits
             raise _Refused(400, str(error)) from None
         return cv2.imencode(".png", cv2.cvtColor(completed, cv2.COLOR_RGB2BGR))[1].tobytes()
 
-    def refused_access(request: Request) -> Optional[Response]:
+    def refused_access(self, request: Request) -> Optional[Response]:
         """403 for a request without the token (when there is one), from another site's page, or
         (with `allowed_hosts`) addressed to a name that is not this machine's."""
+        allowed_hosts, token = self.settings.allowed_hosts, self.settings.token
         if allowed_hosts is not None and (urlsplit("//" + request.headers.get("host", "")).hostname or "") not in allowed_hosts:
             return _refusal(403, "This server answers requests addressed to this machine only (127.0.0.1, localhost).")
         if token is not None:
@@ -150,60 +145,65 @@ def create_app(
             return _refusal(403, "This server completes photos for its own page only, not for other sites.")
         return None
 
-    async def complete_endpoint(request: Request) -> Response:
-        nonlocal admitted
-        refused = refused_access(request)
+    async def complete_endpoint(self, request: Request) -> Response:
+        refused = self.refused_access(request)
         if refused is not None:
             return refused
-        if stopping.is_set():  # a request on a kept-alive connection after the stop
+        if self.stopping.is_set():  # a request on a kept-alive connection after the stop
             return _refusal(503, "The server is stopping; try again once it is back.")
-        if admitted >= slots.total_tokens + max_queue:  # before reading the upload
-            logging.warning("refused (503): %d completions running or waiting", admitted)
+        if not self.admission.try_enter():  # before reading the upload
+            logging.warning("refused (503): %d completions running or waiting", self.admission.count)
             return JSONResponse(
-                {"error": f"The server is busy ({admitted} photos are being completed or waiting); try again in a moment."},
+                {"error": f"The server is busy ({self.admission.count} photos are being completed or waiting); try again in a moment."},
                 status_code=503,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        admitted += 1
         try:
-            return await complete_request(request)
+            return await self.complete_request(request)
         finally:
-            admitted -= 1
+            self.admission.leave()
 
-    async def complete_request(request: Request) -> Response:
-        start = time.perf_counter()
-        limits = f"this server takes photos up to {_megabytes(max_upload_bytes)} and masks up to {_megabytes(max_mask_bytes)}"
+    async def _read_upload(self, request: Request):
+        """(image bytes, mask bytes, the photo's name, post-process?) of a request's form, within the limits."""
+        settings = self.settings
+        max_upload, max_mask, max_request = settings.max_upload_bytes, settings.max_mask_bytes, settings.max_request_bytes
+        limits = f"this server takes photos up to {_megabytes(max_upload)} and masks up to {_megabytes(max_mask)}"
+        length = int(request.headers.get("content-length") or 0)
+        if length > max_request:  # an honest client's announced size: refused before reading
+            raise _Refused(413, f"The upload is {_megabytes(length)}; {limits}.")
+        too_large = f"The upload is larger than {_megabytes(max_request)}; {limits}."
+        capped = Request(request.scope, _capped_receive(request.receive, max_request, too_large, self.stopping))
+        with anyio.fail_after(settings.upload_seconds):
+            async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
+                image_file, mask_file = form.get("image"), form.get("mask")
+                if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
+                    raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
+                name = image_file.filename or "the photo"
+                image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
+                post = form.get("postprocess") == "true"
+        if len(image_bytes) > max_upload:
+            raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload)}.")
+        if len(mask_bytes) > max_mask:
+            raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask)}.")
+        return image_bytes, mask_bytes, name, post
+
+    async def complete_request(self, request: Request) -> Response:
+        start, name = time.perf_counter(), None
         try:
-            length = int(request.headers.get("content-length") or 0)
-            if length > max_request_bytes:  # an honest client's announced size: refused before reading
-                raise _Refused(413, f"The upload is {_megabytes(length)}; {limits}.")
-            too_large = f"The upload is larger than {_megabytes(max_request_bytes)}; {limits}."
-            capped = Request(request.scope, _capped_receive(request.receive, max_request_bytes, too_large, stopping))
-            with anyio.fail_after(upload_seconds):
-                async with capped.form(max_files=2, max_fields=4, max_part_size=FORM_OVERHEAD_BYTES) as form:
-                    image_file, mask_file = form.get("image"), form.get("mask")
-                    if not hasattr(image_file, "read") or not hasattr(mask_file, "read"):
-                        raise _Refused(400, "Open a photo and paint over what should go before pressing Complete.")
-                    name = image_file.filename or "the photo"
-                    image_bytes, mask_bytes = await image_file.read(), await mask_file.read()
-                    post = form.get("postprocess") == "true"
-            if len(image_bytes) > max_upload_bytes:
-                raise _Refused(413, f"{name} is {_megabytes(len(image_bytes))}; this server takes photos up to {_megabytes(max_upload_bytes)}.")
-            if len(mask_bytes) > max_mask_bytes:
-                raise _Refused(413, f"The painted mask is {_megabytes(len(mask_bytes))}; this server takes masks up to {_megabytes(max_mask_bytes)}.")
+            image_bytes, mask_bytes, name, post = await self._read_upload(request)
             gone, started = threading.Event(), threading.Event()
             png = await _unless_client_goes_or_server_stops(
                 request.receive,
                 gone,
-                stopping,
+                self.stopping,
                 started,
-                lambda: anyio.to_thread.run_sync(complete, image_bytes, mask_bytes, name, post, gone, started, limiter=slots),
+                lambda: anyio.to_thread.run_sync(self.complete, image_bytes, mask_bytes, name, post, gone, started, limiter=self.slots),
             )
         except TimeoutError:
-            logging.warning("refused (408): an upload took over %g s", upload_seconds)
-            return _refusal(408, f"The upload took longer than {upload_seconds:g} s; try again on a faster connection.")
+            logging.warning("refused (408): an upload took over %g s", self.settings.upload_seconds)
+            return _refusal(408, f"The upload took longer than {self.settings.upload_seconds:g} s; try again on a faster connection.")
         except (_ClientGone, ClientDisconnect):
-            logging.info("dropped %s: its client went away", name if "name" in locals() else "an upload")
+            logging.info("dropped %s: its client went away", name or "an upload")
             return Response(status_code=499)  # nobody reads it
         except _ServerStopping:
             return _refusal(503, "The server is stopping; try again once it is back.")
@@ -216,36 +216,43 @@ def create_app(
         except HTTPException as error:  # a form Starlette could not parse
             return _refusal(error.status_code, f"The request is not a form this server reads: {error.detail}")
         except Exception:  # noqa: BLE001 (the page gets a message, the log the traceback)
-            logging.exception("completing %s failed", name if "name" in locals() else "a photo")
+            logging.exception("completing %s failed", name or "a photo")
             return _refusal(500, "The server failed to complete this photo (the reason is in its log); it keeps running.")
         seconds = time.perf_counter() - start
         logging.info("completed %s in %.2f s", name, seconds)
         return Response(png, media_type="image/png", headers={"X-Completion-Seconds": f"{seconds:.3f}"})
 
-    async def config_endpoint(request: Request) -> Response:
-        refused = refused_access(request)
+    async def config_endpoint(self, request: Request) -> Response:
+        refused = self.refused_access(request)
         if refused is not None:
             return refused
-        return JSONResponse({"max_pixels": max_pixels, "max_upload_bytes": max_upload_bytes, "max_mask_bytes": max_mask_bytes, "model": description})
+        settings = self.settings
+        return JSONResponse(
+            {"max_pixels": settings.max_pixels, "max_upload_bytes": settings.max_upload_bytes, "max_mask_bytes": settings.max_mask_bytes, "model": settings.description}
+        )
 
-    async def page(request: Request) -> Response:
-        refused = refused_access(request)
+    async def index(self, request: Request) -> Response:
+        refused = self.refused_access(request)
         if refused is not None:
             return refused
         reply = FileResponse(str(STATIC.joinpath("index.html")))
-        if token is not None:  # the page's own requests (config, complete) then carry it
-            reply.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        if self.settings.token is not None:  # the page's own requests (config, complete) then carry it
+            reply.set_cookie(TOKEN_COOKIE, self.settings.token, httponly=True, samesite="strict")
         return reply
 
+
+def create_app(completer, settings: PageSettings = PageSettings()) -> Starlette:
+    """The page and its /complete endpoint around `completer` (see glcic_tf.completers)."""
+    page = Page(completer, settings)
     app = Starlette(
         routes=[
-            Route("/", page),
-            Route("/config", config_endpoint),
-            Route("/complete", complete_endpoint, methods=["POST"]),
+            Route("/", page.index),
+            Route("/config", page.config_endpoint),
+            Route("/complete", page.complete_endpoint, methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]
     )
-    app.state.stopping = stopping
+    app.state.stopping = page.stopping
     return app
 
 
@@ -297,13 +304,6 @@ def model_description(model: Optional[str], server: Optional[str], protocol: str
     if model:
         return os.path.basename(os.path.normpath(model))
     return f"TF Serving at {server} ({protocol}, model {model_name})"
-
-
-def mask_limit_bytes(max_pixels: int, max_upload_bytes: int) -> int:
-    """The largest mask file the page takes: a mask holds one bit per pixel, so max_pixels / 8
-    bytes (plus 64 KB for small limits) is more than any PNG of painted strokes needs, and never
-    more than the photo's own limit."""
-    return min(max_upload_bytes, max_pixels // 8 + 64 * 1024)
 
 
 def _capped_receive(receive, limit: int, refusal: str, stopping: Optional[threading.Event] = None):

@@ -1,0 +1,45 @@
+"""What the page allows and how it is reached: one dataclass with the defaults `app.py` offers.
+
+Apart from the server so that the command can read its defaults without the web packages.
+"""
+
+import dataclasses
+from typing import Optional
+
+from glcic_tf import images
+from glcic_tf.tiling import MAX_NETWORK_PIXELS
+
+FORM_OVERHEAD_BYTES = 64 * 1024  # the form's boundaries, part headers and postprocess field, generously
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSettings:
+    """The page's limits and access rules.
+
+    A photo's file may have up to `max_upload_bytes` and `max_pixels` pixels; the mask's file up
+    to `max_mask_bytes` (one bit per pixel); a request those plus FORM_OVERHEAD_BYTES. Up to
+    `max_queue` completions wait for the model; more are answered 503. An upload must arrive
+    within `upload_seconds` (408 after). `token`, if given, is required of every request;
+    `allowed_hosts`, if given, are the only names a request's Host header may carry (without a
+    token: this machine's names, so a web page whose name is made to resolve to 127.0.0.1, DNS
+    rebinding, gets a 403). `description` is what /config tells about the model. The network runs
+    as in inpaint.py: `tiling`, `max_network_pixels`.
+    """
+
+    max_pixels: int = images.MAX_PIXELS
+    max_upload_bytes: int = 50 * 2**20  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
+    max_queue: int = 8  # each waiting completion holds its upload (within the limits) meanwhile
+    upload_seconds: float = 60.0  # a client trickling its body, or sending none, cannot hold a place longer
+    token: Optional[str] = None
+    allowed_hosts: Optional[tuple] = None
+    tiling: str = "auto"
+    max_network_pixels: int = MAX_NETWORK_PIXELS
+    description: str = ""
+
+    @property
+    def max_mask_bytes(self) -> int:
+        return images.mask_limit_bytes(self.max_pixels, self.max_upload_bytes)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_upload_bytes + self.max_mask_bytes + FORM_OVERHEAD_BYTES
