@@ -33,10 +33,10 @@ def _hole_mean(values, mask):
 
 def compare(trainer, batch) -> dict:
     """Mean |inference - training| and each mode's hole error, in the hole, in [0, 1] units."""
-    inference, _ = trainer._complete(batch, training=False)
+    inference, _ = trainer.complete(batch, training=False)
     # Training mode updates the moving statistics: keep them, so the run is left as it was.
     saved = [variable.numpy() for variable in trainer.completion.non_trainable_variables]
-    training, _ = trainer._complete(batch, training=True)
+    training, _ = trainer.complete(batch, training=True)
     for variable, value in zip(trainer.completion.non_trainable_variables, saved):
         variable.assign(value)
     mask, image = batch["mask"], batch["image"]

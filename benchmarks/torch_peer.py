@@ -19,7 +19,7 @@ def torch_network():
 
 
 def completion_network(width: float = 1.0):
-    """Table 1 in PyTorch (random weights), hidden channels scaled by `width` as models._scaled does.
+    """Table 1 in PyTorch (random weights), hidden channels scaled by `width` as models.scaled_filters does.
 
     A Sequential of one Sequential per row (convolution, BatchNorm, ReLU; the output row
     convolution and sigmoid), in training mode and channels-first until the caller moves it.
@@ -29,7 +29,7 @@ def completion_network(width: float = 1.0):
     rows, channels = [], 4
     for index, spec in enumerate(models.COMPLETION_NETWORK, start=1):
         last = index == len(models.COMPLETION_NETWORK)
-        filters = spec.filters if last else models._scaled(spec.filters, width)
+        filters = spec.filters if last else models.scaled_filters(spec.filters, width)
         if spec.kind == "deconv":
             conv = nn.ConvTranspose2d(channels, filters, spec.kernel, stride=2, padding=1, bias=False)
         else:
@@ -53,7 +53,7 @@ def discriminator(global_size: int = models.GLOBAL_SIZE, local_size: int = model
     def branch(size, filters):
         layers, channels = [], 3
         for out in filters:
-            out = models._scaled(out, width)
+            out = models.scaled_filters(out, width)
             kernel = models.DISCRIMINATOR_KERNEL
             layers += [
                 nn.Conv2d(channels, out, kernel, models.DISCRIMINATOR_STRIDE, (kernel - 1) // 2, bias=False),
@@ -61,7 +61,7 @@ def discriminator(global_size: int = models.GLOBAL_SIZE, local_size: int = model
                 nn.ReLU(),
             ]
             channels, size = out, -(-size // models.DISCRIMINATOR_STRIDE)
-        units = models._scaled(models.DISCRIMINATOR_FC_UNITS, width)
+        units = models.scaled_filters(models.DISCRIMINATOR_FC_UNITS, width)
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * size * size, units), nn.ReLU()), units
 
     class Discriminator(nn.Module):

@@ -129,7 +129,7 @@ def best_times(methods: Dict[str, Callable], steps: int) -> Dict[str, float]:
 # --- TensorFlow ------------------------------------------------------------------------
 
 
-def trainer(scale: Scale, model_dir: str, jit_compile: bool = False) -> train_lib.Trainer:
+def trainer(scale: Scale, model_dir: str) -> train_lib.Trainer:
     config = train_lib.Config(
         source=SOURCE,
         batch_size=scale.batch_size,
@@ -141,15 +141,16 @@ def trainer(scale: Scale, model_dir: str, jit_compile: bool = False) -> train_li
         width=scale.width,
         checkpoint_every=10**9,
     )
-    built = train_lib.Trainer(config, model_dir)
-    if jit_compile:  # the XLA trial: the same replica steps compiled by XLA (not offered to runs: see _compiled)
-        built._steps = {phase: built._compiled(getattr(built, f"_phase{phase}"), jit_compile=True) for phase in (1, 2, 3)}
-    return built
+    return train_lib.Trainer(config, model_dir)
 
 
-def tf_step(trainer_: train_lib.Trainer, phase: int, iterator=None) -> Callable:
+def tf_step(trainer_: train_lib.Trainer, phase: int, iterator=None, jit_compile: bool = False) -> Callable:
+    """One step of `phase`; with `jit_compile`, the XLA trial: the same replica step compiled by
+    XLA (not offered to runs: see Trainer.compiled_step)."""
+    compiled = trainer_.compiled_step(phase, jit_compile=True) if jit_compile else None
+
     def step():
-        values = trainer_.run_step(phase, iterator)
+        values = compiled(iterator or trainer_.iterator) if compiled else trainer_.run_step(phase, iterator)
         return lambda: float(values["mse"])
 
     return step
@@ -284,7 +285,7 @@ def run_scale(name: str, scale: Scale, phases, steps: int) -> list:
     rows = []
     with tempfile.TemporaryDirectory() as model_dir, tempfile.TemporaryDirectory() as jit_dir:
         tf_trainer = trainer(scale, model_dir)
-        jit_trainer = trainer(scale, jit_dir, jit_compile=True) if FLAGS.jit else None
+        jit_trainer = trainer(scale, jit_dir) if FLAGS.jit else None
         cached = data.training_dataset(SOURCE, scale.batch_size, seed=0, sizes=scale.sizes, augmentations=scale.augmentations).take(1).cache().repeat()
         batch = next(iter(cached))
         peer = TorchPeer(scale, batch)
@@ -293,7 +294,7 @@ def run_scale(name: str, scale: Scale, phases, steps: int) -> list:
             if FLAGS.pipeline:
                 methods["tf_pipeline"] = tf_step(tf_trainer, phase)  # the Trainer's own input
             if jit_trainer:
-                methods["tf_jit"] = tf_step(jit_trainer, phase, iter(cached))
+                methods["tf_jit"] = tf_step(jit_trainer, phase, iter(cached), jit_compile=True)
             methods["torch"] = peer.step(phase)
             logging.info("timing %s phase %d (batch %d, %d steps x %d)", name, phase, scale.batch_size, steps, FLAGS.repeats)
             seconds = best_times(methods, steps)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import checkpoints, images, inference, models, tiling
+from glcic_tf import checkpoints, images, inference, models, run_folder, tiling
 from glcic_tf.errors import ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
@@ -51,11 +51,10 @@ def load_completion_network(path: str):
     Returns (keras model, mean_pixel, step).
     """
     checkpoint = checkpoints.resolve(path)
-    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
-    if not tf.io.gfile.exists(config_path):
+    config = run_folder.read_config(os.path.dirname(checkpoint))
+    if config is None:
+        config_path = os.path.join(os.path.dirname(checkpoint), run_folder.CONFIG)
         raise UserError(f"{config_path} is missing: the network's width and mean pixel are stored there by train.py")
-    with tf.io.gfile.GFile(config_path) as file:
-        config = json.load(file)
     network = models.completion_network(config.get("width", 1.0))
     step = tf.Variable(0, dtype=tf.int64)
     checkpoints.read_completion_network(network, checkpoint, step=step)

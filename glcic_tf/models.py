@@ -121,7 +121,8 @@ def discriminator_flops(global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_
     return total + 2 * 2 * DISCRIMINATOR_FC_UNITS
 
 
-def _scaled(filters: int, width: float) -> int:
+def scaled_filters(filters: int, width: float) -> int:
+    """A layer's channels at channel-width factor `width` (at least one)."""
     return max(1, round(filters * width))
 
 
@@ -187,7 +188,7 @@ def completion_network(width: float = 1.0, name: str = "completion_network") -> 
             x = keras.layers.Conv2D(3, spec.kernel, padding="same", dtype="float32", name="output_conv")(x)
             x = keras.layers.Activation("sigmoid", dtype="float32", name="output_sigmoid")(x)
             break
-        filters = _scaled(spec.filters, width)
+        filters = scaled_filters(spec.filters, width)
         if spec.kind == "deconv":
             # "same" at kernel 4, stride 2 pads 1 on every side: Torch's SpatialFullConvolution(4, 2, 1).
             layer = keras.layers.Conv2DTranspose(
@@ -220,7 +221,7 @@ def _context_discriminator(size: int, filters: Sequence[int], width: float, name
     x = inputs
     for index, channels in enumerate(filters, start=1):
         x = keras.layers.Conv2D(
-            _scaled(channels, width),
+            scaled_filters(channels, width),
             DISCRIMINATOR_KERNEL,
             strides=DISCRIMINATOR_STRIDE,
             padding="same",
@@ -229,7 +230,7 @@ def _context_discriminator(size: int, filters: Sequence[int], width: float, name
         )(x)
         x = _batchnorm_relu(x, f"conv{index}")
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(_scaled(DISCRIMINATOR_FC_UNITS, width), activation="relu", name="fc")(x)
+    x = keras.layers.Dense(scaled_filters(DISCRIMINATOR_FC_UNITS, width), activation="relu", name="fc")(x)
     return keras.Model(inputs, x, name=name)
 
 

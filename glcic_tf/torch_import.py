@@ -13,7 +13,6 @@ redundant), so each bias is folded into the BatchNorm's moving mean; a Torch Bat
 other than ours is folded into the moving variance. Both foldings are exact in inference mode.
 """
 
-import json
 import os
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -21,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import checkpoints, models
+from glcic_tf import checkpoints, models, run_folder
 from glcic_tf.errors import UserError
 
 AUTHORS_LICENSE = "CC BY-NC-SA 4.0 (Iizuka, Simo-Serra, Ishikawa): non-commercial use only"
@@ -245,8 +244,7 @@ def write_run_folder(converted: Converted, output_dir: str, source: str) -> str:
         "converted_from": os.path.basename(source),
         "license": AUTHORS_LICENSE,
     }
-    with tf.io.gfile.GFile(os.path.join(output_dir, "config.json"), "w") as file:
-        json.dump(config, file, indent=2)
+    run_folder.write_config(output_dir, config)
     return checkpoint
 
 

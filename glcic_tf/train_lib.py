@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import checkpoints, data, losses, models
+from glcic_tf import checkpoints, data, losses, models, run_folder
 from glcic_tf import validation as validation_lib
 from glcic_tf.errors import UserError
 
@@ -231,19 +231,7 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
-        keras.mixed_precision.set_global_policy("float32" if config.mixed_precision == "none" else config.mixed_precision)
-        sizes = config.sizes
-        with self.strategy.scope():
-            self.completion = models.completion_network(config.width)
-            self.discriminator = models.discriminator(sizes.crop_size, sizes.local_size, config.width)
-            self.completion_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
-            self.discriminator_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
-            # Create the optimizers' slots now, in the scope (see ../shared/TF_NOTES.md).
-            self.completion_optimizer.build(self.completion.trainable_variables)
-            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self.phase = tf.Variable(1, dtype=tf.int64, trainable=False, name="phase")
-        keras.mixed_precision.set_global_policy("float32")
+        self._build_networks()
         self.checkpoint = tf.train.Checkpoint(
             step=self.step,
             phase=self.phase,
@@ -253,36 +241,61 @@ class Trainer:
             discriminator_optimizer=self.discriminator_optimizer,
         )
         self.restored_from = self._restore()
-        # Under MultiWorkerMirroredStrategy every worker must save (saving can take part in
-        # collectives), but only the chief writes into model_dir; the others write a throwaway copy.
-        if self.is_chief:
-            self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir, max_to_keep=config.keep_checkpoints)
-        else:
-            self._scratch = tempfile.TemporaryDirectory(prefix="glcic_worker_checkpoint_")
-            self.manager = tf.train.CheckpointManager(self.checkpoint, self._scratch.name, max_to_keep=1)
+        self.manager = self._checkpoint_manager()
         self._stop_reason: Callable[[], Optional[str]] = lambda: None  # set by run()
         self._preemption = self._preemption_handler()
-        # The input continues where the restored step left it (see data.training_dataset).
-        self.dataset = data.distributed_training_dataset(
+        self.iterator = iter(self._input())
+        self.validator = self._validator()
+        self._steps = {phase: self.compiled_step(phase) for phase in (1, 2, 3)}
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _build_networks(self) -> None:
+        """The two networks, their optimizers (with their slots), the step and the phase, in the
+        strategy's scope and the run's mixed-precision policy."""
+        config = self.config
+        keras.mixed_precision.set_global_policy("float32" if config.mixed_precision == "none" else config.mixed_precision)
+        with self.strategy.scope():
+            self.completion = models.completion_network(config.width)
+            self.discriminator = models.discriminator(config.sizes.crop_size, config.sizes.local_size, config.width)
+            self.completion_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
+            self.discriminator_optimizer = make_optimizer(config.optimizer, config.learning_rate, config.mixed_precision)
+            # The optimizers' slots now, in the scope: a first apply inside strategy.run fails (keras-team/keras#23085).
+            self.completion_optimizer.build(self.completion.trainable_variables)
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.phase = tf.Variable(1, dtype=tf.int64, trainable=False, name="phase")
+        keras.mixed_precision.set_global_policy("float32")
+
+    def _checkpoint_manager(self) -> tf.train.CheckpointManager:
+        """Under MultiWorkerMirroredStrategy every worker must save (saving can take part in
+        collectives), but only the chief writes into model_dir; the others write a throwaway copy."""
+        if self.is_chief:
+            return tf.train.CheckpointManager(self.checkpoint, self.model_dir, max_to_keep=self.config.keep_checkpoints)
+        self._scratch = tempfile.TemporaryDirectory(prefix="glcic_worker_checkpoint_")
+        return tf.train.CheckpointManager(self.checkpoint, self._scratch.name, max_to_keep=1)
+
+    def _input(self):
+        """The run's input, continuing where the restored step left it (see data.training_dataset)."""
+        config = self.config
+        return data.distributed_training_dataset(
             self.strategy,
             config.batch_size,
             start_step=int(self.step.numpy()),
             source=config.source,
             seed=config.seed,
             data_dir=config.data_dir,
-            sizes=sizes,
+            sizes=config.sizes,
             shuffle_buffer=config.shuffle_buffer,
             augmentations=config.augmentations,
         )
-        self.iterator = iter(self.dataset)
-        # Only the chief validates (the others go on to the next step and wait for it there).
-        self.validator = None
-        if self.is_chief and config.validation.enabled:
-            run_settings = json.loads(json.dumps(dataclasses.asdict(config)))
-            self.validator = validation_lib.Validator(config.validation, model_dir, self.completion, run_settings, int(self.step.numpy()))
-        self._steps = {1: self._compiled(self._phase1), 2: self._compiled(self._phase2), 3: self._compiled(self._phase3)}
 
-    # --- setup ---------------------------------------------------------------------------
+    def _validator(self) -> Optional[validation_lib.Validator]:
+        """Only the chief validates (the others go on to the next step and wait for it there)."""
+        if not (self.is_chief and self.config.validation.enabled):
+            return None
+        settings = json.loads(json.dumps(dataclasses.asdict(self.config)))
+        return validation_lib.Validator(self.config.validation, self.model_dir, self.completion, settings, int(self.step.numpy()))
 
     def _restore(self) -> Optional[str]:
         """Every worker restores the latest checkpoint of `model_dir` (only the chief writes there).
@@ -336,11 +349,14 @@ class Trainer:
 
     # --- the three steps -----------------------------------------------------------------
 
-    def _compiled(self, replica_step: Callable, jit_compile: bool = False) -> Callable:
+    def compiled_step(self, phase: int, jit_compile: bool = False) -> Callable:
+        """One step of `phase` (Algorithm 1), compiled: the next batch of an iterator, the phase's
+        step on every replica, the metrics summed over the replicas. `jit_compile` compiles each
+        replica's step with XLA: benchmarks/training.py's trial only, never a run (XLA drops
+        tf.debugging.Assert, so apply_update's finite check would not stop a NaN step, nor its
+        checkpoint, and under MirroredStrategy it fails to reach the other replicas' variables)."""
+        replica_step = {1: self._phase1, 2: self._phase2, 3: self._phase3}[phase]
         if jit_compile:
-            # Only benchmarks/training.py's XLA trial, never a run: XLA drops tf.debugging.Assert,
-            # so apply_update's finite check would not stop a NaN step (nor its checkpoint), and
-            # under MirroredStrategy it fails to reach the other replicas' variables.
             replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
 
         def step(iterator):
@@ -361,7 +377,7 @@ class Trainer:
     def _apply(self, optimizer, tape, loss, model):
         apply_update(optimizer, tape, loss, model.trainable_variables)
 
-    def _complete(self, batch, training: bool):
+    def complete(self, batch, training: bool):
         """The completion with the input's pixels put back outside the hole."""
         inputs = models.completion_input(batch["image"], batch["mask"], self.config.mean_pixel)
         completed = self.completion(inputs, training=training)
@@ -387,7 +403,7 @@ class Trainer:
 
     def _phase1(self, batch):
         with tf.GradientTape() as tape:
-            completed, _ = self._complete(batch, training=True)
+            completed, _ = self.complete(batch, training=True)
             mse = self._mean(losses.hole_mse(completed, batch["image"], batch["mask"]))
         self._apply(self.completion_optimizer, tape, mse, self.completion)
         return {"mse": mse}
@@ -400,7 +416,7 @@ class Trainer:
         statistics = self.completion.non_trainable_variables
         kept = [tf.identity(variable) for variable in statistics]
         with tf.control_dependencies(kept):
-            _, fake = self._complete(batch, training=True)
+            _, fake = self.complete(batch, training=True)
         with tf.control_dependencies([fake]):
             restored = [variable.assign(value) for variable, value in zip(statistics, kept)]
         with tf.control_dependencies(restored):
@@ -408,7 +424,7 @@ class Trainer:
 
     def _phase3(self, batch):
         with tf.GradientTape() as tape:
-            completed, fake = self._complete(batch, training=True)
+            completed, fake = self.complete(batch, training=True)
             with tape.stop_recording():
                 metrics = self._discriminator_update(batch, fake)
             mse = self._mean(losses.hole_mse(completed, batch["image"], batch["mask"]))
@@ -446,7 +462,8 @@ class Trainer:
         return path
 
     def run(self, until_step: Optional[int] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> Dict[str, float]:
-        """Train up to `until_step` (default: total_steps) or a stop request; returns the last metrics.
+        """Algorithm 1 from the restored step up to `until_step` (default: total_steps) or a stop
+        request; returns the last metrics.
 
         Checkpoints every `checkpoint_every` steps and when it returns; with a validation source,
         validates every `validation.every` steps and at the last step (glcic_tf.validation). A NaN or infinite loss or
@@ -455,80 +472,111 @@ class Trainer:
         """
         config = self.config
         until_step = min(until_step or config.total_steps, config.total_steps)
-        writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train")) if self.is_chief else tf.summary.create_noop_writer()
-        preview = self._preview_batch() if self.is_chief else None
-        step = int(self.step.numpy())
-        metrics: Dict[str, float] = {}
-        clock = _Throughput(config.batch_size)
         self._stop_reason = stop_requested
-        with writer.as_default():
-            while step < until_step:
-                reason = stop_requested()
-                if reason and self._preemption is None:
-                    logging.info("%s received at step %d: saving and stopping", reason, step)
-                    break
+        step = int(self.step.numpy())
+        with _RunLog(self, until_step) as log:
+            while step < until_step and not self._stopped_alone(step):
+                # Phase 1: the completion network on the hole MSE; phase 2: the discriminators;
+                # phase 3: the discriminators, then the completion network on MSE + alpha * GAN.
                 phase = config.phase_at(step)
-                try:
-                    values = self._run_step_or_stop(phase)
-                except _StopAgreed:
-                    reason = stop_requested()
-                    source = f"{reason} received" if reason else "another worker was asked to stop"
-                    logging.info("%s: every worker saved at step %d; stopping", source, step)
+                values = self._step_or_agreed_stop(phase, step)
+                if values is None:
                     break
-                except tf.errors.InvalidArgumentError as error:
-                    if _NOT_FINITE not in error.message:
-                        raise
-                    raise TrainingDiverged(
-                        f"the phase {phase} loss or its gradients became NaN or infinite at step {step}, before the update "
-                        f"was applied; nothing was saved after it, "
-                        f"so the latest checkpoint ({self.manager.latest_checkpoint or 'none'}) is the last good one: "
-                        f"lower the learning rate or check the data"
-                    ) from None
                 step += 1
                 self.step.assign(step)
                 self.phase.assign(config.phase_at(step) if step < config.total_steps else phase)
-                clock.tick()
-                if step % config.summary_every == 0 or step % config.log_every == 0 or step == until_step:
-                    metrics = {name: float(value) for name, value in values.items()}
-                    rate = clock.rate()
-                    if step % config.summary_every == 0:
-                        self._write_scalars(step, phase, metrics, rate)
-                    if step % config.log_every == 0 or step == until_step:
-                        logging.info("%s", _progress_line(step, phase, config.total_steps, metrics, rate, config.batch_size))
-                if preview is not None and (step % config.image_every == 0 or step == until_step):
-                    self._write_images(step, preview)
-                # A validation step is a checkpoint step too, on every worker (saving may take part
-                # in collectives): a failing validation loses no steps, and the best is never ahead
-                # of the run's latest checkpoint.
-                validating = config.validation.enabled and (step % config.validation.every == 0 or step == config.total_steps)
-                if step % config.checkpoint_every == 0 or validating:
-                    self.save()
-                if validating and self.validator:
-                    self._validate(step, phase)
+                log.after_step(step, phase, values)
+                self._save_and_validate(step, phase)
             self.save()
-            writer.flush()
-        return metrics
+        return log.metrics
 
-    def _write_scalars(self, step, phase, metrics, images_per_second):
-        for name, value in metrics.items():
-            tf.summary.scalar(f"phase{phase}/{name}", value, step=step)
-        tf.summary.scalar("images_per_second", images_per_second, step=step)
-        tf.summary.scalar("phase", phase, step=step)
+    def _stopped_alone(self, step: int) -> bool:
+        """Whether this one process was asked to stop (several workers agree through _preemption)."""
+        reason = self._stop_reason()
+        if reason and self._preemption is None:
+            logging.info("%s received at step %d: saving and stopping", reason, step)
+            return True
+        return False
 
-    def _preview_batch(self):
+    def _step_or_agreed_stop(self, phase: int, step: int) -> Optional[Dict[str, tf.Tensor]]:
+        """The step's metrics; None once every worker agreed to stop (and saved)."""
+        try:
+            return self._run_step_or_stop(phase)
+        except _StopAgreed:
+            reason = self._stop_reason()
+            source = f"{reason} received" if reason else "another worker was asked to stop"
+            logging.info("%s: every worker saved at step %d; stopping", source, step)
+            return None
+        except tf.errors.InvalidArgumentError as error:
+            if _NOT_FINITE not in error.message:
+                raise
+            raise TrainingDiverged(
+                f"the phase {phase} loss or its gradients became NaN or infinite at step {step}, before the update "
+                f"was applied; nothing was saved after it, "
+                f"so the latest checkpoint ({self.manager.latest_checkpoint or 'none'}) is the last good one: "
+                f"lower the learning rate or check the data"
+            ) from None
+
+    def _save_and_validate(self, step: int, phase: int) -> None:
+        """A validation step is a checkpoint step too, on every worker (saving may take part in
+        collectives): a failing validation loses no steps, and the best is never ahead of the
+        run's latest checkpoint."""
+        config = self.config
+        validating = config.validation.enabled and (step % config.validation.every == 0 or step == config.total_steps)
+        if step % config.checkpoint_every == 0 or validating:
+            self.save()
+        if validating and self.validator:
+            self._validate(step, phase)
+
+    def preview_batch(self):
         """Four fixed examples, the same at every image summary, to watch one completion improve."""
-        dataset = data.training_dataset(
-            self.config.source, 4, self.config.seed + 1, self.config.data_dir, self.config.sizes
-        )
+        dataset = data.training_dataset(self.config.source, 4, self.config.seed + 1, self.config.data_dir, self.config.sizes)
         return next(iter(dataset))
 
-    def _write_images(self, step, batch):
-        tf.summary.image("input | completion | target", preview_grid(self, batch), step=step)
+
+class _RunLog:
+    """What a run reports as it goes: the console's progress line every `log_every` steps,
+    TensorBoard's scalars every `summary_every` and the preview every `image_every` (the chief's
+    only), the last metrics."""
+
+    def __init__(self, trainer: Trainer, until_step: int):
+        self.trainer, self.config, self.until_step = trainer, trainer.config, until_step
+        chief = trainer.is_chief
+        self.writer = tf.summary.create_file_writer(os.path.join(trainer.model_dir, "train")) if chief else tf.summary.create_noop_writer()
+        self.preview = trainer.preview_batch() if chief else None
+        self.clock = _Throughput(self.config.batch_size)
+        self.metrics: Dict[str, float] = {}
+
+    def __enter__(self):
+        self._default = self.writer.as_default()
+        self._default.__enter__()
+        return self
+
+    def __exit__(self, *exception):
+        self._default.__exit__(*exception)
+        self.writer.flush()
+        return False
+
+    def after_step(self, step: int, phase: int, values: Dict[str, tf.Tensor]) -> None:
+        config, last = self.config, step == self.until_step
+        self.clock.tick()
+        if step % config.summary_every == 0 or step % config.log_every == 0 or last:
+            self.metrics = {name: float(value) for name, value in values.items()}
+            rate = self.clock.rate()
+            if step % config.summary_every == 0:
+                for name, value in self.metrics.items():
+                    tf.summary.scalar(f"phase{phase}/{name}", value, step=step)
+                tf.summary.scalar("images_per_second", rate, step=step)
+                tf.summary.scalar("phase", phase, step=step)
+            if step % config.log_every == 0 or last:
+                logging.info("%s", _progress_line(step, phase, config.total_steps, self.metrics, rate, config.batch_size))
+        if self.preview is not None and (step % config.image_every == 0 or last):
+            tf.summary.image("input | completion | target", preview_grid(self.trainer, self.preview), step=step)
 
 
 def preview_grid(trainer: Trainer, batch) -> tf.Tensor:
     """One image, a row per example: input with the hole filled | completion | target."""
-    _, completion = trainer._complete(batch, training=False)
+    _, completion = trainer.complete(batch, training=False)
     image, mask = batch["image"], batch["mask"]
     hole_filled = image * (1.0 - mask) + mask * tf.constant(trainer.config.mean_pixel, tf.float32)
     rows = tf.concat([hole_filled, completion, image], axis=2)  # (B, H, 3W, 3)
@@ -568,10 +616,9 @@ def _duration(seconds: float) -> str:
     return f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
-def write_config(config: Config, model_dir: str) -> None:
-    """The run's settings as JSON beside its checkpoints (what inference reads: width, mean pixel)."""
-    with open(os.path.join(model_dir, "config.json"), "w") as file:
-        json.dump(dataclasses.asdict(config), file, indent=2)
+def run_settings(config: Config) -> dict:
+    """What config.json holds for `config`: its settings, and the data's fingerprint (run_folder)."""
+    return {**json.loads(json.dumps(dataclasses.asdict(config))), "data": data.fingerprint(config.source, config.data_dir)}
 
 
 # Settings a resumed run may change: where the data are kept, how often it logs and saves, how
@@ -581,7 +628,6 @@ def write_config(config: Config, model_dir: str) -> None:
 CHANGEABLE_ON_RESUME = frozenset(
     {"data_dir", "total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "summary_every", "image_every", "init_checkpoint", "deterministic", "validation"}
 )
-SETTINGS_HISTORY = "settings_history.jsonl"
 
 
 def _flat_settings(settings: dict, prefix: str = "") -> Dict[str, object]:
@@ -594,12 +640,11 @@ def _flat_settings(settings: dict, prefix: str = "") -> Dict[str, object]:
     return flat
 
 
-def _comparable_settings(settings: dict) -> Dict[str, object]:
+def comparable_settings(settings: dict) -> Dict[str, object]:
     """A config.json's settings, flat ("sizes.hole_range"), with what a setting's absence or
     spelling leaves implied made explicit: a key an older version did not write has the default
     of the code that wrote it (a setting is added with the behaviour before it as its default),
-    an unset learning rate is the optimizer's own, and a folder's path is compared through the
-    data's fingerprint when both sides have one."""
+    and an unset learning rate is the optimizer's own."""
     flat = _flat_settings(json.loads(json.dumps(dataclasses.asdict(Config(source="")))))
     flat.update(_flat_settings(settings))
     if flat.get("learning_rate") is None and flat.get("optimizer") in OPTIMIZERS:
@@ -609,25 +654,8 @@ def _comparable_settings(settings: dict) -> Dict[str, object]:
 
 def changed_settings(config: Config, model_dir: str) -> list:
     """'name: then -> now' for each setting that changes what the run computes and differs from
-    the run in `model_dir` (its config.json, with the data's fingerprint); empty when there is no
-    run to resume there. A checkpoint without config.json is one difference: nothing to check."""
-    path = os.path.join(model_dir, "config.json")
-    if not tf.train.latest_checkpoint(model_dir):
-        return []
-    if not os.path.exists(path):
-        return ["config.json: missing (the checkpoint's settings are unknown)"]
-    with open(path) as file:
-        stored = json.load(file)
-    then = _comparable_settings(stored)
-    now = _comparable_settings({**json.loads(json.dumps(dataclasses.asdict(config))), "data": data.fingerprint(config.source, config.data_dir)})
-    if then.get("data.kind") == "folder" and now.get("data.kind") == "folder":  # a moved folder is the same data if its files are
-        del then["source"], now["source"]
-    return [
-        f"{name}: {json.dumps(then.get(name))} -> {json.dumps(now.get(name))}"
-        for name in sorted(then.keys() | now.keys())
-        if name.split(".")[0] not in CHANGEABLE_ON_RESUME and then.get(name) != now.get(name)
-        and not (name.startswith("data.") and name not in then)  # a run written before fingerprints
-    ]
+    the run in `model_dir` (run_folder.changed_settings); empty when there is no run there."""
+    return run_folder.changed_settings(model_dir, run_settings(config), comparable_settings, CHANGEABLE_ON_RESUME)
 
 
 def check_resume_settings(config: Config, model_dir: str, allow_changes: bool = False) -> list:
@@ -642,23 +670,3 @@ def check_resume_settings(config: Config, model_dir: str, allow_changes: bool = 
     if changes:
         logging.warning("resuming %s with changed settings, as --allow_changed_settings asks: %s", model_dir, "; ".join(changes))
     return changes
-
-
-def record_start(config: Config, model_dir: str, step: int, flags_text: str = "", replicas: int = 1, changes=()) -> None:
-    """The settings of this start: config.json and flags.txt (the current ones) and one line more
-    in settings_history.jsonl, so a run resumed with changed settings keeps what each start used."""
-    with open(os.path.join(model_dir, "config.json"), "w") as file:
-        json.dump({**dataclasses.asdict(config), "data": data.fingerprint(config.source, config.data_dir)}, file, indent=2)
-    if flags_text:
-        with open(os.path.join(model_dir, "flags.txt"), "w") as file:
-            file.write(flags_text)
-    entry = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "step": step,
-        "replicas": replicas,
-        "changed": list(changes),
-        "config": dataclasses.asdict(config),
-        "flags": flags_text,
-    }
-    with open(os.path.join(model_dir, SETTINGS_HISTORY), "a") as file:
-        file.write(json.dumps(entry) + "\n")

@@ -15,7 +15,6 @@ Validation reads the weights and changes nothing, so a run with it trains exactl
 
 import csv
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, Optional
@@ -24,14 +23,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import evaluation, inference, masks, metrics
+from glcic_tf import evaluation, inference, masks, metrics, run_folder
 from glcic_tf.errors import UserError
 
-BEST_FOLDER = "best"
 CSV_NAME = "validation.csv"
 SUMMARY_FOLDER = "validation"
 CSV_FIELDS = ["step", "phase", *metrics.METRICS, "seconds", "best"]
-# The metrics a best checkpoint can be chosen by, and whether higher is better.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +60,6 @@ class ValidationSettings:
     def enabled(self) -> bool:
         return bool(self.source)
 
-
-def best_path(model_dir: str) -> str:
-    """The folder of a run's best validated checkpoint (a run folder of its own)."""
-    return os.path.join(model_dir, BEST_FOLDER)
 
 
 def _better(value: float, than: Optional[float], metric: str) -> bool:
@@ -104,24 +97,12 @@ class Validator:
 
     # --- the best checkpoint ------------------------------------------------------------
 
-    def _checkpoint(self, step, value, metric):
-        return tf.train.Checkpoint(completion=self.network, step=step, value=value, metric=metric)
-
     def _read_best(self) -> None:
-        """The best step and value so far, from the best checkpoint itself (written atomically)."""
-        latest = tf.train.latest_checkpoint(best_path(self.model_dir))
-        if not latest:
+        """The best step and value so far, from the run folder's best checkpoint."""
+        found = run_folder.read_best(self.model_dir)
+        if found is None:
             return
-        try:
-            reader = tf.train.load_checkpoint(latest)
-            metric = reader.get_tensor("metric/.ATTRIBUTES/VARIABLE_VALUE").decode()
-            step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
-            value = float(reader.get_tensor("value/.ATTRIBUTES/VARIABLE_VALUE"))
-        except (tf.errors.OpError, ValueError) as error:
-            raise UserError(
-                f"{latest} is not a best checkpoint that train.py wrote (no score in it: {str(error).splitlines()[0]}); "
-                f"move {best_path(self.model_dir)} away and start again"
-            ) from None
+        step, value, metric = found
         if metric != self.settings.metric:
             logging.warning(
                 "the best checkpoint so far (step %d) was chosen by %s, this run chooses by %s: the next validation replaces it",
@@ -129,28 +110,7 @@ class Validator:
             )
             return
         self.best_step, self.best_value = step, value
-        logging.info("best checkpoint so far: step %d, %s %.4f (%s)", step, metric, value, latest)
-        description = os.path.join(best_path(self.model_dir), "validation.json")
-        try:
-            with open(description) as file:
-                described = json.load(file).get("step")
-        except (OSError, ValueError):
-            described = None
-        if described != step:  # a crash between the checkpoint and its description
-            _write_json(description, {"step": step, "metric": metric, "value": value, "metrics": {metric: value}})
-
-    def _save_best(self, step: int, value: float, means: Dict[str, float]) -> str:
-        folder = best_path(self.model_dir)
-        os.makedirs(folder, exist_ok=True)
-        checkpoint = self._checkpoint(
-            tf.Variable(step, dtype=tf.int64), tf.Variable(value, dtype=tf.float64), tf.Variable(self.settings.metric)
-        )
-        # Written before the checkpoint that needs it: what loads best/ reads the width from it.
-        _write_json(os.path.join(folder, "config.json"), self.run_settings)
-        path = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1).save(checkpoint_number=step)
-        _write_json(os.path.join(folder, "validation.json"), {"step": step, "metric": self.settings.metric, "value": value, "metrics": means, "settings": dataclasses.asdict(self.settings)})
-        self.best_step, self.best_value = step, value
-        return path
+        logging.info("best checkpoint so far: step %d, %s %.4f (%s)", step, metric, value, run_folder.best_path(self.model_dir))
 
     # --- the CSV --------------------------------------------------------------------------
 
@@ -211,17 +171,12 @@ class Validator:
         self.writer.flush()
         self._append_row({"step": step, "phase": phase, **{n: means.get(n, "") for n in metrics.METRICS}, "seconds": round(seconds, 2), "best": int(best)})
         if best:
-            self._save_best(step, value, means)
+            run_folder.save_best(self.model_dir, self.network, step, self.settings.metric, means, self.run_settings, dataclasses.asdict(self.settings))
+            self.best_step, self.best_value = step, value
         logging.info(
             "validation at step %d: %s | %.1f s%s", step, " ".join(f"{name} {mean:.4g}" for name, mean in means.items()), seconds,
-            f" | best so far ({self.settings.metric}), saved in {best_path(self.model_dir)}" if best
+            f" | best so far ({self.settings.metric}), saved in {run_folder.best_path(self.model_dir)}" if best
             else f" | best remains step {self.best_step} ({self.settings.metric} {self.best_value:.4g})" if self.best_value is not None
             else f" | {self.settings.metric} is not finite: not kept as the best",
         )
         return means
-
-
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(path + ".tmp", path)

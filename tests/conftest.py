@@ -34,7 +34,7 @@ def sample_folder(tmp_path_factory):
 def trained_run(sample_folder, tmp_path_factory):
     """A train.py-style run folder (checkpoint + config.json) of a tiny network, 3 phase-1 steps."""
     import tiny
-    from glcic_tf import train_lib
+    from glcic_tf import run_folder, train_lib
 
     folder = tmp_path_factory.mktemp("trained_run")
     config = train_lib.Config(
@@ -49,7 +49,7 @@ def trained_run(sample_folder, tmp_path_factory):
         learning_rate=1e-3,
     )
     train_lib.Trainer(config, str(folder)).run()
-    train_lib.write_config(config, str(folder))
+    run_folder.write_config(str(folder), train_lib.run_settings(config))
     return folder
 
 

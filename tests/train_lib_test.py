@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import checkpoints, data, losses, models, train_lib
+from glcic_tf import checkpoints, data, losses, models, run_folder, train_lib
 from glcic_tf.errors import UserError
 
 TINY = tiny.SIZES
@@ -159,7 +159,7 @@ def test_a_short_run_on_the_sample_photographs_lowers_the_hole_mse(source, tmp_p
     fixed = next(iter(data.training_dataset(source, 32, seed=5, sizes=TINY)))  # unseen crops
 
     def hole_mse():
-        completed, _ = trainer._complete(fixed, training=False)
+        completed, _ = trainer.complete(fixed, training=False)
         return float(tf.reduce_mean(losses.hole_mse(completed, fixed["image"], fixed["mask"])))
 
     before = hole_mse()  # an untrained network fills the hole with about 0.5 gray
@@ -463,7 +463,7 @@ def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_r
     assert train_lib.check_resume_settings(config, str(run)) == []  # nothing to resume yet
     trainer = train_lib.Trainer(config, str(run))
     trainer.run(until_step=1)
-    train_lib.record_start(config, str(run), 0, "--batch_size=4\n")
+    run_folder.record_start(str(run), train_lib.run_settings(config), 0, "--batch_size=4\n")
     # Longer, saved and logged more often, elsewhere, spelt otherwise: the same run.
     same_run = dataclasses.replace(
         config, total_steps=9, checkpoint_every=5, log_every=1, data_dir="/elsewhere", source=f"folder:{photos}/", learning_rate=1.0
@@ -483,12 +483,12 @@ def test_resuming_with_settings_that_change_the_run_is_refused_naming_each_and_r
         assert difference in message
     changes = train_lib.check_resume_settings(other, str(run), allow_changes=True)
     assert len(changes) == 4
-    train_lib.record_start(other, str(run), 1, "--batch_size=8\n", changes=changes)
-    history = [json.loads(line) for line in (run / train_lib.SETTINGS_HISTORY).read_text().splitlines()]
+    run_folder.record_start(str(run), train_lib.run_settings(other), 1, "--batch_size=8\n", changes=changes)
+    history = [json.loads(line) for line in (run / run_folder.SETTINGS_HISTORY).read_text().splitlines()]
     assert [entry["config"]["batch_size"] for entry in history] == [4, 8] and [entry["step"] for entry in history] == [0, 1]
     assert history[1]["changed"] == changes and history[0]["flags"] == "--batch_size=4\n"
     assert json.loads((run / "config.json").read_text())["batch_size"] == 8  # the current settings
-    train_lib.record_start(config, str(run), 1)
+    run_folder.record_start(str(run), train_lib.run_settings(config), 1)
 
     # The same path with other files: every example number names another file.
     shutil.copy(photos / "rocket.jpg", photos / "rocket_again.jpg")

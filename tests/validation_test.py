@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import completers, inference, train_lib, validation
+from glcic_tf import completers, inference, run_folder, train_lib, validation
 from glcic_tf.errors import UserError
 
 
@@ -76,7 +76,7 @@ def validated_run(sample_folder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("validated_run")
     config = _config(sample_folder)
     train_lib.Trainer(config, str(folder)).run()
-    train_lib.write_config(config, str(folder))
+    run_folder.write_config(str(folder), train_lib.run_settings(config))
     return folder, config
 
 

@@ -11,7 +11,7 @@ refused unless --allow_changed_settings. SIGTERM or Ctrl-C saves a checkpoint an
 
 from absl import flags, logging
 
-from glcic_tf import checkpoints, commands, data, masks, metrics, models, train_lib, validation
+from glcic_tf import checkpoints, commands, data, masks, metrics, models, run_folder, train_lib, validation
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -183,7 +183,8 @@ def main(argv):
         trainer = train_lib.Trainer(config, FLAGS.model_dir, strategy)
         if trainer.is_chief:
             step = int(trainer.step.numpy())
-            train_lib.record_start(config, FLAGS.model_dir, step, FLAGS.flags_into_string(), strategy.num_replicas_in_sync, changes)
+            settings = train_lib.run_settings(config)
+            run_folder.record_start(FLAGS.model_dir, settings, step, FLAGS.flags_into_string(), strategy.num_replicas_in_sync, changes)
         with train_lib.stop_on_signals() as stop:
             trainer.run(FLAGS.stop_at_step, lambda: stop["signal"])
     logging.info("done at step %d; checkpoints and TensorBoard logs in %s", trainer.step.numpy(), FLAGS.model_dir)
