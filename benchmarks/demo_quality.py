@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
-from glcic_tf import completers, evaluation, images, inference, masks, metrics
+from glcic_tf import completers, evaluation, images, inference, masks, metrics, train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "train.py run folders (--model_dir) whose checkpoints are measured.", required=True)
@@ -82,11 +82,9 @@ def checkpoints_of(run: str) -> List[Tuple[int, str]]:
 
 
 def phase_of(step: int, config: Dict) -> int:
-    """The phase of ckpt-`step`: that of its last step, number step - 1 (as train_lib.Config.phase_at)."""
-    last = step - 1
-    if last < config["completion_steps"]:
-        return 1
-    return 2 if last < config["completion_steps"] + config["discriminator_steps"] else 3
+    """The phase of ckpt-`step` in a run of config.json `config`: that of its last step, step - 1."""
+    phases = train_lib.Config(source="", completion_steps=config["completion_steps"], discriminator_steps=config["discriminator_steps"], total_steps=config["total_steps"])
+    return phases.phase_at(step - 1)
 
 
 class Photographs:

@@ -21,7 +21,8 @@ import os
 import time
 from typing import Callable, Dict, Iterable, Optional
 
-from glcic_tf.cpu import kernel_family, size_thread_pools, usable_cores  # noqa: F401  (size_thread_pools for the benchmarks)
+from glcic_tf.cpu import cpuinfo, kernel_family, size_thread_pools, usable_cores  # noqa: F401  (size_thread_pools for the benchmarks)
+from glcic_tf.cpu import flags as cpu_flags
 
 # FMA units per core: two on Intel server cores since Skylake-SP and on AMD since Zen 2.
 FMA_UNITS = 2
@@ -59,15 +60,8 @@ def best_times(functions: Dict[str, Callable[[], object]], repeats: int, pause: 
 
 def cpu_description() -> Dict[str, object]:
     """Model, clock, cores this process may use, float32 lanes per FMA and native bfloat16."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
+    info = cpuinfo()
+    flags = cpu_flags()
     limited = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _AVX2_LIMITS
     # AMD's AVX-512 before Zen 5 executes as two 256-bit halves: 8 lanes per FMA unit.
     avx512 = "avx512f" in flags and not limited and info.get("vendor_id") != "AuthenticAMD"

@@ -1,9 +1,10 @@
-r"""How far phase 2's completions (BatchNorm on its moving statistics) are from phase 3's (on each
-batch's own statistics), the question of issue 26.
+r"""Why phase 2 runs the completion network as phase 3 does: how far its completions with BatchNorm
+on the moving statistics (inference mode) are from those on each batch's own (training mode).
 
-Phase 2 trains the discriminators on the completion network's output with the network fixed,
-in inference mode; phase 3 runs it in training mode. If the two outputs differ, phase 2 teaches
-the discriminators completions that phase 3 no longer produces. This trains a small completion
+Phase 2 trains the discriminators on the completion network's output with the network fixed;
+phase 3 runs it in training mode. Were phase 2 to run it in inference mode and the two outputs
+differ, phase 2 would teach the discriminators completions that phase 3 never produces, so
+phase 2 runs it in training mode and puts its moving statistics back (train_lib). This trains a small completion
 network through phase 1 on the sample photographs (`--steps`), then compares, on held-out
 batches, the hole pixels of the two modes: on the photographs it trained on (moving statistics
 that follow the data), and on a new domain (the same photographs turned gray and darker, as

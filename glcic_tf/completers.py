@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import checkpoints, images, inference, models, run_folder, tiling
+from glcic_tf import checkpoints, export_lib, images, inference, models, run_folder, tiling
 from glcic_tf.errors import ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
@@ -144,7 +144,7 @@ class ServingCompleter:
 
     def _rest(self, image_png: bytes, mask_png: bytes) -> bytes:
         instance = {"image_bytes": {"b64": base64.b64encode(image_png).decode()}, "mask_bytes": {"b64": base64.b64encode(mask_png).decode()}}
-        request = json.dumps({"signature_name": "inpaint_bytes", "instances": [instance]}).encode()
+        request = json.dumps({"signature_name": export_lib.BYTES_SIGNATURE, "instances": [instance]}).encode()
         url = f"http://{self.address}/v1/models/{self.model_name}:predict"
         try:
             with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
@@ -167,7 +167,7 @@ class ServingCompleter:
             raise UserError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio (see docs/serving.md)") from None
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
-        request.model_spec.signature_name = "inpaint_bytes"
+        request.model_spec.signature_name = export_lib.BYTES_SIGNATURE
         request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image_png]))
         request.inputs["mask_bytes"].CopyFrom(tf.make_tensor_proto([mask_png]))
         with self._opening:

@@ -7,7 +7,9 @@ not in its affinity, nor in TensorFlow's own thread-pool sizes: `size_thread_poo
 TensorFlow the quota, so a container of 2 CPUs on a 64-core host does not run 64 threads.
 """
 
+import functools
 import os
+from typing import Dict
 
 from absl import logging
 
@@ -120,16 +122,24 @@ def size_thread_pools() -> int:
     return cores
 
 
-def flags() -> set:
-    """The processor's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+@functools.lru_cache(maxsize=1)
+def cpuinfo() -> Dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "flags", ...); empty where
+    there is none (macOS, Windows). Read once: the processor does not change under a process."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return info
+
+
+def flags() -> set:
+    """The processor's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+    return set(cpuinfo().get("flags", "").split())
 
 
 def onednn_on() -> bool:

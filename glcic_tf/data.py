@@ -7,7 +7,7 @@ A source is one string:
 - `folder:PATH`, every JPEG/PNG/BMP/GIF/WebP image under PATH, searched recursively;
 - `sample:train` or `sample:test`, the photographs of `glcic_tf.sample_data` (for demos).
 
-Training examples follow the paper (../shared/PAPER.md, Training): shortest edge resized to a
+Training examples follow the paper (its section on training): shortest edge resized to a
 random size in [256, 384], a random 256x256 crop, one hole with sides in [96, 128], the local
 discriminator's 128x128 box around it and a random 128x128 box for the real image
 (`glcic_tf.masks`). Every size is a parameter with the paper's value as default.
@@ -73,7 +73,8 @@ class Source:
 
 
 def parse_source(spec: str) -> Source:
-    """`tfds:NAME[:SPLIT]` or `folder:PATH` -> Source; anything else is a UserError."""
+    """`tfds:NAME[:SPLIT]`, `folder:PATH` or `sample:train|test` (a folder of glcic_tf.sample_data)
+    -> Source; anything else is a UserError."""
     kind, _, rest = spec.partition(":")
     if kind == "folder" and rest:
         return Source("folder", os.path.expanduser(rest))
@@ -336,7 +337,7 @@ def augment(image, seed, augmentations: Augmentations = Augmentations()) -> tf.T
 def training_hole(seed, sizes: TrainingSizes = TrainingSizes()) -> Tuple[tf.Tensor, tf.Tensor]:
     """One training hole as (mask (S, S, 1), bounding box [y, x, height, width]) of `sizes.hole_shape`."""
 
-    def rectangle():  # from `seed` itself, as before free-form holes existed: the same holes
+    def rectangle():  # from `seed` itself, not a fold of it: a run of rectangles draws the same holes whatever other shapes exist
         box = masks.sample_hole(seed, sizes.crop_size, sizes.hole_range)
         return masks.box_to_mask(box, sizes.crop_size, sizes.crop_size), box
 

@@ -113,7 +113,7 @@ def default_upsampling() -> str:
 class FoldedCompletionNetwork(tf.Module):
     """`network(x, training=False)` of a Table 1 Keras network, with its BatchNorms folded.
 
-    The weights are copied when this is built (later training of `network` does not show).
+    The weights are copied when this is built (later training of `network` shows after `fold`).
     Outputs equal the Keras network's to float32 rounding (about 1e-6).
     """
 
@@ -129,14 +129,27 @@ class FoldedCompletionNetwork(tf.Module):
             self.upsampling == "subpixel" and spec.kind == "deconv" and (spec.kernel, spec.stride) == (4, 2) and position < len(self.specs) - 1
             for position, spec in enumerate(self.specs)
         ]
-        self.kernels, self.biases = [], []
+        # Kept in the dtype the network computes in: no cast of the weights per call.
+        folded = self._folded(network)
+        self.kernels = [tf.Variable(kernel, trainable=False, name=f"kernel{index}") for index, (kernel, _) in enumerate(folded, start=1)]
+        self.biases = [tf.Variable(bias, trainable=False, name=f"bias{index}") for index, (_, bias) in enumerate(folded, start=1)]
+
+    def _folded(self, network: keras.Model):
+        """[(kernel, bias)] of every row of `network`, folded, in this network's form and dtype."""
+        folded = []
         for index, spec in enumerate(self.specs, start=1):
             kernel, bias = _folded_weights(network, spec, index, last=index == len(self.specs))
             if self.subpixel[index - 1]:
                 kernel = subpixel_kernel(kernel)
-            # Kept in the dtype the network computes in: no cast of the weights per call.
-            self.kernels.append(tf.Variable(tf.cast(kernel, self.dtype), trainable=False, name=f"kernel{index}"))
-            self.biases.append(tf.Variable(tf.cast(bias, self.dtype), trainable=False, name=f"bias{index}"))
+            folded.append((tf.cast(kernel, self.dtype), tf.cast(bias, self.dtype)))
+        return folded
+
+    def fold(self, network: keras.Model) -> None:
+        """`network`'s current weights in place of the ones built with (the same architecture,
+        trained further): what was compiled on this module runs them, with no new tracing."""
+        for variables, (kernel, bias) in zip(zip(self.kernels, self.biases), self._folded(network)):
+            variables[0].assign(kernel)
+            variables[1].assign(bias)
 
     def layer(self, index: int, x) -> tf.Tensor:
         """Row `index` (from 0) of Table 1 on `x`: convolution, bias, then ReLU (sigmoid for the last)."""

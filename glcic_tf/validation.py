@@ -92,6 +92,7 @@ class Validator:
         )
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, SUMMARY_FOLDER))
         self.best_step, self.best_value = None, None
+        self.completer = None
         self._read_best()
         self._drop_rows_after(restored_step)
 
@@ -153,8 +154,11 @@ class Validator:
 
     def evaluate(self) -> Dict[str, float]:
         """The mean of every metric over the held-out set, as evaluate.py computes it."""
-        completer = inference.Inpainter(self.network, self.mean_pixel)  # as evaluate.py runs a run folder in float32
-        rows, _ = evaluation.evaluate(self.photos, ["model"], self.settings.protocol, self.settings.seed, completer)
+        if self.completer is None:  # as evaluate.py runs a run folder, in float32; built (and compiled) once
+            self.completer = inference.Inpainter(self.network, self.mean_pixel)
+        else:
+            self.completer.network.fold(self.network)  # this step's weights
+        rows, _ = evaluation.evaluate(self.photos, ["model"], self.settings.protocol, self.settings.seed, self.completer)
         summary = evaluation.summarise(rows, ["model"])["model"]
         return {name: summary[name]["mean"] for name in metrics.METRICS if summary[name]["mean"] is not None}
 

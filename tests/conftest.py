@@ -37,17 +37,7 @@ def trained_run(sample_folder, tmp_path_factory):
     from glcic_tf import run_folder, train_lib
 
     folder = tmp_path_factory.mktemp("trained_run")
-    config = train_lib.Config(
-        source=f"folder:{sample_folder}/train",
-        batch_size=4,
-        completion_steps=3,
-        discriminator_steps=0,
-        total_steps=3,
-        sizes=tiny.SIZES,
-        width=tiny.WIDTH,
-        optimizer="adam",
-        learning_rate=1e-3,
-    )
+    config = tiny.config(f"folder:{sample_folder}/train", completion_steps=3, discriminator_steps=0, total_steps=3)
     train_lib.Trainer(config, str(folder)).run()
     run_folder.write_config(str(folder), train_lib.run_settings(config))
     return folder

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+import crafted_files
 import tiny
 from glcic_tf import data, sample_data, train_lib
 from glcic_tf.errors import UserError
@@ -81,12 +81,6 @@ def test_random_rescale_crop_draws_every_shortest_edge_of_the_papers_range_and_n
 
 def _save(path, array):
     Image.fromarray(array).save(path)
-
-
-def _png_header_only(width, height):
-    """A valid PNG signature and IHDR chunk announcing width x height, and no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
 
 
 @pytest.fixture
@@ -371,7 +365,7 @@ def test_four_workers_do_not_read_neighbouring_files_together(folder_by_category
     examples = _examples_by_number(f"folder:{folder_by_category}", pipelines=4, global_batch=4, steps=8)  # one epoch
     files = [[_file_index(examples[step * 4 + worker]) for worker in range(4)] for step in range(8)]
     assert sorted(sum(files, [])) == list(range(32))  # one epoch: every file once
-    # Before the global stream, 3 of these 8 steps read 4 files of one category ([0, 1, 2, 3], ...).
+    # Each worker reading its own consecutive files would read 4 files of one category ([0, 1, 2, 3], ...) in 3 of these 8 steps.
     same_category = [row for row in files if len({index // 8 for index in row}) == 1]
     assert not same_category, files
 
@@ -408,7 +402,7 @@ def test_large_training_jpegs_are_decoded_downscaled_and_oversized_files_refused
     assert np.abs(small - cv2.resize(photo, (500, 400), interpolation=cv2.INTER_AREA)).mean() < 8
     # A PNG announcing 100000x100000 fails before decoding, and a training folder substitutes it.
     _save(tmp_path / "small.png", np.full((40, 40, 3), 90, np.uint8))
-    (tmp_path / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    (tmp_path / "bomb.png").write_bytes(crafted_files.png_header_only(100_000, 100_000))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image over the pixel limit"):
         data.decode_for_training(tf.io.read_file(str(tmp_path / "bomb.png")), 384)
     batch = _batch(f"folder:{tmp_path}", batch_size=4, sizes=tiny.SIZES)

@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import crafted_files
 import tiny
 from glcic_tf import completers, export_lib
 
@@ -100,26 +100,12 @@ def test_kill_9_at_random_steps_of_every_phase_loses_at_most_one_interval_and_en
 # --- Hostile files for the inpaint command and the exported signatures ---------------------
 
 
-def _png_header_only(width, height):
-    """A valid PNG signature and IHDR chunk announcing width x height, and no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-
-
-def _jpeg_claiming(width, height):
-    """A tiny real JPEG whose frame header is rewritten to announce width x height."""
-    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
 HOSTILE_FILES = {
     "random_bytes": (os.urandom(2000), "is not a readable image file"),
     "empty": (b"", "is not a readable image file"),
     "truncated_png": (cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))[1].tobytes()[:60], "is not a readable image file"),
-    "png_bomb": (_png_header_only(100_000, 100_000), "is 100000x100000, over the limit"),
-    "jpeg_bomb": (_jpeg_claiming(60_000, 60_000), "is 60000x60000, over the limit"),
+    "png_bomb": (crafted_files.png_header_only(100_000, 100_000), "is 100000x100000, over the limit"),
+    "jpeg_bomb": (crafted_files.jpeg_claiming(60_000, 60_000), "is 60000x60000, over the limit"),
     # The JPEG marker, then garbage; a real JPEG cut in its first 200 bytes (TensorFlow's
     # extract_jpeg_shape raised on both, and the page answered 500 with TF's text).
     "jpeg_marker_then_garbage": (b"\xff\xd8\xff" + os.urandom(500), "is not a readable image file"),
@@ -174,7 +160,7 @@ def test_hostile_requests_to_the_signatures_fail_cleanly_and_the_model_keeps_ser
     mask_png = tf.io.encode_png(tf.fill([9, 7, 1], tf.constant(255, tf.uint8))).numpy()
     hostile = {name: (content, mask_png) for name, (content, _) in HOSTILE_FILES.items()}
     hostile["mask_of_another_size"] = (good_png, tf.io.encode_png(tf.zeros([5, 5, 1], tf.uint8)).numpy())
-    hostile["mask_bomb"] = (good_png, _png_header_only(100_000, 100_000))
+    hostile["mask_bomb"] = (good_png, crafted_files.png_header_only(100_000, 100_000))
     messages = {}
     for name, (image, mask) in hostile.items():
         with pytest.raises(tf.errors.InvalidArgumentError) as raised:

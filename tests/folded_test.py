@@ -43,6 +43,12 @@ def test_folded_network_is_a_copy_and_refuses_training():
     np.testing.assert_array_equal(fast(x).numpy(), before)
     with pytest.raises(ValueError, match="inference only"):
         fast(x, training=True)
+    # fold takes the trained-further weights in: the network a new build would make.
+    for upsampling in folded.UPSAMPLINGS:
+        refolded = folded.FoldedCompletionNetwork(_network_with_trained_statistics(tiny.WIDTH, seed=1), upsampling=upsampling)
+        refolded.fold(network)
+        np.testing.assert_allclose(refolded(x).numpy(), folded.FoldedCompletionNetwork(network, upsampling=upsampling)(x).numpy(), atol=1e-6)
+        np.testing.assert_allclose(refolded(x).numpy(), network(x, training=False).numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("height, width, channels_in, channels_out", [(1, 1, 3, 2), (5, 3, 4, 6), (8, 12, 8, 3), (7, 16, 2, 5)])

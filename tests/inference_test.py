@@ -324,7 +324,7 @@ def test_a_run_folders_network_takes_what_max_network_pixels_says(trained_run):
     image, mask = tf.zeros((1, 40, 40, 3)), tf.ones((1, 40, 40, 1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="larger than 1000 pixels"):
         completers.load_completer(str(trained_run), "float32", max_network_pixels=1000)(image, mask)
-    # Above the default too: before, a run folder's network always refused more than 2048 x 2048.
+    # Above the default too: a run folder's network takes what --max_network_pixels says, 2048 x 2048 or more.
     assert completers.load_completer(str(trained_run), "float32", max_network_pixels=5_000_000).max_network_pixels == 5_000_000
     assert completers.load_completer(str(trained_run), "float32")(image, mask).shape == (1, 40, 40, 3)
 

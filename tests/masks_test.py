@@ -69,8 +69,8 @@ def test_protocols_are_binary_and_a_pure_function_of_seed_and_index(protocol):
         assert not np.array_equal(first, masks.protocol_mask(protocol, seed=1, index=4, height=96, width=128))
 
 
-# Fingerprints of masks drawn on this machine. A change means the protocols (and every number
-# measured with them) are no longer comparable with earlier reports.
+# Fingerprints of masks drawn on this machine. A change means the protocols changed, and every
+# number measured with them: reports would no longer compare.
 GOLDEN = {
     ("paper", 0): "9a54a43bb2ac71ca",
     ("rectangles", 0): "689d538d8d3fa929",

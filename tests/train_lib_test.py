@@ -19,22 +19,16 @@ TINY = tiny.SIZES
 
 def _config(source, **overrides):
     settings = dict(
-        source=source,
-        batch_size=4,
         completion_steps=2,
         discriminator_steps=2,
         total_steps=6,
         sizes=TINY,
-        width=tiny.WIDTH,
         optimizer="adadelta",  # the paper's; near-linear in small gradients, unlike Adam's sign-like steps
+        learning_rate=None,
         deterministic=True,
         checkpoint_every=1000,
-        log_every=1000,
-        summary_every=1000,
-        image_every=1000,
     )
-    settings.update(overrides)
-    return train_lib.Config(**settings)
+    return tiny.config(source, **{**settings, **overrides})
 
 
 @pytest.fixture

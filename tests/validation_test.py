@@ -17,25 +17,15 @@ from glcic_tf.errors import UserError
 
 def _config(sample_folder, **overrides):
     settings = dict(
-        source=f"folder:{sample_folder}/train",
-        batch_size=4,
         completion_steps=2,
         discriminator_steps=1,
         total_steps=4,
-        sizes=tiny.SIZES,
-        width=tiny.WIDTH,
-        optimizer="adam",
-        learning_rate=1e-3,
         deterministic=True,
         checkpoint_every=1,
         keep_checkpoints=1,
-        log_every=1000,
-        summary_every=1000,
-        image_every=1000,
         validation=validation.ValidationSettings(source=f"folder:{sample_folder}/test", every=1, protocol="strokes", image_size=0),
     )
-    settings.update(overrides)
-    return train_lib.Config(**settings)
+    return tiny.config(f"folder:{sample_folder}/train", **{**settings, **overrides})
 
 
 def _rows(run):

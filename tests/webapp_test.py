@@ -289,7 +289,7 @@ def test_a_queued_completion_whose_client_went_away_is_dropped():
         time.sleep(0.5)
         completer.release.set()
         assert _reply(running)[0] == 200
-        time.sleep(1)  # before: the abandoned completion ran now
+        time.sleep(1)  # time enough for the abandoned completion to run, if it were not dropped
         assert completer.calls == 1
         assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
     assert completer.calls == 2
@@ -317,7 +317,7 @@ def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after
     statuses = [status for status, _, _ in replies]
     assert 1 <= statuses.count(200) <= 2 and statuses.count(503) == 10 - statuses.count(200), statuses
     assert all(json.loads(body)["error"] == "The server is stopping; try again once it is back." for status, _, body in replies if status == 503)
-    assert not thread.is_alive() and seconds < 2.5, seconds  # before: the ten ran, 5 s
+    assert not thread.is_alive() and seconds < 2.5, seconds  # running the ten waiting ones would take 5 s
 
 
 def test_what_the_model_server_or_the_tiling_refuses_is_a_400_the_user_can_act_on(export_base):
@@ -327,7 +327,7 @@ def test_what_the_model_server_or_the_tiling_refuses_is_a_400_the_user_can_act_o
     with fake_serving(export_base / "3") as (address, _):
         whole = TestClient(server.create_app(completers.ServingCompleter(address), server.PageSettings(tiling="whole", max_network_pixels=5_000_000)))
         reply = _post(whole, _png(big), _png(hole))
-    assert reply.status_code == 400, reply.text  # before: 503, as if the server were down
+    assert reply.status_code == 400, reply.text  # the user's to act on, not 503 as if the server were down
     assert reply.json()["error"] == (
         f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: image is larger than 4194304 pixels (counting every image of the request)"
     )
