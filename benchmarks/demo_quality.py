@@ -83,7 +83,7 @@ def checkpoints_of(run: str) -> List[Tuple[int, str]]:
 
 def phase_of(step: int, config: Dict) -> int:
     """The phase of ckpt-`step` in a run of config.json `config`: that of its last step, step - 1."""
-    phases = train_lib.Config(source="", completion_steps=config["completion_steps"], discriminator_steps=config["discriminator_steps"], total_steps=config["total_steps"])
+    phases = train_lib.Config(source="", completion_steps=config["completion_steps"], discriminator_steps=config["discriminator_steps"], total_steps=config.get("total_steps", config["completion_steps"] + config["discriminator_steps"]))
     return phases.phase_at(step - 1)
 
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import checkpoints, export_lib, images, inference, models, run_folder, tiling
+from glcic_tf import export_lib, images, inference, models, run_folder, tiling
 from glcic_tf.errors import ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
@@ -50,14 +50,14 @@ def load_completion_network(path: str):
     the mean pixel. A checkpoint path (`.../ckpt-1000`) reads config.json from its folder.
     Returns (keras model, mean_pixel, step).
     """
-    checkpoint = checkpoints.resolve(path)
+    checkpoint = run_folder.resolve(path)
     config = run_folder.read_config(os.path.dirname(checkpoint))
     if config is None:
         config_path = os.path.join(os.path.dirname(checkpoint), run_folder.CONFIG)
         raise UserError(f"{config_path} is missing: the network's width and mean pixel are stored there by train.py")
     network = models.completion_network(config.get("width", 1.0))
     step = tf.Variable(0, dtype=tf.int64)
-    checkpoints.read_completion_network(network, checkpoint, step=step)
+    run_folder.read_completion_network(network, checkpoint, step=step)
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 

@@ -32,7 +32,6 @@ MAX_PIXELS = 10_000 * 10_000
 # capable OpenCV is: a format whose size no header states before decoding (Radiance HDR, which
 # OpenCV decodes into float32 first) could cost gigabytes before any size check.
 FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
-FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 # EXIF orientation follows the browser the page runs in, so a mask painted on the page fits the
 # photo the server reads: Chromium (150) turns JPEGs and PNGs (eXIf) upright and shows WebPs as
 # stored; OpenCV 5 would turn all of them. TIFF, which browsers do not open, is turned as TIFF
@@ -44,8 +43,17 @@ _HEADER_BYTES = 16  # enough for every allowed format's signature
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WebP", ".gif": "GIF", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 # What TensorFlow's decoders (tf.io.decode_image) read: every format but TIFF. The export's bytes
 # signature and training read these.
-TENSORFLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
-TENSORFLOW_FORMAT_NAMES = "PNG, JPEG, GIF, BMP or WebP"
+TENSORFLOW_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WebP")
+
+
+def _listed(names) -> str:
+    """"A, B or C", for messages."""
+    names = list(dict.fromkeys(names))
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+FORMAT_NAMES = _listed(FORMATS.values())  # "JPEG, PNG, WebP, GIF, BMP or TIFF"
+TENSORFLOW_FORMAT_NAMES = _listed(TENSORFLOW_FORMATS)  # "PNG, JPEG, GIF, BMP or WebP"
 
 
 def extensions(formats=tuple(EXTENSIONS.values())) -> Tuple[str, ...]:

@@ -120,7 +120,7 @@ def inpaint(
     """One (H, W, 3) uint8 image and its (H, W, 1) mask -> the completed (H, W, 3) uint8 image.
 
     `completer` takes float batches (image (B, h, w, 3) in [0, 1], mask (B, h, w, 1)) and returns
-    the completed batch: an `Inpainter`, or what `load_completer` gives. `tiling` says how much
+    the completed batch: an `Inpainter`, or what `completers.load_completer` gives. `tiling` says how much
     of the image it sees (`glcic_tf.tiling`): by default crops around the holes, so a phone
     photograph with a small hole costs what the hole's neighbourhood costs. The post-processing
     runs on the same crops, after the network (so on a downscaled copy where the network ran on

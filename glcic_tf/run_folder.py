@@ -1,18 +1,26 @@
-"""A run folder: the files train.py keeps beside its checkpoints, written in one place.
+"""A run folder (train.py's --model_dir): its checkpoints and the files that describe the run.
 
+- Checkpoints: the latest one found (`resolve`), read strictly (`read_strictly`: every variable
+  of what is read, a whole run or a completion network, must be there;
+  `tf.train.Checkpoint.read(...).expect_partial()` alone would leave unmatched weights at their
+  random initial values without a word, so a checkpoint of another architecture would load
+  "successfully" and complete images with noise), the folder checked writable first.
 - `config.json`: the settings of the latest start (the width and mean pixel that completers
-  read) and a fingerprint of the data; `flags.txt`: the flags of the latest start;
-  `settings_history.jsonl`: one line per start (time, step, replicas, what changed, settings).
+  read) and a fingerprint of the data, written by `write_config` only; `flags.txt`: the flags of
+  the latest start; `settings_history.jsonl`: one line per start (time, step, replicas, what
+  changed, settings).
 - `best/`: the best validated checkpoint, a run folder of its own: the completion network with
   the step, score and metric it was chosen by, its own `config.json`, and `validation.json`
   (its scores, for people).
 
 Resuming compares the stored settings with the new ones (`changed_settings`); which settings may
-change is the trainer's to say (`train_lib.CHANGEABLE_ON_RESUME`).
+change is the trainer's to say (`train_lib.CHANGEABLE_ON_RESUME`). Validation's own files
+(`validation.csv`, the TensorBoard runs) are glcic_tf.validation's.
 """
 
 import json
 import os
+import tempfile
 import time
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -26,6 +34,63 @@ FLAGS_TEXT = "flags.txt"
 SETTINGS_HISTORY = "settings_history.jsonl"
 BEST_FOLDER = "best"
 BEST_DESCRIPTION = "validation.json"
+
+
+# --- Checkpoints ------------------------------------------------------------------------
+
+
+def resolve(path: str) -> str:
+    """A checkpoint prefix from a run folder (its latest checkpoint) or a checkpoint prefix."""
+    if tf.io.gfile.isdir(path):
+        checkpoint = tf.train.latest_checkpoint(path)
+        if checkpoint is None:
+            raise UserError(f"{path} holds no checkpoint (expected what train.py writes into --model_dir)")
+        return checkpoint
+    if not tf.io.gfile.exists(path + ".index"):
+        raise UserError(f"{path} is neither a run folder nor a checkpoint (no {os.path.basename(path)}.index)")
+    return path
+
+
+def check_folder(path: str, flag: str) -> None:
+    """Fails before any compute if `path` (given as `flag`) cannot be created and written as a folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path} cannot be written: {error.strerror}") from None
+
+
+def read_strictly(checkpoint: tf.train.Checkpoint, path: str, what: str, hint: str = "") -> None:
+    """Reads `path` into `checkpoint`; every variable `checkpoint` tracks must be found there.
+
+    Values in the file that `checkpoint` does not track are ignored. A missing variable, or one
+    of another shape, is a one-line UserError naming `what` was expected.
+    """
+    try:
+        status = checkpoint.read(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.NotFoundError, ValueError, tf.errors.InvalidArgumentError) as error:
+        raise UserError(f"cannot load {what} from {path}: {str(error).splitlines()[0]}") from None
+    except AssertionError:
+        raise UserError(
+            f"{path} does not hold {what} (a checkpoint of another architecture or width, or written "
+            f"by an older glcic_tf whose layers differ){hint}"
+        ) from None
+
+
+def read_completion_network(network, checkpoint: str, **others) -> None:
+    """Loads `network` (and any other trackables given, e.g. step=) from `checkpoint`.
+
+    Anything else the checkpoint holds (discriminators, optimizers) is ignored; a weight of
+    `network` that the checkpoint lacks, or of another shape, is a one-line UserError.
+    """
+    read_strictly(tf.train.Checkpoint(completion=network, **others), checkpoint, "this completion network's weights")
+
+
+# --- The run's settings --------------------------------------------------------------------
 
 
 def write_json(path: str, value) -> None:
@@ -107,8 +172,7 @@ def _best_checkpoint(network, step, value, metric) -> tf.train.Checkpoint:
 
 def read_best(model_dir: str) -> Optional[Tuple[int, float, str]]:
     """(step, value, metric) of the run's best checkpoint, read from the checkpoint itself (written
-    atomically); None if there is none. A best/ that train.py did not write is a UserError.
-    Its validation.json is written again if a crash left it describing another step."""
+    atomically); None if there is none. A best/ that train.py did not write is a UserError."""
     latest = tf.train.latest_checkpoint(best_path(model_dir))
     if not latest:
         return None
@@ -122,16 +186,23 @@ def read_best(model_dir: str) -> Optional[Tuple[int, float, str]]:
             f"{latest} is not a best checkpoint that train.py wrote (no score in it: {str(error).splitlines()[0]}); "
             f"move {best_path(model_dir)} away and start again"
         ) from None
+    return step, value, metric
+
+
+def repair_best_description(model_dir: str, step: int, value: float, metric: str) -> bool:
+    """Writes best/validation.json again if it describes another step than the best checkpoint's
+    (a crash between the two); returns whether it did."""
     description = os.path.join(best_path(model_dir), BEST_DESCRIPTION)
     try:
         with open(description) as file:
             described = json.load(file).get("step")
     except (OSError, ValueError):
         described = None
-    if described != step:  # a crash between the checkpoint and its description
-        logging.info("%s described another step: written again for step %d", description, step)
-        write_json(description, {"step": step, "metric": metric, "value": value, "metrics": {metric: value}})
-    return step, value, metric
+    if described == step:
+        return False
+    logging.info("%s described another step: written again for step %d", description, step)
+    write_json(description, {"step": step, "metric": metric, "value": value, "metrics": {metric: value}})
+    return True
 
 
 def save_best(model_dir: str, network, step: int, metric: str, means: Dict[str, float], run_settings: Dict, validation_settings: Dict) -> str:

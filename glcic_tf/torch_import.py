@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import checkpoints, models, run_folder
+from glcic_tf import models, run_folder
 from glcic_tf.errors import UserError
 
 AUTHORS_LICENSE = "CC BY-NC-SA 4.0 (Iizuka, Simo-Serra, Ishikawa): non-commercial use only"
@@ -232,7 +232,7 @@ def convert(path: str) -> Converted:
 
 def write_run_folder(converted: Converted, output_dir: str, source: str) -> str:
     """Writes a checkpoint and config.json that export.py, evaluate.py and inpaint.py load like a run."""
-    checkpoints.check_folder(output_dir, "--output")
+    run_folder.check_folder(output_dir, "--output")
     if os.listdir(output_dir):
         raise UserError(f"--output {output_dir} is not empty; choose a new folder (nothing was written)")
     step = tf.Variable(0, dtype=tf.int64)  # no training step of ours; export.py then uses version 1

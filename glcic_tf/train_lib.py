@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import checkpoints, data, losses, models, run_folder
+from glcic_tf import data, losses, models, run_folder
 from glcic_tf import validation as validation_lib
 from glcic_tf.errors import UserError
 
@@ -227,7 +227,7 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.is_chief = is_chief(self.strategy)
         if self.is_chief:
-            checkpoints.check_folder(model_dir, "--model_dir")
+            run_folder.check_folder(model_dir, "--model_dir")
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
@@ -294,8 +294,7 @@ class Trainer:
         """Only the chief validates (the others go on to the next step and wait for it there)."""
         if not (self.is_chief and self.config.validation.enabled):
             return None
-        settings = json.loads(json.dumps(dataclasses.asdict(self.config)))
-        return validation_lib.Validator(self.config.validation, self.model_dir, self.completion, settings, int(self.step.numpy()))
+        return validation_lib.Validator(self.config.validation, self.model_dir, self.completion, run_settings(self.config), int(self.step.numpy()))
 
     def _restore(self) -> Optional[str]:
         """Every worker restores the latest checkpoint of `model_dir` (only the chief writes there).
@@ -305,7 +304,7 @@ class Trainer:
         """
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
-            checkpoints.read_strictly(
+            run_folder.read_strictly(
                 self.checkpoint,
                 latest,
                 "this run's networks and optimizers",
@@ -320,8 +319,8 @@ class Trainer:
             for optimizer in (self.completion_optimizer, self.discriminator_optimizer):
                 optimizer.learning_rate.assign(rate)
         elif self.config.init_checkpoint:
-            path = checkpoints.resolve(self.config.init_checkpoint)
-            checkpoints.read_completion_network(self.completion, path)
+            path = run_folder.resolve(self.config.init_checkpoint)
+            run_folder.read_completion_network(self.completion, path)
             logging.info("completion network initialised from %s; discriminators start anew", path)
         return latest
 
@@ -616,9 +615,14 @@ def _duration(seconds: float) -> str:
     return f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
+def _plain(config: Config) -> dict:
+    """`config` as JSON's types (tuples become lists), as config.json holds it."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
 def run_settings(config: Config) -> dict:
     """What config.json holds for `config`: its settings, and the data's fingerprint (run_folder)."""
-    return {**json.loads(json.dumps(dataclasses.asdict(config))), "data": data.fingerprint(config.source, config.data_dir)}
+    return {**_plain(config), "data": data.fingerprint(config.source, config.data_dir)}
 
 
 # Settings a resumed run may change: where the data are kept, how often it logs and saves, how
@@ -645,7 +649,7 @@ def comparable_settings(settings: dict) -> Dict[str, object]:
     spelling leaves implied made explicit: a key an older version did not write has the default
     of the code that wrote it (a setting is added with the behaviour before it as its default),
     and an unset learning rate is the optimizer's own."""
-    flat = _flat_settings(json.loads(json.dumps(dataclasses.asdict(Config(source="")))))
+    flat = _flat_settings(_plain(Config(source="")))
     flat.update(_flat_settings(settings))
     if flat.get("learning_rate") is None and flat.get("optimizer") in OPTIMIZERS:
         flat["learning_rate"] = OPTIMIZERS[flat["optimizer"]][1]["learning_rate"]

@@ -85,6 +85,12 @@ class Validator:
         self.photos = evaluation.evaluation_images(settings.source, settings.num_images, size, settings.data_dir, at_most=True)
         if not self.photos:
             raise UserError(f"--validation_source {settings.source} holds no readable image")
+        smallest = min(min(photo.shape[:2]) for photo in self.photos)
+        if settings.metric == "ms_ssim" and smallest < metrics.MS_SSIM_MIN_SIDE:
+            raise UserError(
+                f"--validation_metric=ms_ssim needs validation images of {metrics.MS_SSIM_MIN_SIDE} pixels or more a side, "
+                f"and {settings.source} gives {smallest} (--validation_size): choose another metric or a larger size"
+            )
         logging.info(
             "validation: %d images of %s (%s), %s holes, seed %d, every %d steps, best by %s (read in %.1f s)",
             len(self.photos), settings.source, f"{size}x{size}" if size else "own sizes", settings.protocol, settings.seed,
@@ -112,6 +118,7 @@ class Validator:
             return
         self.best_step, self.best_value = step, value
         logging.info("best checkpoint so far: step %d, %s %.4f (%s)", step, metric, value, run_folder.best_path(self.model_dir))
+        run_folder.repair_best_description(self.model_dir, step, value, metric)
 
     # --- the CSV --------------------------------------------------------------------------
 
@@ -154,7 +161,7 @@ class Validator:
 
     def evaluate(self) -> Dict[str, float]:
         """The mean of every metric over the held-out set, as evaluate.py computes it."""
-        if self.completer is None:  # as evaluate.py runs a run folder, in float32; built (and compiled) once
+        if self.completer is None:  # float32, as evaluate.py --precision=float32 runs a run folder; built (and compiled) once
             self.completer = inference.Inpainter(self.network, self.mean_pixel)
         else:
             self.completer.network.fold(self.network)  # this step's weights

@@ -5,6 +5,7 @@ Commands are found in fenced shell blocks (one command per line, `\\` continuati
 in inline code spans that start with a command, e.g. `evaluate.py --model=RUN/best`.
 """
 
+import ast
 import glob
 import json
 import os
@@ -265,3 +266,43 @@ def test_every_flag_named_anywhere_is_a_flag_of_ours_or_of_the_program_shown(doc
         if not known:
             unknown.append(f"--{name}{family}")
     assert not unknown, f"{document.name} names flags no command has: {sorted(set(unknown))}"
+
+
+def _design_layers():
+    """{module path prefix: layer number (0 = top)} from docs/design.md's table of layers."""
+    layers, layer = {}, -1
+    text = (ROOT / "docs" / "design.md").read_text().split("## The modules, by layer", 1)[1].split("\n## ", 1)[0]
+    for row in re.findall(r"^\|([^|\n]*)\|\s*`(glcic_tf/[^`]+)`", text, flags=re.M):
+        if row[0].strip():
+            layer += 1
+        layers[row[1].rstrip("/").removesuffix(".py").replace("/", ".")] = layer
+    return layers
+
+
+def _entry_of(module, layers):
+    """The design table's entry a module belongs to (its file, or the folder it is in)."""
+    found = [prefix for prefix in layers if module == prefix or module.startswith(prefix + ".")]
+    return max(found, key=len) if found else None
+
+
+def test_the_design_pages_layers_are_the_codes_every_module_imports_only_from_below():
+    layers = _design_layers()
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts): path for path in (ROOT / "glcic_tf").rglob("*.py")}
+    unplaced = sorted(name for name in modules if name != "glcic_tf.__init__" and _entry_of(name, layers) is None)
+    assert not unplaced, f"modules the design page does not place: {unplaced}"
+    upward = []
+    for name, path in modules.items():
+        entry = _entry_of(name, layers)
+        if entry is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("glcic_tf"):
+                imported = [node.module] if node.module != "glcic_tf" else [f"glcic_tf.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names if alias.name.startswith("glcic_tf.")]
+            for target in imported:
+                other = _entry_of(target, layers)
+                if other is not None and other != entry and layers[other] <= layers[entry]:
+                    upward.append(f"{name} (layer {layers[entry]}) imports {target} (layer {layers[other]})")
+    assert not upward, upward

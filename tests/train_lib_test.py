@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import checkpoints, data, losses, models, run_folder, train_lib
+from glcic_tf import data, losses, models, run_folder, train_lib
 from glcic_tf.errors import UserError
 
 TINY = tiny.SIZES
@@ -304,7 +304,7 @@ def test_bad_settings_and_model_dirs_are_one_line_errors(tmp_path):
         _config("folder:x", optimizer="sgd")
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file, not a folder"):
-        checkpoints.check_folder(str(tmp_path / "file"), "--model_dir")
+        run_folder.check_folder(str(tmp_path / "file"), "--model_dir")
 
 
 @pytest.mark.slow

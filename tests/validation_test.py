@@ -88,6 +88,14 @@ def test_validation_metrics_are_evaluate_py_s_on_the_same_images_and_holes(valid
     for name in ("psnr", "ssim", "l1", "hole_psnr", "hole_ssim", "hole_l1"):
         assert summary[name]["mean"] == pytest.approx(float(best[name]), rel=1e-6, abs=1e-6), name
     assert json.loads(Path(run, "best", "validation.json").read_text())["step"] == int(best["step"])
+    # And the last step's row is its own weights' (validation refreshes them every time), not the first's.
+    last = in_process.run(
+        "evaluate", f"--model={run}/ckpt-4", f"--source=folder:{sample_folder}/test",
+        "--image_size=0", "--mask_protocol=strokes", "--seed=0", "--methods=model", "--precision=float32", f"--output_dir={tmp_path / 'last'}",
+    )
+    assert last.returncode == 0, last.stderr[-2000:]
+    scored = json.loads((tmp_path / "last" / "summary.json").read_text())["methods"]["model"]["hole_psnr"]["mean"]
+    assert scored == pytest.approx(float(rows[-1]["hole_psnr"]), rel=1e-6) and rows[-1]["hole_psnr"] != rows[0]["hole_psnr"]
 
 
 @pytest.mark.slow
@@ -181,6 +189,12 @@ def test_a_validation_source_without_images_is_an_error_before_training(sample_f
     config = _config(sample_folder, validation=validation.ValidationSettings(source=f"folder:{tmp_path / 'empty'}"))
     with pytest.raises(UserError, match="holds no jpg/jpeg/png"):
         train_lib.Trainer(config, str(tmp_path / "run"))
+
+
+def test_ms_ssim_on_validation_images_too_small_for_it_is_an_error_before_training(sample_folder, tmp_path):
+    settings = validation.ValidationSettings(source=f"folder:{sample_folder}/test", image_size=32, metric="ms_ssim")
+    with pytest.raises(UserError, match="--validation_metric=ms_ssim needs validation images of 161 pixels or more a side"):
+        train_lib.Trainer(_config(sample_folder, validation=settings), str(tmp_path / "run"))
 
 
 @pytest.mark.slow

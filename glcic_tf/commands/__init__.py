@@ -113,7 +113,6 @@ def define_completion_flags():
         "What the network runs on: auto (crops around the holes, downscaled where larger than --max_network_pixels), "
         "crop (crops at full resolution), resize (the whole image, downscaled to fit) or whole (the whole image).",
     )
-    define_old_name("strategy", "tiling")
     flags.DEFINE_integer("max_network_pixels", tiling.MAX_NETWORK_PIXELS, "Most pixels the network runs on at once.")
 
 

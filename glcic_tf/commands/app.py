@@ -24,6 +24,7 @@ DEFAULTS = PageSettings()
 FLAGS = flags.FLAGS
 commands.define_completion_flags()
 commands.define_photo_flags()
+commands.define_old_name("strategy", "tiling")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on, IPv4 or IPv6 (0.0.0.0 or :: makes the page reachable from other machines: then it needs a token).")
 flags.DEFINE_string("token", None, "A secret every request must carry (?token= in the page's address); when --host is not loopback and this is not given, a random one is printed.")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")

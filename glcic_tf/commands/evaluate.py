@@ -61,6 +61,9 @@ def main(argv):
             "image_size": FLAGS.image_size,
             "mask_protocol": FLAGS.mask_protocol,
             "seed": FLAGS.seed,
+            "tiling": FLAGS.tiling,
+            "max_network_pixels": FLAGS.max_network_pixels,
+            "precision": FLAGS.precision,
         }
         grid = evaluation.picture_grid(photos, results, methods, FLAGS.grid_images, FLAGS.grid_tile)
         paths = evaluation.write_report(FLAGS.output_dir, rows, summary, settings, grid)

@@ -17,7 +17,7 @@ installed with --no-deps: see docs/serving.md).
 By default (--tiling=auto) the network runs on each hole's neighbourhood only (its box grown
 by the network's 153-pixel receptive field), locally or on the server, so a 12-megapixel photo
 with a small hole takes about a second; see glcic_tf/tiling.py. Images are read if they are
-JPEG, PNG, WebP, GIF, BMP or TIFF files (images.FORMATS); with a folder, a broken image or
+JPEG, PNG, WebP, GIF, BMP or TIFF files (glcic_tf/images.py); with a folder, a broken image or
 one in another format is skipped and named, the others are written, and the exit status is 1.
 """
 
@@ -38,8 +38,9 @@ flags.DEFINE_string("output", None, "Output file (.png or .jpg), or a folder whe
 flags.DEFINE_bool("postprocess", False, "The paper's post-processing: fast marching, then Poisson blending.")
 commands.define_completion_flags()
 commands.define_photo_flags()
+commands.define_old_name("strategy", "tiling")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # images.FORMATS
+IMAGE_EXTENSIONS = images.extensions()  # every format images.py reads
 
 
 def _parse_box(text):

@@ -11,7 +11,7 @@ refused unless --allow_changed_settings. SIGTERM or Ctrl-C saves a checkpoint an
 
 from absl import flags, logging
 
-from glcic_tf import checkpoints, commands, data, masks, metrics, models, run_folder, train_lib, validation
+from glcic_tf import commands, data, masks, metrics, models, run_folder, train_lib, validation
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -177,7 +177,7 @@ def main(argv):
             raise UserError("--model_dir is required")
         strategy = train_lib.make_strategy(FLAGS.strategy)  # before any other TensorFlow work
         if train_lib.is_chief(strategy):  # the other workers only read --model_dir
-            checkpoints.check_folder(FLAGS.model_dir, "--model_dir")
+            run_folder.check_folder(FLAGS.model_dir, "--model_dir")
         config = config_from_flags()
         changes = train_lib.check_resume_settings(config, FLAGS.model_dir, FLAGS.allow_changed_settings)
         trainer = train_lib.Trainer(config, FLAGS.model_dir, strategy)
