@@ -60,6 +60,7 @@ MAX_TRAINING_PIXELS = 50_000_000
 # another stands in for it: on a network file system a read can fail and then succeed.
 RETRY_DELAY_SECONDS = 0.2
 
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A parsed source string: `kind` is "tfds" or "folder"; `split` is for TFDS only."""

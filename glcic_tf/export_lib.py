@@ -39,8 +39,6 @@ BYTES_SIGNATURE = "inpaint_bytes"
 EXPORT_UPSAMPLING = "subpixel"
 
 
-
-
 def _request_checks(image_bytes, mask_bytes, max_request_pixels: int):
     """Checks on the whole bytes request, from the files' headers before any is decoded: the
     images announce at most `max_request_pixels` pixels in all, and so do the masks (tf.map_fn decodes

@@ -61,7 +61,6 @@ def extensions(formats=tuple(EXTENSIONS.values())) -> Tuple[str, ...]:
     return tuple(extension for extension, name in EXTENSIONS.items() if name in formats)
 
 
-
 def _header_readers():
     """Pillow's (factory, accept) for each allowed format, its plugins imported on first use."""
     from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401, PLC0415
@@ -288,6 +287,7 @@ def announced_size(encoded) -> tf.Tensor:
         default=lambda: tf.zeros([2], tf.int64),
     )
 
+
 def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
     """An image file's bytes decoded in TensorFlow ops (H, W, channels) uint8, turned upright by
     its EXIF orientation as `decode_image` turns it, checked against `max_pixels` from the header
@@ -334,19 +334,24 @@ def decode_mask(encoded: bytes, shape: Tuple[int, int], what: str = "the mask", 
         logging.warning("%s is not binary: pixels of 128 or more are taken as hole", what)
     return (mask >= 128).astype(np.float32)[..., None]
 
+
 def to_uint8(image) -> np.ndarray:
     return np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+
+
+def output_extension(path: str) -> str:
+    """The format `write_image` writes `path` in (its extension, PNG without one); UserError for
+    an extension OpenCV writes no files of. Callers check it before any work."""
+    extension = os.path.splitext(path)[1] or ".png"
+    if not cv2.haveImageWriter("x" + extension):
+        raise UserError(f"cannot write {path}: name it .png or .jpg")
+    return extension
+
 
 def write_image(path: str, image: np.ndarray) -> None:
     """Write atomically: a temporary file renamed into place, so no half-written output remains."""
     folder = os.path.dirname(os.path.abspath(path))
-    extension = os.path.splitext(path)[1] or ".png"
-    try:
-        ok, encoded = cv2.imencode(extension, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    except cv2.error:  # OpenCV raises for an extension it has no writer for
-        ok = False
-    if not ok:
-        raise UserError(f"cannot write {path}: name it .png or .jpg")
+    encoded = cv2.imencode(output_extension(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1]
     try:
         os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")

@@ -21,7 +21,6 @@ SSIM_WINDOW = 11
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-wide window: (11 - 1) * 2**4 + 1
 
 
-
 class Metric(NamedTuple):
     """How reports show a metric, and which way is better (validation's best checkpoint)."""
 

@@ -61,7 +61,6 @@ class ValidationSettings:
         return bool(self.source)
 
 
-
 def _better(value: float, than: Optional[float], metric: str) -> bool:
     if not np.isfinite(value):
         return False

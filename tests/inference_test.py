@@ -233,7 +233,6 @@ def test_announced_size_reads_an_extended_webp_header():
     assert images.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
 
 
-
 def _top_down_bmp(image):
     """A 24-bit BMP whose rows are stored top-down (negative height), as some tools write them."""
     height, width = image.shape[:2]
@@ -349,3 +348,12 @@ def test_exif_orientation_is_applied_as_the_browser_shows_the_photo(file_format,
     assert image.shape[:2] == ((8, 4) if upright else (4, 8)) and mask.shape[:2] == image.shape[:2]
     red = tuple(np.argwhere(image[..., 0] > 128)[0]) if file_format != "JPEG" else tuple(np.unravel_index(image[..., 0].argmax(), image.shape[:2]))
     assert red == ((0, 3) if upright else (0, 0)), red  # turned clockwise: the top-left corner goes top-right
+
+
+def test_write_image_refuses_a_format_it_cannot_write_and_leaves_nothing(tmp_path):
+    image = np.zeros((4, 5, 3), np.uint8)
+    with pytest.raises(UserError, match="cannot write .*x.xyz: name it .png or .jpg"):
+        images.write_image(str(tmp_path / "x.xyz"), image)
+    images.write_image(str(tmp_path / "plain"), image)  # no extension: PNG
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["plain"]
+    assert cv2.imread(str(tmp_path / "plain")).shape == (4, 5, 3)

@@ -24,7 +24,6 @@ one in another format is skipped and named, the others are written, and the exit
 import os
 import time
 
-import cv2
 from absl import flags, logging
 
 from glcic_tf import commands, images, inference
@@ -60,9 +59,7 @@ def _jobs():
     if not os.path.exists(FLAGS.image):
         raise UserError(f"image {FLAGS.image} does not exist")
     if os.path.isfile(FLAGS.image):
-        named = FLAGS.output if os.path.splitext(FLAGS.output)[1] else FLAGS.output + ".png"  # as write_image names it
-        if not cv2.haveImageWriter(named):  # said now, not after the network has run
-            raise UserError(f"cannot write {FLAGS.output}: name it .png or .jpg")
+        images.output_extension(FLAGS.output)  # refused now, not after the network has run
         return [(FLAGS.image, FLAGS.mask, FLAGS.output)]
     names = sorted(name for name in os.listdir(FLAGS.image) if name.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
