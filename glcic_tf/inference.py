@@ -76,13 +76,19 @@ class Inpainter(tf.Module):
         return models.composite(completed[:, :height, :width, :], image, mask)
 
 
+BLEND_GROWTH = np.ones((3, 3), np.uint8)  # one pixel each way
+
+
 def postprocess(image: np.ndarray, completed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The paper's post-processing of one image (H, W, 3) uint8: fast marching, then Poisson blending.
 
     As the authors' inpaint.lua: `cv2.inpaint(completed, mask, 1, INPAINT_TELEA)` gives the
     boundary, then `cv2.seamlessClone` blends the network's completion into it over the holes.
     seamlessClone misbehaves when the mask touches the image border, so both images are padded
-    (mirrored) first and cropped after. Pixels outside the holes are returned unchanged.
+    (mirrored) first and cropped after; and it solves on the inside of the mask's bounding box,
+    so a hole less than 3 pixels high or wide (a tap of a small brush, a thin line) is blended
+    over the hole grown by one pixel (BLEND_GROWTH). Pixels outside the holes are returned
+    unchanged, whatever the hole's shape.
     """
     hole = (mask.reshape(mask.shape[:2]) > 0.5).astype(np.uint8) * 255
     if not hole.any():
@@ -92,6 +98,9 @@ def postprocess(image: np.ndarray, completed: np.ndarray, mask: np.ndarray) -> n
     padded = [cv2.copyMakeBorder(a, pad, pad, pad, pad, cv2.BORDER_REFLECT) for a in (completed, telea)]
     padded_hole = cv2.copyMakeBorder(hole, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     x, y, w, h = cv2.boundingRect(padded_hole)
+    if min(w, h) < 3:  # seamlessClone's solver has nothing inside a box thinner than 3 pixels
+        padded_hole = cv2.dilate(padded_hole, BLEND_GROWTH)
+        x, y, w, h = cv2.boundingRect(padded_hole)
     # seamlessClone puts the mask's bounding box at centre - size // 2: this centre keeps it in place.
     centre = (x + w // 2, y + h // 2)
     blended = cv2.seamlessClone(padded[0], padded[1], padded_hole, centre, cv2.NORMAL_CLONE)

@@ -104,6 +104,30 @@ def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(phot
     assert _seam_step(result, mask) < 0.5 * _seam_step(completed, mask), (_seam_step(result, mask), _seam_step(completed, mask))
 
 
+@pytest.mark.parametrize(
+    "shape, boxes",
+    [
+        ((100, 100), [(50, 50, 1, 1)]),  # a tap of a one-pixel brush
+        ((100, 100), [(50, 50, 2, 2)]),
+        ((100, 100), [(50, 20, 1, 30)]),  # a thin line
+        ((100, 100), [(20, 50, 40, 2)]),
+        ((100, 100), [(0, 0, 1, 1), (99, 99, 1, 1)]),  # in the corners
+        ((100, 100), [(0, 40, 100, 1)]),  # across the whole image
+        ((1, 1), [(0, 0, 1, 1)]),  # a one-pixel image
+        ((2, 7), [(3, 0, 1, 2)]),
+    ],
+)
+def test_postprocessing_completes_holes_down_to_one_pixel(shape, boxes):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = inference.mask_from_boxes(shape, boxes)
+    completed = np.where(mask > 0, np.uint8(200), image)
+    result = inference.postprocess(image, completed, mask)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    np.testing.assert_array_equal(result[mask[..., 0] == 0], image[mask[..., 0] == 0])
+    assert np.abs(result[mask[..., 0] > 0].astype(int) - image[mask[..., 0] > 0]).max() > 0  # the hole is blended in
+
+
 def _gradients(image):
     gray = image.astype(np.float32).mean(axis=2)
     return np.diff(gray, axis=0)[:, :-1], np.diff(gray, axis=1)[:-1, :]
