@@ -10,6 +10,7 @@ and the decoded size is checked again.
 
 import io
 import os
+import secrets
 from typing import Optional, Tuple
 
 import cv2
@@ -148,10 +149,16 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
 
 
 def _read_file(path: str, what: str) -> bytes:
-    if not os.path.isfile(path):
+    """A regular file's bytes: not a device (/dev/zero never ends), a FIFO or a folder."""
+    if not os.path.exists(path):
         raise UserError(f"{what} {path} does not exist")
-    with open(path, "rb") as file:
-        return file.read()
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} is not a file")
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror or error}") from None
 
 # --- The same headers in TensorFlow ops: the export's bytes signature, training's reader ---
 
@@ -349,16 +356,40 @@ def output_extension(path: str) -> str:
 
 
 def write_image(path: str, image: np.ndarray) -> None:
-    """Write atomically: a temporary file renamed into place, so no half-written output remains."""
+    """Write atomically: a new temporary file in the target folder, renamed into place, so no
+    half-written output remains and nothing planted under a temporary name (a symbolic link to
+    another file) is written through.
+
+    The temporary file is made as `tempfile.mkstemp` makes one (a random name, O_CREAT | O_EXCL,
+    so an existing name or link fails), but with the mode any new file of the user's gets (the
+    umask's), not mkstemp's owner-only mode: the output is the user's file like any other.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     encoded = cv2.imencode(output_extension(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1]
+    temporary = None
     try:
         os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.partial")
-        encoded.tofile(temporary)
+        if os.path.isdir(path):
+            raise UserError(f"cannot write {path}: it is a folder")
+        for _ in range(100):  # as tempfile does: a new random name if one is taken
+            candidate = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.partial")
+            try:
+                descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:
+                continue
+            temporary = candidate
+            break
+        else:
+            raise FileExistsError(f"no free temporary name in {folder}")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(encoded.tobytes())
         os.replace(temporary, path)
+        temporary = None
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if temporary is not None:
+            os.remove(temporary)
 
 
 def mask_limit_bytes(max_pixels: int, max_file_bytes: int) -> int:

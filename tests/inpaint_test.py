@@ -131,3 +131,91 @@ def test_the_old_name_strategy_still_chooses_the_tiling_and_says_its_new_name(ex
     bad = in_process.run("inpaint", *common, "--strategy=everything")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: --strategy (now --tiling): ")
     assert not (tmp_path / "out.png").exists()
+
+
+def _copy_photos(sample_folder, folder, names):
+    folder.mkdir(exist_ok=True)
+    for name, source in names.items():
+        image = cv2.imread(str(sample_folder / "test" / source))
+        cv2.imwrite(str(folder / name), image)
+
+
+@pytest.mark.parametrize("hole", ["tap", "line"])
+def test_postprocessing_a_tiny_hole_completes_alone_and_in_a_folder(export_base, sample_folder, tmp_path, hole):
+    box = {"tap": "--box=50,50,2,2", "line": "--box=50,50,1,30"}[hole]
+    photo = sample_folder / "test" / "coins.png"
+    alone = _inpaint(f"--model={export_base}", f"--image={photo}", box, "--postprocess", f"--output={tmp_path / 'one.png'}")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    folder = _inpaint(f"--model={export_base}", f"--image={sample_folder / 'test'}", box, "--postprocess", f"--output={tmp_path / 'out'}")
+    assert folder.returncode == 0, folder.stderr[-2000:]
+    assert folder.stdout.strip() == f"wrote 3 completed images to {tmp_path / 'out'}"
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_images_that_would_share_an_output_name_are_refused_before_anything_is_written(export_base, sample_folder, tmp_path):
+    _copy_photos(sample_folder, tmp_path / "photos", {"a.png": "coins.png", "a.jpg": "camera.png", "b.png": "chelsea.png"})
+    done = _inpaint(f"--model={export_base}", f"--image={tmp_path / 'photos'}", "--box=5,5,9,9", f"--output={tmp_path / 'out'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: images would be written under one name (a.jpg and a.png): rename one of each, or complete them separately"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_photograph_kept(export_base, sample_folder, tmp_path):
+    photos = tmp_path / "photos"
+    _copy_photos(sample_folder, photos, {"a.png": "coins.png", "b.jpg": "camera.png"})
+    before = {path.name: path.read_bytes() for path in photos.iterdir()}
+    in_place = _inpaint(f"--model={export_base}", f"--image={photos / 'a.png'}", "--box=5,5,9,9", f"--output={photos / 'a.png'}")
+    assert in_place.returncode == 1
+    assert in_place.stderr.strip().splitlines()[-1] == f"error: --output would overwrite the input {photos / 'a.png'}: choose another output"
+    same_folder = _inpaint(f"--model={export_base}", f"--image={photos}", "--box=5,5,9,9", f"--output={photos}")
+    assert same_folder.returncode == 1
+    assert same_folder.stderr.strip().splitlines()[-1] == f"error: --output would overwrite the input {photos / 'a.png'}: choose another output"
+    assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
+
+
+def test_a_planted_link_under_a_temporary_name_is_not_written_through(export_base, sample_folder, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for name in (".out.png.partial", ".out.png.tmp"):  # the names a predictable writer would use
+        (tmp_path / name).symlink_to(victim)
+    done = _inpaint(f"--model={export_base}", f"--image={sample_folder / 'test' / 'coins.png'}", "--box=5,5,9,9", f"--output={tmp_path / 'out.png'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert victim.read_text() == "keep me"
+    assert cv2.imread(str(tmp_path / "out.png")) is not None
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.endswith(".partial") and not path.is_symlink()) == []
+
+
+@pytest.mark.parametrize("case", ["dev_null", "folder_output_is_a_file", "no_hole_mask", "box_outside", "two_masks"])
+def test_what_a_careless_user_gives_is_one_line_before_the_model_loads(export_base, sample_folder, tmp_path, case):
+    photo = sample_folder / "test" / "coins.png"
+    height, width = cv2.imread(str(photo)).shape[:2]
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((height, width), np.uint8))
+    (tmp_path / "file").write_text("")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("coins.png", "coins.jpg"):
+        cv2.imwrite(str(masks / name), np.full((height, width), 255, np.uint8))
+    _copy_photos(sample_folder, tmp_path / "photos", {"coins.png": "coins.png"})
+    args, expected = {
+        "dev_null": (["--image=/dev/null", "--box=1,1,5,5", f"--output={tmp_path / 'out.png'}"], "error: --image /dev/null is neither a file nor a folder"),
+        "folder_output_is_a_file": (
+            [f"--image={sample_folder / 'test'}", "--box=1,1,5,5", f"--output={tmp_path / 'file'}"],
+            f"error: --image is a folder, so --output must be a folder, and {tmp_path / 'file'} is a file",
+        ),
+        "no_hole_mask": (
+            [f"--image={photo}", f"--mask={tmp_path / 'black.png'}", f"--output={tmp_path / 'out.png'}"],
+            f"error: mask {tmp_path / 'black.png'} marks no hole: white pixels (128 or more) are the hole",
+        ),
+        "box_outside": (
+            [f"--image={photo}", f"--box={width + 5},0,10,10", f"--output={tmp_path / 'out.png'}"],
+            f"error: --box {width + 5},0,10,10 lies outside image {photo} ({width}x{height})",
+        ),
+        "two_masks": (
+            [f"--image={tmp_path / 'photos'}", f"--mask={masks}", f"--output={tmp_path / 'out'}"],
+            f"error: image coins.png has several masks in {masks} (coins.jpg, coins.png): keep one",
+        ),
+    }[case]
+    done = _inpaint("--model=/nonexistent/model", *args)  # a model that would fail to load: the input is refused first
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out").exists()

@@ -19,8 +19,13 @@ by the network's 153-pixel receptive field), locally or on the server, so a 12-m
 with a small hole takes about a second; see glcic_tf/tiling.py. Images are read if they are
 JPEG, PNG, WebP, GIF, BMP or TIFF files (glcic_tf/images.py); with a folder, a broken image or
 one in another format is skipped and named, the others are written, and the exit status is 1.
+Nothing is overwritten that is read: an output that would be an input (--output equal to
+--image, or the images' own folder holding a PNG of an image's name) or two images that would be
+written under one name (a.jpg and a.png) are refused before any model loads. Each output is
+written under a new temporary name and renamed into place.
 """
 
+import contextlib
 import os
 import time
 
@@ -51,7 +56,8 @@ def _parse_box(text):
 
 
 def _jobs():
-    """(image path, mask path or None, output path) for every image to complete."""
+    """(image path, mask path or None, output path) for every image to complete; refused here,
+    before any model loads, if an output would overwrite an input or another output."""
     if not FLAGS.image or not FLAGS.output:
         raise UserError("--image and --output are required")
     if bool(FLAGS.mask) == bool(FLAGS.box):
@@ -60,35 +66,100 @@ def _jobs():
         raise UserError(f"image {FLAGS.image} does not exist")
     if os.path.isfile(FLAGS.image):
         images.output_extension(FLAGS.output)  # refused now, not after the network has run
-        return [(FLAGS.image, FLAGS.mask, FLAGS.output)]
+        jobs = [(FLAGS.image, FLAGS.mask, FLAGS.output)]
+    elif os.path.isdir(FLAGS.image):
+        jobs = _folder_jobs()
+    else:
+        raise UserError(f"--image {FLAGS.image} is neither a file nor a folder")
+    _refuse_overwriting_inputs(jobs)
+    return jobs
+
+
+def _folder_jobs():
     names = sorted(name for name in os.listdir(FLAGS.image) if name.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise UserError(f"image folder {FLAGS.image} holds no images")
     if FLAGS.mask and not os.path.isdir(FLAGS.mask):
         raise UserError(f"--image is a folder, so --mask must be a folder of masks, and {FLAGS.mask} is not")
-    jobs = []
+    if os.path.exists(FLAGS.output) and not os.path.isdir(FLAGS.output):
+        raise UserError(f"--image is a folder, so --output must be a folder, and {FLAGS.output} is a file")
+    masks = sorted(os.listdir(FLAGS.mask)) if FLAGS.mask else []
+    jobs, by_output = [], {}
     for name in names:
+        stem = os.path.splitext(name)[0]
         mask = None
         if FLAGS.mask:
-            stem = os.path.splitext(name)[0]
-            candidates = [m for m in os.listdir(FLAGS.mask) if os.path.splitext(m)[0] == stem]
+            candidates = [m for m in masks if os.path.splitext(m)[0] == stem]
             if not candidates:
                 raise UserError(f"no mask named {stem}.* in {FLAGS.mask} for image {name}")
+            if len(candidates) > 1:
+                raise UserError(f"image {name} has several masks in {FLAGS.mask} ({', '.join(candidates)}): keep one")
             mask = os.path.join(FLAGS.mask, candidates[0])
-        jobs.append((os.path.join(FLAGS.image, name), mask, os.path.join(FLAGS.output, os.path.splitext(name)[0] + ".png")))
+        output = os.path.join(FLAGS.output, stem + ".png")
+        by_output.setdefault(output, []).append(name)
+        jobs.append((os.path.join(FLAGS.image, name), mask, output))
+    clashes = [names for names in by_output.values() if len(names) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(names) for names in clashes)
+        raise UserError(f"images would be written under one name ({listed}): rename one of each, or complete them separately")
     return jobs
 
 
-def _complete_file(completer, image_path, mask_path, output_path, boxes):
+def _refuse_overwriting_inputs(jobs):
+    """UserError if an output is (the same file as) an image or a mask read: --output equal to
+    --image, or the images' own folder holding a PNG of the same name."""
+
+    def identity(path):
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+
+    inputs = {identity(path): path for job in jobs for path in job[:2] if path}
+    for _, _, output in jobs:
+        if os.path.exists(output) and identity(output) in inputs:
+            raise UserError(f"--output would overwrite the input {inputs[identity(output)]}: choose another output")
+
+
+def _read_inputs(image_path, mask_path, boxes):
+    """The image and its mask (1 = hole); UserError if nothing is to be completed."""
     image = images.read_image(image_path, FLAGS.max_pixels)
+    height, width = image.shape[:2]
     if mask_path:
         mask = images.read_mask(mask_path, image.shape[:2], FLAGS.max_pixels)
+        if not mask.any():
+            raise UserError(f"mask {mask_path} marks no hole: white pixels (128 or more) are the hole")
     else:
         mask = inference.mask_from_boxes(image.shape[:2], boxes)
-    start = time.perf_counter()
-    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
-    logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
-    images.write_image(output_path, completed)
+        if not mask.any():
+            raise UserError(f"--box {' --box '.join(FLAGS.box)} lies outside image {image_path} ({width}x{height})")
+    return image, mask
+
+
+class _Attempt:
+    """One photograph's step of a run: whether it failed (see _skipped_on_failure)."""
+
+    failed = False
+
+
+@contextlib.contextmanager
+def _skipped_on_failure(image_path, failures, alone):
+    """For a folder: a photograph that fails is named in the log and the next one goes on (a
+    UserError as a warning, anything else, a defect of ours, with its traceback). Alone, its
+    error stops the command as usual."""
+    attempt = _Attempt()
+    try:
+        yield attempt
+    except UserError as error:
+        if alone:
+            raise
+        logging.warning("skipped: %s", error)
+        attempt.failed = True
+    except Exception:  # noqa: BLE001 (one photograph's failure does not stop a folder)
+        if alone:
+            raise
+        logging.exception("skipped %s: completing it failed unexpectedly (please report this with the traceback)", image_path)
+        attempt.failed = True
+    if attempt.failed:
+        failures.append(image_path)
 
 
 def main(argv):
@@ -96,24 +167,28 @@ def main(argv):
     with one_line_errors():
         jobs = _jobs()
         boxes = [_parse_box(text) for text in FLAGS.box]
-        completer = commands.completer_from_flags()
-        failures = []
+        completer, failures, written = None, [], 0
         from tqdm import tqdm  # noqa: PLC0415 (installed with tensorflow-datasets)
 
         try:
             for image_path, mask_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) == 1):
-                try:
-                    _complete_file(completer, image_path, mask_path, output_path, boxes)
-                except UserError as error:
-                    if len(jobs) == 1:
-                        raise
-                    logging.warning("skipped: %s", error)  # one broken photograph does not stop a folder
-                    failures.append(image_path)
+                with _skipped_on_failure(image_path, failures, alone=len(jobs) == 1) as reading:
+                    image, mask = _read_inputs(image_path, mask_path, boxes)
+                if reading.failed:
+                    continue
+                if completer is None:  # loaded once an input is known good; its errors stop the command
+                    completer = commands.completer_from_flags()
+                with _skipped_on_failure(image_path, failures, alone=len(jobs) == 1):
+                    start = time.perf_counter()
+                    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
+                    logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
+                    images.write_image(output_path, completed)
+                    written += 1
         finally:
             getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
         if failures:
-            raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {len(jobs) - len(failures)} were written to {FLAGS.output}")
-    print(f"wrote {len(jobs)} completed image{'s' if len(jobs) > 1 else ''} to {FLAGS.output}")
+            raise UserError(f"{len(failures)} of {len(jobs)} images failed (named above); the other {written} were written to {FLAGS.output}")
+    print(f"wrote {written} completed image{'s' if written != 1 else ''} to {FLAGS.output}")
 
 
 def run():
