@@ -21,6 +21,25 @@ class TorchClass:
         self.fields = fields
 
 
+class DeclaredTensor:
+    """A tensor whose file header declares other sizes than it holds, as a broken or hostile file does.
+
+    `data` is written as its storage's numbers; the storage declares `storage_size` numbers
+    (default: as many as it holds) and the tensor `sizes`, `strides` and a 1-based `offset`.
+    """
+
+    def __init__(self, data, sizes, strides=None, offset=1, storage_size=None):
+        self.data = np.ascontiguousarray(data, np.float32).reshape(-1)
+        self.sizes = list(sizes)
+        self.strides = list(strides) if strides is not None else [1] * len(self.sizes)
+        self.offset = offset
+        self.storage_size = self.data.size if storage_size is None else storage_size
+
+
+# Tensor classes by element type; any other array is written as a FloatTensor.
+_TENSOR_CLASSES = {np.dtype(np.float64): "Double", np.dtype(np.int64): "Long"}
+
+
 class _Writer:
     def __init__(self, file):
         self.file = file
@@ -48,6 +67,22 @@ class _Writer:
         self._int(self.indices[id(obj)])
         return seen
 
+    def _tensor(self, name, sizes, strides, offset, storage_size, data):
+        """A torch.<name>Tensor's header and its storage (a new object of its own) holding `data`."""
+        self._string("V 1")
+        self._string(f"torch.{name}Tensor")
+        self._int(len(sizes))
+        for size in sizes:
+            self._long(size)
+        for stride in strides:
+            self._long(stride)
+        self._long(offset)  # 1-based
+        self._reference(object(), TORCH)
+        self._string("V 1")
+        self._string(f"torch.{name}Storage")
+        self._long(storage_size)
+        self.file.write(data.tobytes())
+
     def write(self, obj):
         if obj is None:
             self._int(NIL)
@@ -63,20 +98,14 @@ class _Writer:
         elif isinstance(obj, np.ndarray):
             if self._reference(obj, TORCH):
                 return
-            self._string("V 1")
-            self._string("torch.FloatTensor")
-            array = np.ascontiguousarray(obj, np.float32)
-            self._int(array.ndim)
-            for size in array.shape:
-                self._long(size)
-            for stride in array.strides:
-                self._long(stride // array.itemsize)
-            self._long(1)  # storage offset, 1-based
-            self._reference(object(), TORCH)  # the storage: a new object of its own
-            self._string("V 1")
-            self._string("torch.FloatStorage")
-            self._long(array.size)
-            self.file.write(array.tobytes())
+            name = _TENSOR_CLASSES.get(obj.dtype, "Float")
+            array = np.ascontiguousarray(obj, np.float32 if name == "Float" else obj.dtype)
+            strides = [stride // array.itemsize for stride in array.strides]
+            self._tensor(name, array.shape, strides, 1, array.size, array)
+        elif isinstance(obj, DeclaredTensor):
+            if self._reference(obj, TORCH):
+                return
+            self._tensor("Float", obj.sizes, obj.strides, obj.offset, obj.storage_size, obj.data)
         elif isinstance(obj, TorchClass):
             if self._reference(obj, TORCH):
                 return
