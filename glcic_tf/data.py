@@ -224,7 +224,12 @@ def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAIN
     which costs a fraction of a full decode) while its shortest edge stays at least
     `shortest_edge`, the largest the crop is cut from; a PNG, GIF, BMP or WebP whose header
     announces more than `max_pixels` (glcic_tf.images.announced_size) fails before decoding (the pipeline then substitutes it, with a warning). A
-    100-megapixel photograph would otherwise cost gigabytes as float32, with 16 in flight."""
+    100-megapixel photograph would otherwise cost gigabytes as float32, with 16 in flight. As
+    everywhere, a GIF is decoded from its first frame alone and a JPEG of more scans than any
+    encoder writes fails (glcic_tf.images.bounded_in_graph)."""
+    bounded, checks = images.bounded_in_graph(encoded, "the training image")
+    with tf.control_dependencies(checks):
+        encoded = tf.identity(bounded)
 
     def jpeg():
         size = tf.image.extract_jpeg_shape(encoded)

@@ -134,6 +134,8 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
     file_format, width, height = found
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
+    if file_format == "JPEG" and jpeg_scans(encoded) > MAX_JPEG_SCANS:
+        raise UserError(_too_many_scans(what, jpeg_scans(encoded)))
     if file_format in AS_STORED:
         mode |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
@@ -295,6 +297,103 @@ def announced_size(encoded) -> tf.Tensor:
     )
 
 
+# A JPEG's scans: a progressive decoder runs over the whole image once per scan, so a small file
+# repeating one scan thousands of times takes seconds per megapixel (5000 scans of 4000x4000 in
+# 113 KB: 8-45 s instead of 0.4 s). Encoders write one scan per colour component (baseline) or
+# about ten (progressive: libjpeg 10, mozjpeg up to 13 per pass); 100 leaves room for odd ones.
+# Each scan starts with an SOS marker, FF DA, which cannot occur inside entropy-coded data
+# (an FF byte there is followed by 00), so counting the marker bounds the scans.
+MAX_JPEG_SCANS = 100
+_SOS = b"\xff\xda"
+
+
+def jpeg_scans(encoded: bytes) -> int:
+    """How many scans (SOS markers) a JPEG's bytes hold; an upper bound (an embedded thumbnail's
+    scans count too)."""
+    return encoded.count(_SOS)
+
+
+def _too_many_scans(what: str, scans: int) -> str:
+    return f"{what} is a JPEG of {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes"
+
+
+# --- GIF: the first frame only. TensorFlow's decoder (giflib's DGifSlurp) unpacks every frame
+# of a file, whatever it returns, so a 1.7 MB GIF of 1000 frames of 1000x1000 costs a thousand
+# frames' time and memory (21.6 s, +850 MB); no header states the frame count. The file is cut
+# after its first frame, walking its blocks (an extension or image descriptor, then sub-blocks
+# of at most 255 bytes each) for a bounded number of steps.
+_GIF_EXTENSION, _GIF_IMAGE, _GIF_TRAILER = 0x21, 0x2C, b"\x3b"
+
+
+def _gif_steps(pixels) -> tf.Tensor:
+    """The most blocks walked to the end of the first frame of a GIF of `pixels` (its screen):
+    its LZW data takes at most 12 bits per pixel (1.5 bytes), in sub-blocks of 255 bytes, so
+    pixels / 170, plus room for the extensions before it. A walk of 23 microseconds a step:
+    0.25 s at most for a megapixel."""
+    return tf.cast(pixels, tf.int64) // 170 + 4096
+
+
+def first_gif_frame(encoded, pixels):
+    """(bytes, walked): a GIF file's bytes cut after its first frame, with a trailer (the same
+    first picture, in one frame's time and memory), and False if its first frame did not end
+    within the steps that a GIF of `pixels` needs (refuse it then). Bytes that are no GIF, or no
+    whole one, come back unchanged, with True: the decoder refuses them as it would."""
+    data = tf.concat([tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int64), tf.zeros([16], tf.int64)], 0)
+    length = tf.cast(tf.strings.length(encoded), tf.int64)
+    zero = tf.constant(0, tf.int64)
+
+    def byte(position):
+        return data[tf.minimum(tf.cast(position, tf.int64), length)]  # past the end: a 0
+
+    def colour_table(flags):  # bytes of the colour table that a flags byte announces
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), zero)
+
+    def step(position, in_blocks, in_image, end, steps):
+        value = byte(position)
+        # In an extension's or image's sub-blocks: a size byte, then that many bytes; 0 ends them.
+        blocks_end = in_blocks & tf.equal(value, 0)
+        # At a block: an extension (introducer, label), an image (descriptor, colour table, LZW
+        # code size) or anything else (the trailer, or garbage): stop there, without a cut.
+        extension, image = tf.equal(value, _GIF_EXTENSION), tf.equal(value, _GIF_IMAGE)
+        stopped = ~in_blocks & ~extension & ~image
+        at_block = tf.where(extension, position + 2, position + 11 + colour_table(byte(position + 9)))
+        end = tf.where(blocks_end & in_image, position + 1, tf.where(stopped, zero, end))
+        return (
+            tf.where(in_blocks, position + 1 + value, at_block),
+            tf.where(in_blocks, ~blocks_end, ~stopped),
+            tf.where(in_blocks, in_image, image),
+            end,
+            steps + 1,
+        )
+
+    most = _gif_steps(pixels)
+    start = tf.constant(13, tf.int64) + colour_table(byte(10))  # header, screen descriptor, global colour table
+    position, _, _, end, _ = tf.while_loop(
+        lambda position, in_blocks, in_image, end, steps: (end < 0) & (position < length) & (steps < most),
+        step,
+        (start, tf.constant(False), tf.constant(False), tf.constant(-1, tf.int64), zero),
+    )
+    is_gif = tf.equal(tf.strings.substr(encoded, 0, 3), b"GIF")
+    cut = tf.cond(is_gif & (end > 0), lambda: tf.strings.join([tf.strings.substr(encoded, zero, end), _GIF_TRAILER]), lambda: encoded)
+    return cut, ~is_gif | (end >= 0) | (position >= length)
+
+
+def bounded_in_graph(encoded, what: str):
+    """(encoded, checks) to decode an image file's bytes in TensorFlow ops within the time and
+    memory its header announces: a GIF cut to its first frame, a JPEG of more than
+    MAX_JPEG_SCANS scans refused (the checks fail with InvalidArgumentError naming `what`)."""
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+    scans = tf.size(tf.strings.split(tf.reshape(encoded, [1]), sep=_SOS).values, out_type=tf.int64) - 1
+    cut, walked = first_gif_frame(encoded, tf.reduce_prod(announced_size(encoded)))
+    checks = [
+        tf.debugging.assert_less_equal(
+            tf.where(is_jpeg, scans, 0), tf.constant(MAX_JPEG_SCANS, tf.int64), message=f"{what} is a JPEG of more than {MAX_JPEG_SCANS} scans, more than any encoder writes"
+        ),
+        tf.debugging.Assert(walked, [f"{what} is a GIF whose first frame does not end where its size allows"]),
+    ]
+    return cut, checks
+
+
 def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
     """An image file's bytes decoded in TensorFlow ops (H, W, channels) uint8, turned upright by
     its EXIF orientation as `decode_image` turns it, checked against `max_pixels` from the header
@@ -310,7 +409,9 @@ def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
         tf.debugging.assert_less_equal(announced, limit, message=message),
     ]
     with tf.control_dependencies(checks):  # decode only after the header's checks passed
-        decoded = tf.io.decode_image(tf.identity(encoded), channels=channels, expand_animations=False)
+        bounded, bounds = bounded_in_graph(encoded, what)
+    with tf.control_dependencies(bounds):
+        decoded = tf.io.decode_image(tf.identity(bounded), channels=channels, expand_animations=False)
     decoded = turn_upright(decoded, exif_orientation(encoded))  # as the page and inpaint.py read it
     shape = tf.shape(decoded, out_type=tf.int64)
     with tf.control_dependencies([tf.debugging.assert_less_equal(shape[0] * shape[1], limit, message=message)]):

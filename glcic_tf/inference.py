@@ -66,6 +66,10 @@ class Inpainter(tf.Module):
         ]
         with tf.control_dependencies(checks):  # nothing runs on inputs that failed a check
             image, mask = tf.identity(image), tf.cast(mask > 0.5, tf.float32)
+        # An empty batch, or images of no pixels, is answered as it came: there is nothing to complete.
+        return tf.cond(tf.equal(tf.size(image), 0), lambda: image, lambda: self._complete(image, mask))
+
+    def _complete(self, image, mask):
         height, width = tf.shape(image)[1], tf.shape(image)[2]
         # Pad by repeating the last row and column (works for any size, 1x1 included).
         rows = tf.minimum(tf.range(height + (-height) % models.SIZE_MULTIPLE), height - 1)

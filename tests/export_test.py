@@ -264,3 +264,45 @@ def test_a_bmp_of_negative_width_announces_no_size_and_cannot_lower_a_requests_s
     assert images.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
     with pytest.raises(UserError, match="not a readable image file"):
         images.decode_image(bytes(header))  # the local path: Pillow read the width as 4294967295
+
+
+def _encoded(array, file_format):
+    encoded = io.BytesIO()
+    PIL.Image.fromarray(array).save(encoded, format=file_format, **({"lossless": True} if file_format == "WEBP" else {}))
+    return encoded.getvalue()
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])
+def test_bytes_signature_reads_masks_in_every_format_it_reads_images_in(exported, sample_folder, file_format):
+    photo = tf.io.decode_png(tf.io.read_file(str(sample_folder / "test" / "chelsea.png")), channels=3)[:40, :56].numpy()
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:20, 15:30] = 255
+    signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
+    reply = signature(image_bytes=tf.constant([_encoded(photo, "PNG")]), mask_bytes=tf.constant([_encoded(mask, file_format)]))
+    result = tf.io.decode_png(reply["inpainted_bytes"][0]).numpy()
+    np.testing.assert_array_equal(result[mask == 0], photo[mask == 0])
+    assert not np.array_equal(result[mask > 0], photo[mask > 0])
+
+
+def test_an_empty_batch_or_an_image_of_no_pixels_is_answered_as_it_came(exported):
+    loaded = tf.saved_model.load(exported)
+    for shape in [(0, 8, 8), (1, 0, 8), (1, 8, 0), (0, 0, 0)]:
+        reply = loaded.signatures["serving_default"](image=tf.zeros((*shape, 3)), mask=tf.ones((*shape, 1)))["inpainted"]
+        assert reply.shape == (*shape, 3)
+    empty = tf.constant([], tf.string)
+    assert loaded.signatures["inpaint_bytes"](image_bytes=empty, mask_bytes=empty)["inpainted_bytes"].shape == (0,)
+
+
+def test_bytes_signature_refuses_a_jpeg_of_thousands_of_scans_and_reads_one_frame_of_a_gif(exported):
+    import crafted_files  # noqa: PLC0415
+
+    signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]
+    mask = np.zeros((150, 200), np.uint8)
+    mask[10:20, 15:30] = 255
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image is a JPEG of more than 100 scans"):
+        signature(image_bytes=tf.constant([crafted_files.jpeg_of_repeated_scans(200, 150, 1000)]), mask_bytes=tf.constant([_encoded(mask, "PNG")]))
+    animation = crafted_files.gif_of_frames(200, 150, 300)
+    reply = signature(image_bytes=tf.constant([animation]), mask_bytes=tf.constant([_encoded(mask, "PNG")]))
+    result = tf.io.decode_png(reply["inpainted_bytes"][0]).numpy()
+    first = images.decode_image(animation)
+    np.testing.assert_array_equal(result[mask == 0], first[mask == 0])

@@ -1,0 +1,81 @@
+"""Every decoder bounded beyond what a file's header announces: GIF frames, JPEG scans, on the
+Python path (the page, inpaint.py) and in TensorFlow ops (the export's bytes signature, training)."""
+
+import io
+import struct
+
+import crafted_files
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow as tf
+
+from glcic_tf import data, images
+from glcic_tf.errors import UserError
+
+decode_in_graph = tf.function(lambda encoded: images.decode_in_graph(encoded, 3, "the image", images.MAX_PIXELS))
+first_gif_frame = tf.function(lambda encoded, pixels: images.first_gif_frame(encoded, pixels))
+
+
+def _gif(pictures, **options):
+    encoded = io.BytesIO()
+    pictures[0].save(encoded, format="GIF", save_all=len(pictures) > 1, append_images=pictures[1:], **options)
+    return encoded.getvalue()
+
+
+def _noise(height, width, seed=0):
+    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["noise", "frames with a comment, a loop and interlacing", "gray with transparency", "one bit", "local colour tables"],
+)
+def test_a_gif_cut_to_its_first_frame_decodes_to_the_same_picture(name):
+    pictures = {
+        "noise": lambda: _gif([_noise(300, 200).quantize(256)]),
+        "frames with a comment, a loop and interlacing": lambda: _gif([_noise(37, 53, seed) for seed in range(3)], comment=b"hi", loop=0, duration=50, interlace=True),
+        "gray with transparency": lambda: _gif([_noise(20, 30).convert("L")], transparency=0),
+        "one bit": lambda: _gif([_noise(20, 30).convert("1")]),
+        "local colour tables": lambda: _gif([_noise(16, 16, 0).quantize(4), _noise(16, 16, 1).quantize(8)], optimize=False),
+    }[name]()
+    whole = tf.io.decode_image(pictures, channels=3, expand_animations=False)
+    cut, walked = first_gif_frame(tf.constant(pictures), tf.constant(whole.shape[0] * whole.shape[1], tf.int64))
+    assert bool(walked)
+    np.testing.assert_array_equal(tf.io.decode_image(cut, channels=3, expand_animations=False), whole)
+    np.testing.assert_array_equal(decode_in_graph(tf.constant(pictures)), whole)
+
+
+def test_a_gif_of_a_thousand_frames_is_decoded_from_its_first_frame_alone():
+    animation = crafted_files.gif_of_frames(200, 150, 1000)
+    cut, walked = first_gif_frame(tf.constant(animation), tf.constant(200 * 150, tf.int64))
+    assert bool(walked)
+    assert len(cut.numpy()) < len(animation) / 500  # one frame of the thousand is decoded
+    first = decode_in_graph(tf.constant(animation)).numpy()
+    assert first.shape == (150, 200, 3)
+    np.testing.assert_array_equal(first, images.decode_image(animation))  # what OpenCV reads: the first frame
+
+
+def test_a_gif_whose_first_frame_never_ends_is_refused_not_walked_to_its_end():
+    # A 1000x1000 screen, then one extension of a million one-byte sub-blocks: no frame at all.
+    hostile = b"GIF89a" + struct.pack("<HHBBB", 1000, 1000, 0, 0, 0) + b"\x21\xfe" + b"\x01x" * 1_000_000 + b"\x00\x3b"
+    cut, walked = first_gif_frame(tf.constant(hostile), tf.constant(10**6, tf.int64))
+    assert not bool(walked) and cut.numpy() == hostile
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the image is a GIF whose first frame does not end where its size allows"):
+        decode_in_graph(tf.constant(hostile))
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_on_every_path_and_a_progressive_one_decodes():
+    hostile = crafted_files.jpeg_of_repeated_scans(400, 300, 1000)
+    assert images.jpeg_scans(hostile) > images.MAX_JPEG_SCANS
+    with pytest.raises(UserError, match=f"^the image is a JPEG of {images.jpeg_scans(hostile)} scans, more than the 100 any encoder writes$"):
+        images.decode_image(hostile)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the image is a JPEG of more than 100 scans"):
+        decode_in_graph(tf.constant(hostile))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the training image is a JPEG of more than 100 scans"):
+        data.decode_for_training(tf.constant(hostile), 64)
+    progressive = crafted_files.jpeg_of_repeated_scans(400, 300, 1)  # as the encoder wrote it
+    assert 5 <= images.jpeg_scans(progressive) <= images.MAX_JPEG_SCANS
+    assert images.decode_image(progressive).shape == (300, 400, 3)
+    assert decode_in_graph(tf.constant(progressive)).shape == (300, 400, 3)
+    assert data.decode_for_training(tf.constant(progressive), 64).shape[2] == 3
