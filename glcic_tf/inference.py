@@ -157,11 +157,20 @@ def inpaint(
     return tilings.complete(complete_one, image, mask, tiling, max_network_pixels=max_network_pixels)
 
 
+# Lines of a TensorFlow error message that say where, not what: skipped for the message.
+_WHERE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>|\[\[|File \")")
+_FUNCTION = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+
+
 def failed_check_message(message: str) -> str:
     """The failed check's own text out of a TensorFlow error message (a local one, or one TF
-    Serving passes on), else its last line."""
+    Serving passes on), else its last line that says what failed (a decoder's "Invalid PNG
+    data"), not where (the node, the stack)."""
     found = re.search(r"assertion failed: \[([^\]]*)\]", message)
-    lines = message.strip().splitlines()
-    return found.group(1) if found else (lines[-1] if lines else message)
+    if found:
+        return found.group(1)
+    lines = [_FUNCTION.sub("", line.strip()) for line in message.strip().splitlines()]
+    lines = [line for line in lines if line and not _WHERE.match(line)]
+    return lines[-1] if lines else message.strip()
 
 

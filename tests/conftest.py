@@ -13,6 +13,15 @@ atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Generated-input tests (fuzz_test.py): a short derandomized run in the suite, the same inputs
+# on every run; a long random one with --hypothesis-profile=fuzz. Their fixtures span a whole run
+# on purpose (a memory bound over all examples), hence the health check left out.
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("suite", max_examples=300, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("fuzz", max_examples=3000, **_FUZZ)
+settings.load_profile("suite")
 
 # Two logical CPU devices, so MirroredStrategy tests have two replicas on a one-CPU machine.
 # This must happen before TensorFlow initialises its devices, hence here.

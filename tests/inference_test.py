@@ -381,3 +381,16 @@ def test_write_image_refuses_a_format_it_cannot_write_and_leaves_nothing(tmp_pat
     images.write_image(str(tmp_path / "plain"), image)  # no extension: PNG
     assert sorted(path.name for path in tmp_path.iterdir()) == ["plain"]
     assert cv2.imread(str(tmp_path / "plain")).shape == (4, 5, 3)
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("assertion failed: [image is larger than 4 pixels] [Condition x <= y did not hold]", "image is larger than 4 pixels"),
+        ("Graph execution error:\n\nDetected at node decode defined at (most recent call last):\n<stack traces unavailable>\n"
+         "Invalid PNG data, size 57\n\t [[{{node DecodePng}}]] [Op:__inference_f_12]", "Invalid PNG data, size 57"),
+        ("{{function_node __inference_signature_wrapper_3131}} input depth must be evenly divisible\n\t [[{{node Relu_1}}]]", "input depth must be evenly divisible"),
+    ],
+)
+def test_a_tensorflow_error_is_told_by_what_failed_not_where(message, expected):
+    assert inference.failed_check_message(message) == expected
