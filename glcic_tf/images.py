@@ -136,6 +136,10 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     if file_format == "JPEG" and jpeg_scans(encoded) > MAX_JPEG_SCANS:
         raise UserError(_too_many_scans(what, jpeg_scans(encoded)))
+    if file_format == "TIFF":
+        tile_width, tile_height = _tiff_tile(encoded)
+        if tile_width * tile_height > max(width * height, TIFF_TILE_ALLOWANCE):
+            raise UserError(f"{what} is a {width}x{height} TIFF of {tile_width}x{tile_height} tiles, larger than the picture")
     if file_format in AS_STORED:
         mode |= cv2.IMREAD_IGNORE_ORIENTATION
     try:
@@ -148,6 +152,24 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
     return decoded
+
+
+# OpenCV decodes a tiled TIFF tile by tile, into a buffer of a whole tile (up to 1 GB): a 100x100
+# TIFF declaring 16000x16000 tiles cost 1 GB. Tiles are at most the picture's size (rounded up to
+# a multiple of 16) in any file an encoder writes; a megapixel is allowed whatever the picture.
+TIFF_TILE_ALLOWANCE = 1024 * 1024
+
+
+def _tiff_tile(encoded: bytes) -> Tuple[int, int]:
+    """(tile width, tile height) of a tiled TIFF's first picture, (0, 0) for one in strips."""
+    from PIL import TiffImagePlugin  # noqa: PLC0415
+
+    try:
+        with TiffImagePlugin.TiffImageFile(io.BytesIO(encoded)) as image:
+            tags = image.tag_v2
+            return int(tags.get(322, 0) or 0), int(tags.get(323, 0) or 0)  # TileWidth, TileLength
+    except Exception:  # noqa: BLE001 (the header was read once already; a failure here: no tiles known)
+        return 0, 0
 
 
 def _read_file(path: str, what: str) -> bytes:

@@ -44,3 +44,26 @@ def jpeg_of_repeated_scans(width: int, height: int, repeats: int) -> bytes:
     data = encoded.getvalue()
     last_scan = data.rindex(b"\xff\xda")
     return data[:last_scan] + data[last_scan:-2] * repeats + data[-2:]
+
+
+def tiled_tiff(width: int, height: int, tile: int, value: int = 200) -> bytes:
+    """A grayscale, uncompressed TIFF of width x height in tile x tile tiles, all `value`; a tile
+    larger than the picture makes a small file that a decoder unpacks into a buffer of a tile."""
+    across, down = -(-width // tile), -(-height // tile)
+    tiles = across * down
+    tile_bytes = tile * tile if tile * tile * tiles <= 2**22 else 16  # a huge tile is declared, not stored
+    tags = {256: (4, width), 257: (4, height), 258: (3, 8), 259: (3, 1), 262: (3, 1), 277: (3, 1), 322: (4, tile), 323: (4, tile)}
+    entries = len(tags) + 2
+    arrays = 8 + 2 + 12 * entries + 4  # the offsets, then the byte counts, then the tiles
+    offsets = [arrays + 8 * tiles + index * tile_bytes for index in range(tiles)]
+    tags[324] = (4, offsets)
+    tags[325] = (4, [tile_bytes] * tiles)
+    ifd = struct.pack("<H", entries)
+    for tag, (kind, value_or_values) in sorted(tags.items()):
+        if isinstance(value_or_values, list):
+            where = arrays if tag == 324 else arrays + 4 * tiles
+            ifd += struct.pack("<HHII", tag, kind, len(value_or_values), value_or_values[0] if tiles == 1 else where)
+        else:
+            ifd += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value_or_values, 0) if kind == 3 else struct.pack("<I", value_or_values))
+    pixels = bytes([value]) * (tile_bytes * tiles)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + struct.pack(f"<{tiles}I", *offsets) + struct.pack(f"<{tiles}I", *([tile_bytes] * tiles)) + pixels

@@ -79,3 +79,10 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_on_every_path_and_a_progressive
     assert images.decode_image(progressive).shape == (300, 400, 3)
     assert decode_in_graph(tf.constant(progressive)).shape == (300, 400, 3)
     assert data.decode_for_training(tf.constant(progressive), 64).shape[2] == 3
+
+
+def test_a_tiff_of_tiles_larger_than_its_picture_is_refused_before_decoding():
+    assert (images.decode_image(crafted_files.tiled_tiff(100, 70, 32)) == 200).all()  # tiles as encoders write them
+    assert images.decode_image(crafted_files.tiled_tiff(8, 8, 256)).shape == (8, 8, 3)  # a small picture in one usual tile
+    with pytest.raises(UserError, match="^the image is a 100x100 TIFF of 4096x4096 tiles, larger than the picture$"):
+        images.decode_image(crafted_files.tiled_tiff(100, 100, 4096))  # OpenCV would fill a 64 MB tile buffer (up to 1 GB)
