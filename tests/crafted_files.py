@@ -67,3 +67,33 @@ def tiled_tiff(width: int, height: int, tile: int, value: int = 200) -> bytes:
             ifd += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value_or_values, 0) if kind == 3 else struct.pack("<I", value_or_values))
     pixels = bytes([value]) * (tile_bytes * tiles)
     return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + struct.pack(f"<{tiles}I", *offsets) + struct.pack(f"<{tiles}I", *([tile_bytes] * tiles)) + pixels
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_of_rows(image: np.ndarray, rows: bytes, interlaced: bool) -> bytes:
+    """An 8-bit RGB PNG of `image`'s size whose image data is `rows` (filter bytes included), compressed."""
+    height, width = image.shape[:2]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
+    compressor = zlib.compressobj(9)
+    data = compressor.compress(rows) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
+def interlaced_png(image: np.ndarray) -> bytes:
+    """`image` (H, W, 3) uint8 as an Adam7-interlaced PNG (which Pillow and OpenCV do not write)."""
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    rows = b"".join(b"\0" + image[y, x::x_step].tobytes() for x, y, x_step, y_step in passes for y in range(y, image.shape[0], y_step) if x < image.shape[1])
+    return png_of_rows(image, rows, interlaced=True)
+
+
+def png_inflating_to(width: int, height: int, extra_megabytes: int) -> bytes:
+    """A width x height PNG whose image data inflates to `extra_megabytes` more than its rows:
+    zeros, which zlib packs about 1000 to 1, so the file stays small."""
+    compressor = zlib.compressobj(9)
+    rows = b"".join(b"\0" + b"\x80" * (3 * width) for _ in range(height))
+    data = compressor.compress(rows) + b"".join(compressor.compress(b"\0" * 2**20) for _ in range(extra_megabytes)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")

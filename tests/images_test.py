@@ -86,3 +86,15 @@ def test_a_tiff_of_tiles_larger_than_its_picture_is_refused_before_decoding():
     assert images.decode_image(crafted_files.tiled_tiff(8, 8, 256)).shape == (8, 8, 3)  # a small picture in one usual tile
     with pytest.raises(UserError, match="^the image is a 100x100 TIFF of 4096x4096 tiles, larger than the picture$"):
         images.decode_image(crafted_files.tiled_tiff(100, 100, 4096))  # OpenCV would fill a 64 MB tile buffer (up to 1 GB)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (33, 17), (3, 100)])
+def test_a_png_holding_more_image_data_than_its_picture_is_refused_and_interlaced_ones_are_read(size):
+    picture = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(images.decode_image(crafted_files.interlaced_png(picture)), picture)  # every Adam7 pass counted
+    for mode in ("1", "L", "P", "LA", "RGBA", "I;16"):  # what encoders write is never refused
+        encoded = io.BytesIO()
+        PIL.Image.fromarray(picture).convert(mode).save(encoded, format="PNG")
+        assert images.decode_image(encoded.getvalue()).shape == (*size, 3), mode
+    with pytest.raises(UserError, match=f"^the image is a {size[1]}x{size[0]} PNG holding more image data than its picture$"):
+        images.decode_image(crafted_files.png_inflating_to(size[1], size[0], 100))  # 100 MB of zeros libpng would inflate
