@@ -10,6 +10,8 @@ completers from here.
 """
 
 import base64
+import binascii
+import http.client
 import json
 import os
 import threading
@@ -86,6 +88,12 @@ def load_completer(path: str, precision: str = "float32", max_network_pixels: Op
     return inference.Inpainter(network, mean_pixel, max_network_pixels or tiling.MAX_NETWORK_PIXELS, precision=precision)
 
 
+class BadServerReply(ServiceUnavailable):
+    """A model server that answered, but not what this project's export answers: no JSON, no
+    completed image, or one that is not the region sent (its size, RGB). Not the request's fault
+    (the page answers 502)."""
+
+
 def _encode_png(array: np.ndarray) -> bytes:
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -99,7 +107,9 @@ class ServingCompleter:
     holes' neighbourhoods, not the whole photograph. A server that does not answer (or fails on
     its side: HTTP 5xx, gRPC UNAVAILABLE...) is a ServiceUnavailable naming its address, one
     that refuses the request (HTTP 4xx, gRPC INVALID_ARGUMENT...: the export's pixel limit, say)
-    a plain UserError with its message, so callers can show either and carry on.
+    a plain UserError with its message, one that answers something else than the completed
+    region (not JSON, JSON without it, not an RGB image of the region's size) a BadServerReply,
+    so callers can show any of them in one line and carry on.
 
     gRPC goes through one channel, opened at the first call and shared by every call after it
     (from any thread: gRPC channels are thread-safe), with messages of up to
@@ -134,29 +144,47 @@ class ServingCompleter:
             self._channel, self._stub = None, None
 
     def __call__(self, image, mask):
-        image_png = _encode_png(images.to_uint8(np.asarray(image)[0]))
+        region = images.to_uint8(np.asarray(image)[0])
+        image_png = _encode_png(region)
         mask_png = _encode_png((np.asarray(mask)[0, ..., 0] > 0.5).astype(np.uint8) * 255)
-        encoded = self._grpc(image_png, mask_png) if self.protocol == "grpc" else self._rest(image_png, mask_png)
-        completed = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
-        if completed is None:
-            raise UserError(f"TF Serving at {self.address} answered with something that is not an image")
+        if self.protocol == "grpc":
+            encoded, server = self._grpc(image_png, mask_png), f"TF Serving at {self.address} (gRPC)"
+        else:
+            encoded, server = self._rest(image_png, mask_png), f"TF Serving at {self._url()}"
+        completed = _decode_completed(encoded, region.shape, server)
         return cv2.cvtColor(completed, cv2.COLOR_BGR2RGB)[None].astype(np.float32) / 255.0
+
+    def _url(self) -> str:
+        return f"http://{self.address}/v1/models/{self.model_name}:predict"
 
     def _rest(self, image_png: bytes, mask_png: bytes) -> bytes:
         instance = {"image_bytes": {"b64": base64.b64encode(image_png).decode()}, "mask_bytes": {"b64": base64.b64encode(mask_png).decode()}}
         request = json.dumps({"signature_name": export_lib.BYTES_SIGNATURE, "instances": [instance]}).encode()
-        url = f"http://{self.address}/v1/models/{self.model_name}:predict"
+        url = self._url()
         try:
             with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
-                prediction = json.loads(reply.read())["predictions"][0]
+                body, content_type = reply.read(), reply.headers.get_content_type()
         except urllib.error.HTTPError as error:  # the server answered, with an error of its own
             failure = ServiceUnavailable if error.code >= 500 else UserError
             raise failure(f"TF Serving at {url} refused the request: {inference.failed_check_message(_serving_error(error))}") from None
         except (urllib.error.URLError, OSError) as error:
             raise ServiceUnavailable(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
+        except http.client.HTTPException as error:  # a reply that is not HTTP, or cut short
+            raise BadServerReply(f"TF Serving at {url} answered something that is not a whole HTTP reply ({type(error).__name__}): is --server its REST port?") from None
+        try:
+            prediction = json.loads(body)["predictions"][0]
+        except ValueError:
+            raise BadServerReply(f"TF Serving at {url} answered {content_type}, not JSON ({len(body)} bytes): is --server its REST port?") from None
+        except (KeyError, IndexError, TypeError):
+            raise BadServerReply(f"TF Serving at {url} answered JSON without predictions: is --server TF Serving's REST port?") from None
         # One named output comes back as the bare value; several as a dict by name.
-        encoded = prediction["b64"] if "b64" in prediction else prediction["inpainted_bytes"]["b64"]
-        return base64.b64decode(encoded)
+        try:
+            encoded = prediction["b64"] if "b64" in prediction else prediction["inpainted_bytes"]["b64"]
+            return base64.b64decode(encoded, validate=True)
+        except (KeyError, TypeError, binascii.Error):
+            raise BadServerReply(
+                f"TF Serving at {url} answered without a completed image (inpainted_bytes in base64): is --model_name this project's export?"
+            ) from None
 
     def _grpc(self, image_png: bytes, mask_png: bytes) -> bytes:
         try:
@@ -182,7 +210,28 @@ class ServingCompleter:
             unavailable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED}
             failure = ServiceUnavailable if error.code() in unavailable else UserError
             raise failure(f"TF Serving at {self.address} (gRPC) failed: {inference.failed_check_message(error.details() or str(error.code()))}") from None
+        if "inpainted_bytes" not in reply.outputs or len(reply.outputs["inpainted_bytes"].string_val) != 1:
+            raise BadServerReply(f"TF Serving at {self.address} (gRPC) answered without a completed image (inpainted_bytes): is --model_name this project's export?")
         return reply.outputs["inpainted_bytes"].string_val[0]
+
+
+def _decode_completed(encoded: bytes, shape: tuple, server: str) -> np.ndarray:
+    """The BGR uint8 image a server answered for a region of `shape` (h, w, 3); BadServerReply
+    naming `server` if it is no image, or not an 8-bit RGB image of that size."""
+    try:
+        completed = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        completed = None
+    if completed is None:
+        raise BadServerReply(f"{server} answered with something that is not an image ({len(encoded)} bytes)")
+    channels = completed.shape[2] if completed.ndim == 3 else 1
+    if channels != 3 or completed.dtype != np.uint8:
+        raise BadServerReply(f"{server} answered a {channels}-channel {completed.dtype} image, not the 8-bit RGB this project's export answers")
+    if completed.shape[:2] != tuple(shape[:2]):
+        raise BadServerReply(
+            f"{server} answered a {completed.shape[1]}x{completed.shape[0]} image for a {shape[1]}x{shape[0]} region: is --model_name this project's export?"
+        )
+    return completed
 
 
 def _serving_error(error) -> str:

@@ -1,13 +1,16 @@
-"""One completer interface: a local model and TF Serving (REST) give the same completion."""
+"""One completer interface: a local model and TF Serving (REST, gRPC) give the same completion,
+and what a model server answers wrongly is one message naming it."""
 
 import importlib.util
 
+import cv2
+import in_process
 import numpy as np
 import pytest
-from fake_serving import closed_port_address, fake_grpc_serving, fake_serving
+from fake_serving import bad_grpc_serving, bad_serving, closed_port_address, fake_grpc_serving, fake_serving, prediction_reply
 
 from glcic_tf import completers, images, inference
-from glcic_tf.errors import UserError
+from glcic_tf.errors import ServiceUnavailable, UserError
 
 
 def _photo_and_hole(sample_folder):
@@ -105,3 +108,67 @@ def test_a_grpc_refusal_is_a_user_error_with_the_servers_message(export_base):
         with pytest.raises(UserError, match=f"TF Serving at {address} \\(gRPC\\) failed: no model other / inpaint_bytes"):
             with completers.ServingCompleter(address, "grpc", model_name="other") as remote_completer:
                 remote_completer(image, mask)
+
+
+def _png(array):
+    return cv2.imencode(".png", array)[1].tobytes()
+
+
+# A 40x30 region is sent; each reply below is not its completion. Before: JSONDecodeError,
+# KeyError, a broadcast error pasting the reply back (tracebacks; the page's 500).
+REGION = np.full((1, 30, 40, 3), 0.5, np.float32), np.ones((1, 30, 40, 1), np.float32)
+WRONG_IMAGES = [
+    (b"this is no PNG", "answered with something that is not an image (14 bytes)"),
+    (_png(np.zeros((10, 10, 3), np.uint8)), "answered a 10x10 image for a 40x30 region: is --model_name this project's export?"),
+    (_png(np.zeros((30, 40), np.uint8)), "answered a 1-channel uint8 image, not the 8-bit RGB this project's export answers"),
+    (_png(np.zeros((30, 40, 4), np.uint8)), "answered a 4-channel uint8 image, not the 8-bit RGB this project's export answers"),
+    (_png(np.zeros((30, 40, 3), np.uint16)), "answered a 3-channel uint16 image, not the 8-bit RGB this project's export answers"),
+]
+WRONG_IMAGE_IDS = ["not-an-image", "wrong-size", "gray", "rgba", "16-bit"]
+
+
+@pytest.mark.parametrize(
+    "reply,message",
+    [
+        ((200, "text/html", b"<html>Welcome to nginx!</html>"), "answered text/html, not JSON (30 bytes): is --server its REST port?"),
+        ((200, "application/json", b'{"outputs": {}}'), "answered JSON without predictions: is --server TF Serving's REST port?"),
+        ((200, "application/json", b'{"predictions": []}'), "answered JSON without predictions: is --server TF Serving's REST port?"),
+        ((200, "application/json", b'{"predictions": [{"scores": [1]}]}'), "answered without a completed image (inpainted_bytes in base64): is --model_name"),
+        ((200, "application/json", b'{"predictions": [{"b64": "not base64!"}]}'), "answered without a completed image (inpainted_bytes in base64): is --model_name"),
+        (b"\x00\x00\x12\x04\x00\x00\x00\x00\x00garbage\r\n\r\n", "answered something that is not a whole HTTP reply (BadStatusLine): is --server its REST port?"),
+        *[(prediction_reply(encoded), message) for encoded, message in WRONG_IMAGES],
+    ],
+    ids=["html", "no-predictions", "empty-predictions", "no-image", "bad-base64", "not-http", *WRONG_IMAGE_IDS],
+)
+def test_a_bad_rest_reply_is_one_message_naming_the_server(reply, message):
+    with bad_serving(reply) as address, pytest.raises(completers.BadServerReply) as raised:
+        completers.ServingCompleter(address)(*REGION)
+    assert str(raised.value).startswith(f"TF Serving at http://{address}/v1/models/glcic:predict {message}"), raised.value
+    assert "\n" not in str(raised.value) and isinstance(raised.value, ServiceUnavailable)  # the page: 502, inpaint.py: error: ...
+
+
+@pytest.mark.parametrize(
+    "outputs,message",
+    [
+        ({}, "answered without a completed image (inpainted_bytes): is --model_name this project's export?"),
+        ({"inpainted_bytes": []}, "answered without a completed image (inpainted_bytes): is --model_name this project's export?"),
+        *[({"inpainted_bytes": [encoded]}, message) for encoded, message in WRONG_IMAGES],
+    ],
+    ids=["no-output", "empty-output", *WRONG_IMAGE_IDS],
+)
+def test_a_bad_grpc_reply_is_one_message_naming_the_server(outputs, message):
+    pytest.importorskip("tensorflow_serving", reason="gRPC needs tensorflow-serving-api (pip install --no-deps tensorflow-serving-api)")
+    with bad_grpc_serving(outputs) as address, completers.ServingCompleter(address, "grpc") as completer, pytest.raises(completers.BadServerReply) as raised:
+        completer(*REGION)
+    assert str(raised.value).startswith(f"TF Serving at {address} (gRPC) {message}"), raised.value
+
+
+def test_inpaint_py_says_a_bad_reply_in_one_line(sample_folder, tmp_path):
+    photo = sample_folder / "test" / "coins.png"
+    with bad_serving((200, "text/html", b"<html>Welcome to nginx!</html>")) as address:
+        done = in_process.run("inpaint", f"--server={address}", f"--image={photo}", "--box=50,60,40,40", f"--output={tmp_path / 'out.png'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: TF Serving at http://{address}/v1/models/glcic:predict answered text/html, not JSON (30 bytes): is --server its REST port?"
+    )
+    assert not (tmp_path / "out.png").exists()

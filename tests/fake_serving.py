@@ -2,7 +2,9 @@
 
 tensorflow_model_server cannot be installed here; this speaks the same protocol (the
 inpaint_bytes signature, base64 in JSON, POST /v1/models/glcic:predict) with the SavedModel's
-own `inpaint_bytes` function, so clients are tested against what the server would run.
+own `inpaint_bytes` function, so clients are tested against what the server would run. Its gRPC
+twin is `fake_grpc_serving`; `bad_serving` and `bad_grpc_serving` answer what a model server
+should not (HTML, JSON without the image, an image of another size...).
 """
 
 import base64
@@ -57,6 +59,72 @@ def fake_serving(export_version_dir, delay_seconds=0.0):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _BadHandler(http.server.BaseHTTPRequestHandler):
+    reply = None  # (status, content type, body), or bytes written as they are (no HTTP at all)
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if isinstance(self.reply, bytes):
+            self.wfile.write(self.reply)
+            self.close_connection = True
+            return
+        status, content_type, body = self.reply
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def prediction_reply(encoded: bytes) -> tuple:
+    """What a REST model server answers for one completed image `encoded` (status, type, body)."""
+    return 200, "application/json", json.dumps({"predictions": [{"b64": base64.b64encode(encoded).decode()}]}).encode()
+
+
+@contextlib.contextmanager
+def bad_serving(reply):
+    """A REST "model server" on 127.0.0.1 that answers every predict request with `reply`:
+    (status, content type, body), or bytes sent as they are instead of an HTTP reply; yields its
+    address."""
+    handler = type("BadHandler", (_BadHandler,), {"reply": reply})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def bad_grpc_serving(outputs):
+    """A gRPC PredictionService on 127.0.0.1 that answers every Predict with `outputs` ({name:
+    list of bytes}, as string tensors); yields its address."""
+    import concurrent.futures  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (the service's name)
+            reply = predict_pb2.PredictResponse()
+            for name, values in outputs.items():
+                reply.outputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+            return reply
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
 
 
 def closed_port_address():

@@ -4,23 +4,28 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 import pytest
-from fake_serving import closed_port_address, fake_serving
+from fake_serving import bad_serving, closed_port_address, fake_serving, prediction_reply
 from starlette.testclient import TestClient
-import uvicorn
 
 from glcic_tf import completers, images, inference
 from glcic_tf.errors import UserError
 from glcic_tf.webapp import server
 
+ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def local_completer(trained_run):
@@ -94,18 +99,25 @@ def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sam
     assert _post(client, _png(photo), hole).status_code == 200  # still serving
 
 
-@contextlib.contextmanager
-def _real_server(app, before_stopping=lambda: None):
-    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port. Stopping waits
-    for the requests in flight, so `before_stopping` lets a test's blocked completer go."""
+def _start_server(app):
+    """`app` served as app.py serves it (`PageServer`) on 127.0.0.1, in a thread: (port, the
+    server, its thread)."""
     listening = socket.create_server(("127.0.0.1", 0))
-    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)  # as app.py serves it
+    web_server = server.PageServer(app)
     thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     while not web_server.started:
         time.sleep(0.01)
+    return listening.getsockname()[1], web_server, thread
+
+
+@contextlib.contextmanager
+def _real_server(app, before_stopping=lambda: None):
+    """`app` served by a real uvicorn on 127.0.0.1 in a thread; yields its port. Stopping waits
+    for the requests in flight, so `before_stopping` lets a test's blocked completer go."""
+    port, web_server, thread = _start_server(app)
     try:
-        yield listening.getsockname()[1]
+        yield port
     finally:
         before_stopping()
         web_server.should_exit = True
@@ -176,6 +188,22 @@ def test_a_model_server_that_is_down_is_a_message(sample_folder):
     reply = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
     assert reply.status_code == 503 and f"TF Serving at http://{address}/v1/models/glcic:predict did not answer" in reply.json()["error"]
     assert client.get("/config").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "reply,message",
+    [
+        ((200, "text/html", b"<html><body>Welcome to nginx!</body></html>"), "answered text/html, not JSON (43 bytes): is --server its REST port?"),
+        (prediction_reply(_png(np.zeros((10, 10, 3), np.uint8))), "answered a 10x10 image for a "),
+    ],
+)
+def test_a_model_servers_bad_reply_is_a_502_message(sample_folder, reply, message):
+    # Before: a JSONDecodeError or a broadcast error, and the page's 500.
+    photo = _photo(sample_folder)
+    with bad_serving(reply) as address:
+        client = TestClient(server.create_app(completers.ServingCompleter(address)))
+        failed = _post(client, _png(photo), _png(_hole(photo.shape[:2])))
+    assert failed.status_code == 502 and failed.json()["error"].startswith(f"TF Serving at http://{address}/v1/models/glcic:predict {message}"), failed.text
 
 
 def test_an_unforeseen_failure_is_a_message_and_the_next_photo_completes(local_completer, sample_folder, caplog):
@@ -300,14 +328,8 @@ def test_told_to_stop_the_server_answers_the_waiting_completions_and_stops_after
         time.sleep(0.5)
         return image
 
-    app = server.create_app(slow, server.PageSettings(max_queue=20))
-    listening = socket.create_server(("127.0.0.1", 0))
-    web_server = server.PageServer(uvicorn.Config(app, log_level="warning"), app)
-    thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    while not web_server.started:
-        time.sleep(0.01)
-    connections = [_send_form(listening.getsockname()[1], *_small_photo_form()) for _ in range(10)]
+    port, web_server, thread = _start_server(server.create_app(slow, server.PageSettings(max_queue=20)))
+    connections = [_send_form(port, *_small_photo_form()) for _ in range(10)]
     time.sleep(0.3)  # the first one is completing, nine wait
     start = time.perf_counter()
     web_server.handle_exit(signal.SIGTERM, None)  # what SIGTERM or Ctrl-C calls in app.py
@@ -340,7 +362,7 @@ def test_a_post_from_another_sites_page_is_refused(local_completer, sample_folde
     photo = _photo(sample_folder)
     client = TestClient(server.create_app(local_completer))
     files = {"image": ("chelsea.png", _png(photo), "image/png"), "mask": ("mask.png", _png(_hole(photo.shape[:2])), "image/png")}
-    for origin in ("http://evil.example", "null", "http://testserver.evil.example", "http://testserver:3000"):  # another local app too
+    for origin in ("http://evil.example", "null", "http://testserver.evil.example", "http://testserver:3000", "http://["):  # another local app too; no URL (a 500 before)
         reply = client.post("/complete", files=files, headers={"Origin": origin})
         assert reply.status_code == 403 and reply.json()["error"] == "This server completes photos for its own page only, not for other sites.", origin
     assert client.post("/complete", files=files, headers={"Origin": "http://testserver"}).status_code == 200  # its own page
@@ -354,11 +376,15 @@ def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder
     stranger = TestClient(app)
     for reply in (stranger.get("/"), stranger.get("/config"), stranger.post("/complete", files=files), stranger.get("/?token=wrong")):
         assert reply.status_code == 403 and "needs its token" in reply.json()["error"], reply.text
+    for path in ("/static/editor.js", "/static/style.css", "/static/index.html", "/static/nothing-here", "/nothing-here"):
+        reply = stranger.get(path)  # the page's own files too: before, /static answered anyone
+        assert reply.status_code == 403 and "needs its token" in reply.json()["error"], path
     browser = TestClient(app)
     assert browser.get("/?token=s3cret-token").status_code == 200  # the printed address; sets the cookie
+    assert browser.get("/static/editor.js").status_code == 200 and browser.get("/static/style.css").status_code == 200
     assert browser.get("/config").status_code == 200 and browser.post("/complete", files=files).status_code == 200
     script = TestClient(app, headers={"Authorization": "Bearer s3cret-token"})
-    assert script.post("/complete", files=files).status_code == 200
+    assert script.post("/complete", files=files).status_code == 200 and script.get("/static/editor.js").status_code == 200
 
 
 def test_config_tells_the_models_folder_name_not_its_path():
@@ -405,34 +431,138 @@ def _trickle(port, seconds_between=0.3, pieces=100):
     return connection
 
 
-def test_an_upload_that_trickles_in_is_refused_after_its_time_and_frees_its_place():
+def _silent_upload(port):
+    """A connection that has sent POST /complete's headers and its form's first part header, then
+    nothing more (it announced 100000 bytes)."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    connection.sendall(
+        b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=glcicboundary\r\n"
+        b"Content-Length: 100000\r\n\r\n--glcicboundary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+    )
+    return connection
+
+
+def test_an_upload_that_trickles_in_holds_no_place_and_is_refused_after_its_time():
     # Before: three clients sending a byte every 2 s held every place (--max_queue=2) for as long
-    # as they liked, and every honest client got 503 meanwhile.
+    # as they liked, and every honest client got 503 meanwhile; then each held it for 60 s.
     completer = _BlockingCompleter()
     completer.release.set()
     with _real_server(server.create_app(completer, server.PageSettings(max_queue=0, upload_seconds=1.0))) as port:
         slow = _trickle(port)
         time.sleep(0.3)
-        assert _reply(_send_form(port, *_small_photo_form()))[0] == 503  # its place is taken meanwhile
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200  # the one place is free while it trickles
         start = time.perf_counter()
         status, _, body = _reply(slow)
         assert status == 408 and "took longer than 1 s" in json.loads(body)["error"]
         assert time.perf_counter() - start < 5
-        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200  # the place is free again
     assert completer.calls == 1
 
 
-def test_told_to_stop_the_server_ends_an_upload_still_arriving():
-    # Before: one trickling upload kept a SIGTERMed server alive until its client gave up.
+def test_uploads_that_stop_halfway_hold_no_place_in_the_queue():
+    # Before: a place was taken before the upload arrived, so max_queue + 1 clients that sent their
+    # headers and the form's first line, then nothing, made every completion 503 for 60 s.
+    completer = _BlockingCompleter()
+    completer.release.set()
+    with _real_server(server.create_app(completer, server.PageSettings(max_queue=2))) as port:
+        silent = [_silent_upload(port) for _ in range(1 + 2 + 1)]  # one more than the slot and the queue
+        time.sleep(0.5)  # all arrived and wait for the rest of their uploads
+        status, _, body = _reply(_send_form(port, *_small_photo_form()))
+        assert status == 200, body
+        for connection in silent:
+            connection.close()
+    assert completer.calls == 1
+
+
+def _closed_by_the_server(connection):
+    """Whether the server closes `connection` (reading what it sent first), before its timeout."""
+    with connection:
+        while connection.recv(65536):
+            pass
+    return True
+
+
+def test_connections_are_bounded_and_the_idle_ones_closed(monkeypatch):
+    monkeypatch.setattr(server, "IDLE_SECONDS", 1)
+    app = server.create_app(lambda image, mask: image, server.PageSettings(max_connections=4))
+    with _real_server(app) as port:
+        nothing = socket.create_connection(("127.0.0.1", port), timeout=20)  # sends nothing at all
+        headers_begun = socket.create_connection(("127.0.0.1", port), timeout=20)
+        headers_begun.sendall(b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never ends them
+        answered = socket.create_connection(("127.0.0.1", port), timeout=20)
+        answered.sendall(b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")  # 405, then trickles its body
+        time.sleep(0.3)
+        status, _, body = _reply(_send_form(port, *_small_photo_form()))  # the fourth connection
+        assert status == 503 and body == b"Service Unavailable", body  # uvicorn's own limit_concurrency
+        answered.sendall(b"x")
+        assert all(_closed_by_the_server(connection) for connection in (nothing, headers_begun, answered))
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+
+
+@pytest.mark.parametrize("client", ["trickling", "silent"])
+def test_told_to_stop_the_server_ends_an_upload_still_arriving(client):
+    # Before: one trickling upload kept a SIGTERMed server alive until its client gave up; then a
+    # silent one (headers and the form's first line, then nothing) for 59.6 s.
     app = server.create_app(_BlockingCompleter(), server.PageSettings(upload_seconds=120))
     with _real_server(app) as port:
-        slow = _trickle(port, seconds_between=0.1)
+        slow = _trickle(port, seconds_between=0.1) if client == "trickling" else _silent_upload(port)
         time.sleep(0.3)
         start = time.perf_counter()
         app.state.stopping.set()  # what SIGTERM does (PageServer.handle_exit)
         status, _, body = _reply(slow)
         assert status == 503 and "stopping" in json.loads(body)["error"]
         assert time.perf_counter() - start < 5
+
+
+def test_told_to_stop_a_completion_running_past_stop_seconds_is_answered_503_and_the_server_stops():
+    completer = _BlockingCompleter()
+    port, web_server, thread = _start_server(server.create_app(completer, server.PageSettings(stop_seconds=1)))
+    try:
+        running = _send_form(port, *_small_photo_form())
+        assert completer.started.wait(30)
+        web_server.handle_exit(signal.SIGTERM, None)
+        status, _, body = _reply(running)
+        assert status == 503 and json.loads(body)["error"] == server.STOPPING
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        completer.release.set()  # its thread, left running, ends
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop,returncode", [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_stops_app_py_within_10_s_whatever_its_clients_do(stop, returncode):
+    # Before: one silent upload kept app.py alive 59.6 s after SIGTERM, as uvicorn waited for it;
+    # after Ctrl-C, a completion running on a model server that never answers kept it until the
+    # request's own timeout (300 s).
+    never_answering = socket.create_server(("127.0.0.1", 0))  # a model server that takes requests, answers none
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port=0", f"--server=127.0.0.1:{never_answering.getsockname()[1]}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    try:
+        line = ""
+        while "glcic_tf page: " not in line:
+            line = process.stdout.readline()
+            assert line, "app.py exited before serving"
+        port = int(urlsplit(line.split("glcic_tf page: ")[1].split()[0]).port)
+        silent = _silent_upload(port)
+        running = _send_form(port, *_small_photo_form())
+        never_answering.settimeout(60)
+        model_request, _ = never_answering.accept()  # the completion runs: it waits for the model server
+        process.send_signal(stop)
+        process.wait(timeout=10)  # the promise; 59.6 s before
+        assert process.returncode == returncode  # SIGTERM: as the signal would; Ctrl-C: as an interrupted process
+        for connection in (silent, running):
+            status, _, body = _reply(connection)
+            assert status == 503 and json.loads(body)["error"] == server.STOPPING, body
+        model_request.close()
+    finally:
+        process.kill()
+        process.wait()
+        never_answering.close()
 
 
 def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(local_completer, sample_folder):
@@ -444,5 +574,8 @@ def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(lo
     rebound = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
     for path, reply in (("/", client.get("/", headers=rebound)), ("/config", client.get("/config", headers=rebound)), ("/complete", client.post("/complete", files=files, headers=rebound))):
         assert reply.status_code == 403 and "this machine only" in reply.json()["error"], path
+    for host in ("[", "[::1"):  # no host a URL can hold (a 500 before)
+        reply = client.get("/config", headers={"Host": host})
+        assert reply.status_code == 403 and "this machine only" in reply.json()["error"], host
     assert client.post("/complete", files=files, headers={"Origin": "http://127.0.0.1:7860"}).status_code == 200
     assert client.get("/", headers={"Host": "localhost:7860"}).status_code == 200

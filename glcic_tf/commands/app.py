@@ -11,7 +11,9 @@ The network runs as in inpaint.py: on each hole's neighbourhood, the photo at it
 glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which scripts can use too.
 """
 
+import os
 import secrets
+import sys
 
 from absl import flags, logging
 
@@ -37,9 +39,7 @@ flags.DEFINE_integer(
 def main(argv):
     del argv  # commands.run refuses positional arguments
     with one_line_errors():
-        import uvicorn  # noqa: PLC0415 (an extra: the base install does not need it)
-
-        from glcic_tf.webapp import server  # noqa: PLC0415
+        from glcic_tf.webapp import server  # noqa: PLC0415 (uvicorn and starlette: an extra the base install does not need)
 
         if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels <= 0:
             raise UserError("--max_upload_mb and --max_pixels must be positive")
@@ -57,6 +57,8 @@ def main(argv):
             max_pixels=FLAGS.max_pixels,
             max_upload_bytes=FLAGS.max_upload_mb * 2**20,
             max_queue=FLAGS.max_queue,
+            # Room for a long queue and as many connections besides (the page's files, uploads arriving).
+            max_connections=max(DEFAULTS.max_connections, 2 * (FLAGS.max_queue + server.REMOTE_SLOTS)),
             token=token,
             allowed_hosts=hosts,
             tiling=FLAGS.tiling,
@@ -64,8 +66,8 @@ def main(argv):
             description=server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name),
         )
         page = server.create_app(completer, settings)
-        # The graceful stop waits for running completions, never longer than an upload may take.
-        web_server = server.PageServer(uvicorn.Config(page, log_level="warning", timeout_graceful_shutdown=round(settings.upload_seconds)), page)
+        # Bounded connections (idle ones closed); told to stop, within settings.stop_seconds + 1 s.
+        web_server = server.PageServer(page)
         logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
         address = server.page_address(FLAGS.host, listening.getsockname()[1])
         print(f"glcic_tf page: http://{address}{f'/?token={token}' if token else ''}  (Ctrl-C stops it)", flush=True)
@@ -73,6 +75,13 @@ def main(argv):
             web_server.run(sockets=[listening])
         finally:
             getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
+            if page.state.stopping.is_set() and page.state.page.running:
+                # Ctrl-C (SIGTERM has ended the process already): completions still running past
+                # the stop were answered 503; their threads are not waited for.
+                logging.warning("stopped with %d completions still running, not waited for", page.state.page.running)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)  # as an interrupted process
 
 
 def run():

@@ -18,8 +18,12 @@ class PageSettings:
 
     A photo's file may have up to `max_upload_bytes` and `max_pixels` pixels; the mask's file up
     to `max_mask_bytes` (one bit per pixel); a request those plus FORM_OVERHEAD_BYTES. Up to
-    `max_queue` completions wait for the model; more are answered 503. An upload must arrive
-    within `upload_seconds` (408 after). `token`, if given, is required of every request;
+    `max_queue` completions wait for the model, each holding a place from when its upload has
+    arrived; more are answered 503. An upload must arrive within `upload_seconds` (408 after). At
+    most `max_connections` connections are open at once, idle, uploading or waiting (uvicorn's
+    `limit_concurrency`: past it uvicorn answers 503 itself). Told to stop, the server answers the
+    running completions that end within `stop_seconds` and 503 the others, and has stopped a
+    second later. `token`, if given, is required of every request;
     `allowed_hosts`, if given, are the only names a request's Host header may carry (without a
     token: this machine's names, so a web page whose name is made to resolve to 127.0.0.1, DNS
     rebinding, gets a 403). `description` is what /config tells about the model. The network runs
@@ -29,7 +33,9 @@ class PageSettings:
     max_pixels: int = images.MAX_PIXELS
     max_upload_bytes: int = 50 * 2**20  # a 12-megapixel phone photo is 3-8 MB as JPEG, 20-35 MB as PNG
     max_queue: int = 8  # each waiting completion holds its upload (within the limits) meanwhile
-    upload_seconds: float = 60.0  # a client trickling its body, or sending none, cannot hold a place longer
+    upload_seconds: float = 60.0  # a client trickling its body, or sending none, cannot hold its connection longer
+    max_connections: int = 100  # each uploading one spools up to max_request_bytes (1 MB in memory, the rest on disk)
+    stop_seconds: float = 7.0  # and uvicorn's second after it: stopped within the 10 s `docker stop` waits before SIGKILL
     token: Optional[str] = None
     allowed_hosts: Optional[tuple] = None
     tiling: str = "auto"
