@@ -59,10 +59,9 @@ def _request_checks(image_bytes, mask_bytes, max_request_pixels: int):
 def _png_of_one(inpainter, pair, max_request_pixels: int):
     image_bytes, mask_bytes = pair
     image = tf.image.convert_image_dtype(images.decode_in_graph(image_bytes, 3, "image", max_request_pixels), tf.float32)
-    # Decoded in colour and made gray as OpenCV's IMREAD_GRAYSCALE makes it (the page and inpaint.py):
-    # TensorFlow's BMP, GIF and WebP decoders give no single channel.
-    mask = tf.image.rgb_to_grayscale(images.decode_in_graph(mask_bytes, 3, "mask", max_request_pixels))
-    mask = tf.cast(tf.image.convert_image_dtype(mask, tf.float32) >= 0.5, tf.float32)
+    # Decoded in colour: TensorFlow's BMP, GIF and WebP decoders give no single channel.
+    mask = images.gray(images.decode_in_graph(mask_bytes, 3, "mask", max_request_pixels))
+    mask = tf.cast(mask >= 128, tf.float32)
     tf.debugging.assert_equal(tf.shape(mask)[:2], tf.shape(image)[:2], message="mask and image sizes differ")
     inpainted = inpainter(image[None], mask[None])[0]
     return tf.io.encode_png(tf.image.convert_image_dtype(inpainted, tf.uint8, saturate=True))

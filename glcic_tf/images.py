@@ -41,6 +41,7 @@ FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "
 # viewers do.
 AS_STORED = {"WebP"}
 _HEADER_BYTES = 16  # enough for every allowed format's signature
+_ANNOUNCING_BYTES = 2**20  # where any format states its size (a JPEG's SOF after its APP segments)
 
 # File name extensions of the FORMATS, for folders of images.
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WebP", ".gif": "GIF", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -127,7 +128,7 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
     found = header_format_and_size(io.BytesIO(encoded))
     if found is None:  # never decoded; but a broken file that still announces a bomb is named as one
         try:
-            width, height = (int(side) for side in announced_size(tf.constant(encoded)))
+            width, height = (int(side) for side in announced_size(tf.constant(encoded[:_ANNOUNCING_BYTES])))
         except tf.errors.OpError:  # extract_jpeg_shape on a broken JPEG
             width = height = 0
         if width * height > max_pixels:
@@ -211,12 +212,23 @@ def _tiff_tile(encoded: bytes) -> Tuple[int, int]:
         return 0, 0
 
 
-def _read_file(path: str, what: str) -> bytes:
-    """A regular file's bytes: not a device (/dev/zero never ends), a FIFO or a folder."""
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file read for a picture of at most `max_pixels`: 8 bytes a pixel (16-bit
+    RGBA, stored uncompressed) and 64 MB of metadata. A larger file (a video named .jpg, a disk
+    image) is refused before it is read: reading costs its size in memory."""
+    return max_pixels * 8 + 64 * 2**20
+
+
+def _read_file(path: str, what: str, max_pixels: int) -> bytes:
+    """A regular file's bytes: not a device (/dev/zero never ends), a FIFO or a folder, and not
+    larger than max_file_bytes."""
     if not os.path.exists(path):
         raise UserError(f"{what} {path} does not exist")
     if not os.path.isfile(path):
         raise UserError(f"{what} {path} is not a file")
+    size = os.path.getsize(path)
+    if size > max_file_bytes(max_pixels):
+        raise ImageTooLarge(f"{what} {path} is {size / 2**20:.0f} MB, more than an image of {max_pixels} pixels takes (--max_pixels)")
     try:
         with open(path, "rb") as file:
             return file.read()
@@ -396,9 +408,11 @@ def _gif_steps(pixels) -> tf.Tensor:
 
 def first_gif_frame(encoded, pixels):
     """(bytes, walked): a GIF file's bytes cut after its first frame, with a trailer (the same
-    first picture, in one frame's time and memory), and False if its first frame did not end
-    within the steps that a GIF of `pixels` needs (refuse it then). Bytes that are no GIF, or no
-    whole one, come back unchanged, with True: the decoder refuses them as it would."""
+    first picture, in one frame's time and memory), and False if its first frame is larger than
+    `pixels` (its screen: giflib would allocate and decode a frame of any size the descriptor
+    states) or did not end within the steps that a GIF of `pixels` needs (refuse it then). Bytes
+    that are no GIF, or no whole one, come back unchanged, with True: the decoder refuses them as
+    it would."""
     data = tf.concat([tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int64), tf.zeros([16], tf.int64)], 0)
     length = tf.cast(tf.strings.length(encoded), tf.int64)
     zero = tf.constant(0, tf.int64)
@@ -409,7 +423,7 @@ def first_gif_frame(encoded, pixels):
     def colour_table(flags):  # bytes of the colour table that a flags byte announces
         return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), zero)
 
-    def step(position, in_blocks, in_image, end, steps):
+    def step(position, in_blocks, in_image, end, frame):
         value = byte(position)
         # In an extension's or image's sub-blocks: a size byte, then that many bytes; 0 ends them.
         blocks_end = in_blocks & tf.equal(value, 0)
@@ -419,24 +433,27 @@ def first_gif_frame(encoded, pixels):
         stopped = ~in_blocks & ~extension & ~image
         at_block = tf.where(extension, position + 2, position + 11 + colour_table(byte(position + 9)))
         end = tf.where(blocks_end & in_image, position + 1, tf.where(stopped, zero, end))
+        # An image descriptor: separator, left, top, width, height (16-bit, little-endian), flags.
+        frame_pixels = (byte(position + 5) + 256 * byte(position + 6)) * (byte(position + 7) + 256 * byte(position + 8))
         return (
             tf.where(in_blocks, position + 1 + value, at_block),
             tf.where(in_blocks, ~blocks_end, ~stopped),
             tf.where(in_blocks, in_image, image),
             end,
-            steps + 1,
+            tf.where(~in_blocks & image, frame_pixels, frame),
         )
 
     most = _gif_steps(pixels)
     start = tf.constant(13, tf.int64) + colour_table(byte(10))  # header, screen descriptor, global colour table
-    position, _, _, end, _ = tf.while_loop(
-        lambda position, in_blocks, in_image, end, steps: (end < 0) & (position < length) & (steps < most),
+    position, _, _, end, frame = tf.while_loop(
+        lambda position, in_blocks, in_image, end, frame: (end < 0) & (position < length),
         step,
         (start, tf.constant(False), tf.constant(False), tf.constant(-1, tf.int64), zero),
+        maximum_iterations=tf.cast(tf.minimum(most, 2**31 - 1), tf.int32),
     )
     is_gif = tf.equal(tf.strings.substr(encoded, 0, 3), b"GIF")
     cut = tf.cond(is_gif & (end > 0), lambda: tf.strings.join([tf.strings.substr(encoded, zero, end), _GIF_TRAILER]), lambda: encoded)
-    return cut, ~is_gif | (end >= 0) | (position >= length)
+    return cut, ~is_gif | (((end >= 0) | (position >= length)) & (frame <= tf.cast(pixels, tf.int64)))
 
 
 def bounded_in_graph(encoded, what: str):
@@ -450,7 +467,7 @@ def bounded_in_graph(encoded, what: str):
         tf.debugging.assert_less_equal(
             tf.where(is_jpeg, scans, 0), tf.constant(MAX_JPEG_SCANS, tf.int64), message=f"{what} is a JPEG of more than {MAX_JPEG_SCANS} scans, more than any encoder writes"
         ),
-        tf.debugging.Assert(walked, [f"{what} is a GIF whose first frame does not end where its size allows"]),
+        tf.debugging.Assert(walked, [f"{what} is a GIF whose first frame is larger than its screen, or does not end where its size allows"]),
     ]
     return cut, checks
 
@@ -479,9 +496,18 @@ def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
         return tf.identity(decoded)
 
 
+def gray(rgb) -> tf.Tensor:
+    """(H, W, 3) uint8 RGB -> (H, W, 1) uint8 gray with OpenCV's weights and rounding
+    (cv2.cvtColor), so that a mask decoded in TensorFlow ops has the holes `decode_mask` finds.
+    A colour mask's grays near the threshold may still differ: OpenCV reads a PNG's gray through
+    libpng's own conversion. Masks are black and white."""
+    rgb = tf.cast(rgb, tf.int32)
+    return tf.cast((rgb[..., :1] * 4899 + rgb[..., 1:2] * 9617 + rgb[..., 2:] * 1868 + 8192) // 16384, tf.uint8)
+
+
 def read_image(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB; grayscale and RGBA become RGB. UserError if unreadable."""
-    return decode_image(_read_file(path, "image"), f"image {path}", max_pixels)
+    return decode_image(_read_file(path, "image", max_pixels), f"image {path}", max_pixels)
 
 
 def decode_image(encoded: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -491,7 +517,7 @@ def decode_image(encoded: bytes, what: str = "the image", max_pixels: int = MAX_
 
 def read_mask(path: str, shape: Tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A mask image (white = hole) as (H, W, 1) float32 in {0, 1}; must have the image's size."""
-    return decode_mask(_read_file(path, "mask"), shape, f"mask {path}", max_pixels)
+    return decode_mask(_read_file(path, "mask", max_pixels), shape, f"mask {path}", max_pixels)
 
 
 def decode_mask(encoded: bytes, shape: Tuple[int, int], what: str = "the mask", max_pixels: int = MAX_PIXELS) -> np.ndarray:

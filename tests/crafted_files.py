@@ -97,3 +97,12 @@ def png_inflating_to(width: int, height: int, extra_megabytes: int) -> bytes:
     data = compressor.compress(rows) + b"".join(compressor.compress(b"\0" * 2**20) for _ in range(extra_megabytes)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
+def gif_of_a_frame_larger_than_its_screen(screen: int, frame: int) -> bytes:
+    """A GIF whose header announces a screen x screen picture and whose one frame is frame x frame:
+    the header's size says nothing of what a decoder allocates for the frame."""
+    encoded = io.BytesIO()
+    PIL.Image.new("P", (frame, frame)).save(encoded, format="GIF")
+    data = encoded.getvalue()
+    return data[:6] + struct.pack("<HH", screen, screen) + data[10:]

@@ -293,7 +293,8 @@ def test_an_empty_batch_or_an_image_of_no_pixels_is_answered_as_it_came(exported
     assert loaded.signatures["inpaint_bytes"](image_bytes=empty, mask_bytes=empty)["inpainted_bytes"].shape == (0,)
 
 
-def test_bytes_signature_refuses_a_jpeg_of_thousands_of_scans_and_reads_one_frame_of_a_gif(exported):
+def test_bytes_signature_refuses_a_jpeg_of_thousands_of_scans_and_completes_an_animated_gifs_first_frame(exported):
+    # (That only the first frame is decoded, which is what bounds its cost, is images_test.py's.)
     import crafted_files  # noqa: PLC0415
 
     signature = tf.saved_model.load(exported).signatures["inpaint_bytes"]

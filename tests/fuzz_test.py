@@ -161,5 +161,5 @@ def test_the_exports_bytes_signature_completes_or_refuses_in_one_line(memory_bou
     completed = tf.io.decode_png(reply[0]).numpy()
     image = images.decode_in_graph(tf.constant(case.photo_bytes), 3, "the photo", MAX_PIXELS).numpy()
     assert completed.shape == image.shape and image.shape[0] * image.shape[1] <= MAX_PIXELS
-    hole = tf.image.rgb_to_grayscale(images.decode_in_graph(tf.constant(case.mask_bytes), 3, "the mask", MAX_PIXELS)).numpy()[..., 0] >= 128
+    hole = images.gray(images.decode_in_graph(tf.constant(case.mask_bytes), 3, "the mask", MAX_PIXELS)).numpy()[..., 0] >= 128
     np.testing.assert_array_equal(completed[~hole], image[~hole])

@@ -61,7 +61,7 @@ def test_a_gif_whose_first_frame_never_ends_is_refused_not_walked_to_its_end():
     hostile = b"GIF89a" + struct.pack("<HHBBB", 1000, 1000, 0, 0, 0) + b"\x21\xfe" + b"\x01x" * 1_000_000 + b"\x00\x3b"
     cut, walked = first_gif_frame(tf.constant(hostile), tf.constant(10**6, tf.int64))
     assert not bool(walked) and cut.numpy() == hostile
-    with pytest.raises(tf.errors.InvalidArgumentError, match="the image is a GIF whose first frame does not end where its size allows"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the image is a GIF whose first frame is larger than its screen, or does not end where its size allows"):
         decode_in_graph(tf.constant(hostile))
 
 
@@ -98,3 +98,23 @@ def test_a_png_holding_more_image_data_than_its_picture_is_refused_and_interlace
         assert images.decode_image(encoded.getvalue()).shape == (*size, 3), mode
     with pytest.raises(UserError, match=f"^the image is a {size[1]}x{size[0]} PNG holding more image data than its picture$"):
         images.decode_image(crafted_files.png_inflating_to(size[1], size[0], 100))  # 100 MB of zeros libpng would inflate
+
+
+def test_a_gif_whose_first_frame_is_larger_than_its_screen_is_refused_before_decoding():
+    hostile = crafted_files.gif_of_a_frame_larger_than_its_screen(10, 3000)  # giflib would allocate 9 megapixels
+    cut, walked = first_gif_frame(tf.constant(hostile), tf.constant(100, tf.int64))
+    assert not bool(walked)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the image is a GIF whose first frame is larger than its screen"):
+        decode_in_graph(tf.constant(hostile))
+    with pytest.raises(UserError):
+        images.decode_image(hostile)  # OpenCV's reader refuses it too
+
+
+def test_masks_decoded_in_tensorflow_ops_have_the_holes_opencv_finds_in_a_bmp():
+    colours = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    colours[0, :2] = [[0, 168, 255], [255, 168, 0]]  # grays of 127.7 and 174.8: rounding decides the first
+    encoded = io.BytesIO()
+    PIL.Image.fromarray(colours).save(encoded, format="BMP")
+    opencv = images.decode_mask(encoded.getvalue(), colours.shape[:2])[..., 0] > 0
+    tensorflow = images.gray(tf.io.decode_image(encoded.getvalue(), channels=3)).numpy()[..., 0] >= 128
+    np.testing.assert_array_equal(tensorflow, opencv)

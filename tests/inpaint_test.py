@@ -153,10 +153,10 @@ def test_postprocessing_a_tiny_hole_completes_alone_and_in_a_folder(export_base,
 
 
 def test_images_that_would_share_an_output_name_are_refused_before_anything_is_written(export_base, sample_folder, tmp_path):
-    _copy_photos(sample_folder, tmp_path / "photos", {"a.png": "coins.png", "a.jpg": "camera.png", "b.png": "chelsea.png"})
+    _copy_photos(sample_folder, tmp_path / "photos", {"a.png": "coins.png", "a.jpg": "camera.png", "b.png": "chelsea.png", "B.jpg": "coins.png"})
     done = _inpaint(f"--model={export_base}", f"--image={tmp_path / 'photos'}", "--box=5,5,9,9", f"--output={tmp_path / 'out'}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "error: images would be written under one name (a.jpg and a.png): rename one of each, or complete them separately"
+    assert done.stderr.strip().splitlines()[-1] == "error: images would be written under one name (B.jpg and b.png; a.jpg and a.png): rename one of each, or complete them separately"
     assert not (tmp_path / "out").exists()
 
 

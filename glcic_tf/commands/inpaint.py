@@ -96,7 +96,7 @@ def _folder_jobs():
                 raise UserError(f"image {name} has several masks in {FLAGS.mask} ({', '.join(candidates)}): keep one")
             mask = os.path.join(FLAGS.mask, candidates[0])
         output = os.path.join(FLAGS.output, stem + ".png")
-        by_output.setdefault(output, []).append(name)
+        by_output.setdefault(output.casefold(), []).append(name)  # A.png and a.png are one file on macOS and Windows
         jobs.append((os.path.join(FLAGS.image, name), mask, output))
     clashes = [names for names in by_output.values() if len(names) > 1]
     if clashes:
