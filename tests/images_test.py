@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from glcic_tf import data, images
-from glcic_tf.errors import UserError
+from glcic_tf.errors import ImageTooLarge, UserError
 
 decode_in_graph = tf.function(lambda encoded: images.decode_in_graph(encoded, 3, "the image", images.MAX_PIXELS))
 first_gif_frame = tf.function(lambda encoded, pixels: images.first_gif_frame(encoded, pixels))
@@ -118,3 +118,11 @@ def test_masks_decoded_in_tensorflow_ops_have_the_holes_opencv_finds_in_a_bmp():
     opencv = images.decode_mask(encoded.getvalue(), colours.shape[:2])[..., 0] > 0
     tensorflow = images.gray(tf.io.decode_image(encoded.getvalue(), channels=3)).numpy()[..., 0] >= 128
     np.testing.assert_array_equal(tensorflow, opencv)
+
+
+def test_a_file_larger_than_any_image_of_the_limit_is_refused_before_it_is_read(tmp_path):
+    video = tmp_path / "video.jpg"
+    with open(video, "wb") as file:
+        file.truncate(images.max_file_bytes(1000) + 1)  # sparse: nothing is written, a read would take it all
+    with pytest.raises(ImageTooLarge, match=f"^image {video} is 64 MB, more than an image of 1000 pixels takes"):
+        images.read_image(str(video), max_pixels=1000)
