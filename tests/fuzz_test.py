@@ -163,3 +163,31 @@ def test_the_exports_bytes_signature_completes_or_refuses_in_one_line(memory_bou
     assert completed.shape == image.shape and image.shape[0] * image.shape[1] <= MAX_PIXELS
     hole = images.gray(images.decode_in_graph(tf.constant(case.mask_bytes), 3, "the mask", MAX_PIXELS)).numpy()[..., 0] >= 128
     np.testing.assert_array_equal(completed[~hole], image[~hole])
+
+
+@pytest.fixture(scope="module")
+def page():
+    """The page's app around a stand-in completer, as a browser or a script reaches it."""
+    from starlette.testclient import TestClient  # noqa: PLC0415
+
+    from glcic_tf.webapp import server  # noqa: PLC0415
+    from glcic_tf.webapp.settings import PageSettings  # noqa: PLC0415
+
+    with TestClient(server.create_app(_flat_gray, PageSettings(max_pixels=MAX_PIXELS))) as client:
+        yield client
+
+
+@given(case=cases())
+def test_the_page_completes_or_answers_a_message_never_a_500(memory_bound, page, case):
+    files = {"image": ("photo", case.photo_bytes), "mask": ("mask.png", case.mask_bytes)}
+    reply = page.post("/complete", files=files, data={"postprocess": "true" if case.post else "false"})
+    if reply.status_code != 200:
+        assert reply.status_code in (400, 413), reply.text  # the client's input, never the server's failure
+        assert _one_line(reply.json()["error"])
+        nothing_painted = reply.json()["error"].startswith("Nothing is painted")
+        assert not case.as_written or nothing_painted or case.photo.shape[0] * case.photo.shape[1] > MAX_PIXELS, reply.text
+        return
+    image = images.decode_image(case.photo_bytes, "the photo", MAX_PIXELS)
+    outside = images.decode_mask(case.mask_bytes, image.shape[:2], "the mask", MAX_PIXELS)[..., 0] == 0
+    completed = images.decode_image(reply.content)
+    np.testing.assert_array_equal(completed[outside], image[outside])
