@@ -49,9 +49,12 @@ setup(
         # The browser tests drive Debian's chromium (apt-get install chromium) with Playwright.
         # Starlette 1.10+ runs its TestClient on httpx2 (on httpx with a deprecation warning).
         # pytest-xdist runs the suite on every core (pytest.ini).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "scikit-image>=0.22", "torchfile>=0.1", *APP, "starlette>=1.10", "httpx2>=2", "playwright>=1.50"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ai-edge-litert>=2.3", "scikit-image>=0.22", "torchfile>=0.1", *APP, "starlette>=1.10", "httpx2>=2", "playwright>=1.50"],
         # The documentation site (mkdocs.yml): mkdocs build --strict, mkdocs serve.
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10"],
+        # Completing with a LiteRT model (export.py --formats=litert; inpaint.py --model=X.tflite)
+        # on the LiteRT interpreter: no TensorFlow.
+        "litert": ["ai-edge-litert>=2.3"],
         # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
         "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.

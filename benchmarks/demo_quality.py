@@ -8,12 +8,12 @@ never saw do. For every checkpoint (every ckpt-N.index) of every run folder this
 the photographs of --test_dir (glcic_tf.sample_data's test/: chelsea, camera, coins):
 
 (a) at each photograph's OWN size, with masks.protocol_mask("strokes", 0, i, h, w) (what a user
-    paints), completed with inference.inpaint (float32, no post-processing):
+    paints), completed with photos.inpaint (float32, no post-processing):
     - high-frequency energy in the hole: mean over hole pixels of sum over RGB of
       |x - blur3x3(x)|, x in [0, 1]. A checkerboard or speckle scores far above the photograph
       itself; a smooth (blurry) fill scores below it. Also for the photograph (what the hole
       hides) and for OpenCV Telea (a smooth classical fill), for scale; and for the model's
-      completion with the paper's post-processing (inference.postprocess), as the page offers it.
+      completion with the paper's post-processing (photos.postprocess), as the page offers it.
     - hole PSNR (metrics.image_metrics), and that of the mean-pixel fill, the floor a model
       must beat.
     - mean RGB (0-255) in the hole, model vs photograph: a colour cast (magenta, green) shows here.
@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
-from glcic_tf import completers, evaluation, images, inference, masks, metrics, train_lib
+from glcic_tf import completers, evaluation, images, masks, metrics, photos, train_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "train.py run folders (--model_dir) whose checkpoints are measured.", required=True)
@@ -111,11 +111,11 @@ class Photographs:
     def measure(self, completer, image_prefix: str = "") -> Dict:
         """Every measurement of one completer: per photograph lists, and (b)'s mean; (a)'s
         completions are written as {image_prefix}{photo}.png when image_prefix is given."""
-        results = [inference.inpaint(completer, im, m) for im, m in zip(self.photos, self.masks)]
+        results = [photos.inpaint(completer, im, m) for im, m in zip(self.photos, self.masks)]
         if image_prefix:
             for name, result in zip(self.names, results):
                 images.write_image(f"{image_prefix}{name}.png", result)
-        posts = [inference.postprocess(im, r, m) for im, r, m in zip(self.photos, results, self.masks)]
+        posts = [photos.postprocess(im, r, m) for im, r, m in zip(self.photos, results, self.masks)]
         rows, _ = evaluation.evaluate(self.squares, ["model"], "paper", PAPER_SEED, completer)
         return {
             "hf_model": [high_frequency_energy(r, m) for r, m in zip(results, self.masks)],

@@ -4,7 +4,7 @@ r"""A phone-size photograph with small holes: the whole image versus crops aroun
     python benchmarks/large_photo.py --output=large.json
 
 The paper-width completion network (random weights: the cost does not depend on them) completes
-a 4000x3000 photograph through `glcic_tf.inference.inpaint`, as `inpaint.py` does, once with
+a 4000x3000 photograph through `glcic_tf.photos.inpaint`, as `inpaint.py` does, once with
 `--tiling=whole` (the network on all 12 M pixels) and once with `crop` (the holes'
 neighbourhoods only), with one hole and with five spread over the image. Each measurement runs
 in a fresh process, so its peak resident memory is its own: the table gives the process's peak
@@ -49,7 +49,7 @@ def measure(tiling: str, holes: int) -> dict:
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from glcic_tf import inference, models  # noqa: PLC0415
+    from glcic_tf import inference, models, photos  # noqa: PLC0415
 
     inpainter = inference.Inpainter(models.completion_network(), max_network_pixels=FLAGS.height * FLAGS.width)
     inpainter(tf.zeros([1, 64, 64, 3]), tf.zeros([1, 64, 64, 1]))  # the one trace, before measuring
@@ -59,7 +59,7 @@ def measure(tiling: str, holes: int) -> dict:
     seconds = []
     for _ in range(2):
         start = time.perf_counter()
-        inference.inpaint(inpainter, image, mask, tiling=tiling, max_network_pixels=FLAGS.height * FLAGS.width)
+        photos.inpaint(inpainter, image, mask, tiling=tiling, max_network_pixels=FLAGS.height * FLAGS.width)
         seconds.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"tiling": tiling, "holes": holes, "first_s": seconds[0], "second_s": seconds[1], "peak_mb": peak, "added_mb": peak - baseline}

@@ -8,7 +8,7 @@ Starts `app.py --model=...` (by default a SavedModel of the paper-width network 
 weights: the cost does not depend on them), opens the page in headless Chromium (Debian's
 package, through Playwright), opens the photo, paints one stroke with the mouse and presses
 Complete --repeats times, timing each from the click to the result on screen. In the same run
-it completes the same photo with the same stroke through `glcic_tf.inference.inpaint` directly,
+it completes the same photo with the same stroke through `glcic_tf.photos.inpaint` directly,
 with the same model, in this process. The difference is what the page adds: encoding the mask,
 the upload, decoding, the PNG back and showing it. Prints the machine's matmul rate beside.
 """
@@ -101,7 +101,7 @@ def time_direct(model, image):
     import cv2  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from glcic_tf import completers, inference  # noqa: PLC0415
+    from glcic_tf import completers, photos  # noqa: PLC0415
 
     completer = completers.load_completer(model, "float32")
     (x0, y0), (x1, y1), size = stroke(image.shape[:2])
@@ -111,7 +111,7 @@ def time_direct(model, image):
     seconds = []
     for repeat in range(FLAGS.repeats + 1):
         start = time.perf_counter()
-        inference.inpaint(completer, image, mask, FLAGS.postprocess)
+        photos.inpaint(completer, image, mask, FLAGS.postprocess)
         if repeat:
             seconds.append(time.perf_counter() - start)
     return seconds
@@ -147,7 +147,7 @@ def main(argv):
             ("page: Complete -> result shown", page),
             ("  the page's clock: click -> shown", page_clock),
             ("  of which the server's handling", server),
-            ("glcic_tf.inference.inpaint", direct),
+            ("glcic_tf.photos.inpaint", direct),
         )
         for name, seconds in rows:
             print(f"  {name:<34} {statistics.median(seconds):.3f} s ({min(seconds):.3f}-{max(seconds):.3f})")

@@ -1,12 +1,15 @@
-"""One completer interface for a local model and tensorflow_model_server.
+"""One completer interface for a local model, a LiteRT model and tensorflow_model_server.
 
 A completer is a callable (image (1, h, w, 3) float in [0, 1], mask (1, h, w, 1)) -> completed
-batch, what `inference.inpaint` drives: `open_completer(model=...)` loads one locally (an
-export, a train.py run folder or a checkpoint: `load_completer`),
-`open_completer(server=...)` talks to TF Serving over REST or gRPC (`ServingCompleter`).
-Every kind of model is opened here: `load_completion_network` reads a run folder's Keras network
-(for export, conversion and fine-tuning). `inpaint.py`, `evaluate.py` and the page take their
-completers from here.
+batch, what `photos.inpaint` drives: `open_completer(model=...)` loads one locally (an
+export, a train.py run folder or a checkpoint: `load_completer`; a `.tflite` file:
+`LiteRTCompleter`), `open_completer(server=...)` talks to TF Serving over REST or gRPC
+(`ServingCompleter`). Every kind of model is opened here: `load_completion_network` reads a run
+folder's Keras network (for export, conversion and fine-tuning). `inpaint.py`, `evaluate.py`
+and the page take their completers from here.
+
+TensorFlow is imported only by what runs on it: a LiteRT model completes with the LiteRT
+interpreter, numpy and OpenCV (`pip install "glcic-tf[litert]"`, no TensorFlow).
 """
 
 import base64
@@ -21,10 +24,9 @@ from typing import Optional
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
-from glcic_tf import export_lib, images, inference, models, run_folder, tiling
-from glcic_tf.errors import ServiceUnavailable, UserError
+from glcic_tf import cpu, images, photos, tiling
+from glcic_tf.errors import ModelRefused, ServiceUnavailable, UserError
 
 PROTOCOLS = ("rest", "grpc")
 MODEL_NAME = "glcic"  # export.py's default name under the server's model base path
@@ -42,6 +44,10 @@ def open_completer(model=None, server=None, protocol="rest", model_name=MODEL_NA
         raise UserError("give either --model (run locally) or --server (TF Serving)")
     if server:
         return ServingCompleter(server, protocol, model_name)
+    if model.endswith(LITERT_SUFFIX):
+        if precision == "bfloat16":
+            raise UserError(f"{model} is a LiteRT model, which runs as exported (float32 arithmetic); bfloat16 needs a run folder")
+        return LiteRTCompleter(model, max_network_pixels or tiling.MAX_NETWORK_PIXELS)
     return load_completer(model, precision, max_network_pixels)
 
 
@@ -52,6 +58,10 @@ def load_completion_network(path: str):
     the mean pixel. A checkpoint path (`.../ckpt-1000`) reads config.json from its folder.
     Returns (keras model, mean_pixel, step).
     """
+    import tensorflow as tf  # noqa: PLC0415 (only what runs on TensorFlow imports it)
+
+    from glcic_tf import models, run_folder  # noqa: PLC0415
+
     checkpoint = run_folder.resolve(path)
     config = run_folder.read_config(os.path.dirname(checkpoint))
     if config is None:
@@ -73,6 +83,10 @@ def load_completer(path: str, precision: str = "float32", max_network_pixels: Op
     tiling.MAX_NETWORK_PIXELS, set it to what --max_network_pixels sends) apply to runs and
     checkpoints (see inference.Inpainter).
     """
+    import tensorflow as tf  # noqa: PLC0415 (only what runs on TensorFlow imports it)
+
+    from glcic_tf import inference  # noqa: PLC0415
+
     saved_model = path
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
         versions = [v for v in os.listdir(path) if v.isdigit() and os.path.exists(os.path.join(path, v, "saved_model.pb"))]
@@ -86,6 +100,65 @@ def load_completer(path: str, precision: str = "float32", max_network_pixels: Op
         raise UserError(f"{path} is neither a SavedModel (or a folder of versions) nor a train.py run folder")
     network, mean_pixel, _ = load_completion_network(path)
     return inference.Inpainter(network, mean_pixel, max_network_pixels or tiling.MAX_NETWORK_PIXELS, precision=precision)
+
+
+LITERT_SUFFIX = ".tflite"
+
+
+class LiteRTCompleter:
+    """A LiteRT model that `export.py --formats=litert` wrote, as a completer: the LiteRT
+    interpreter (ai-edge-litert, XNNPACK) with numpy, no TensorFlow.
+
+    The model takes any size (the network is fully convolutional): its inputs are resized to a
+    region's size when it changes, and only then (resizing costs an allocation; the signature
+    runner would resize on every call). The checks the SavedModel makes in TensorFlow ops, which
+    LiteRT has no ops for, are made here: at most `max_network_pixels` at once and finite pixels
+    (ModelRefused otherwise). One interpreter runs one call at a time (the page calls from its
+    worker threads). `threads` defaults to the cores this process may use.
+    """
+
+    def __init__(self, path: str, max_network_pixels: int = tiling.MAX_NETWORK_PIXELS, threads: Optional[int] = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 (an extra)
+        except ImportError:
+            raise UserError(f'{path} is a LiteRT model: it runs on the LiteRT interpreter, pip install "glcic-tf[litert]"') from None
+        if not os.path.isfile(path):
+            raise UserError(f"LiteRT model {path} does not exist")
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=threads or cpu.usable_cores())
+        except (ValueError, RuntimeError) as error:
+            raise UserError(f"{path} is not a readable LiteRT model ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})") from None
+        inputs = {detail["shape_signature"][-1]: detail for detail in self.interpreter.get_input_details() if len(detail["shape_signature"]) == 4}
+        outputs = self.interpreter.get_output_details()
+        expected = len(inputs) == 2 and set(inputs) == {1, 3} and len(outputs) == 1
+        expected = expected and all(list(detail["shape_signature"][:3]) == [-1, -1, -1] and detail["dtype"] == np.float32 for detail in [*inputs.values(), *outputs])
+        if not expected:
+            found = ", ".join(f"{d['name']} {[int(side) for side in d['shape_signature']]} {np.dtype(d['dtype']).name}" for d in self.interpreter.get_input_details())
+            raise UserError(f"{path} is not a completion model of export.py: its inputs are {found or 'none'}, an image [-1, -1, -1, 3] and a mask [-1, -1, -1, 1] of float32 expected")
+        self.image_input, self.mask_input, self.output = inputs[3]["index"], inputs[1]["index"], outputs[0]["index"]
+        self.max_network_pixels, self.path = max_network_pixels, path
+        self._shape, self._lock = None, threading.Lock()
+
+    def __call__(self, image, mask):
+        image, mask = np.asarray(image, np.float32), np.asarray(mask, np.float32)
+        if image.shape[:3] != mask.shape[:3]:
+            raise ModelRefused(f"mask and image sizes differ ({mask.shape[:3]} and {image.shape[:3]})")
+        if image.size == 0:
+            return image.copy()  # nothing to complete
+        if int(np.prod(image.shape[:3])) > self.max_network_pixels:
+            raise ModelRefused(f"the batch is larger than {self.max_network_pixels} pixels in all (images x height x width), the most the network runs on at once")
+        if not np.isfinite(image).all():
+            raise ModelRefused("the image holds NaN or infinite values")
+        with self._lock:
+            if image.shape != self._shape:
+                self.interpreter.resize_tensor_input(self.image_input, list(image.shape))
+                self.interpreter.resize_tensor_input(self.mask_input, list(mask.shape))
+                self.interpreter.allocate_tensors()
+                self._shape = image.shape
+            self.interpreter.set_tensor(self.image_input, image)
+            self.interpreter.set_tensor(self.mask_input, mask)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output).copy()
 
 
 class BadServerReply(ServiceUnavailable):
@@ -103,7 +176,7 @@ def _encode_png(array: np.ndarray) -> bytes:
 class ServingCompleter:
     """TF Serving's `inpaint_bytes` signature as a completer: PNG files on the wire.
 
-    `inference.inpaint` crops around the holes before it calls this, so the server gets the
+    `photos.inpaint` crops around the holes before it calls this, so the server gets the
     holes' neighbourhoods, not the whole photograph. A server that does not answer (or fails on
     its side: HTTP 5xx, gRPC UNAVAILABLE...) is a ServiceUnavailable naming its address, one
     that refuses the request (HTTP 4xx, gRPC INVALID_ARGUMENT...: the export's pixel limit, say)
@@ -159,14 +232,16 @@ class ServingCompleter:
 
     def _rest(self, image_png: bytes, mask_png: bytes) -> bytes:
         instance = {"image_bytes": {"b64": base64.b64encode(image_png).decode()}, "mask_bytes": {"b64": base64.b64encode(mask_png).decode()}}
-        request = json.dumps({"signature_name": export_lib.BYTES_SIGNATURE, "instances": [instance]}).encode()
+        from glcic_tf.export_lib import BYTES_SIGNATURE  # noqa: PLC0415 (the export's name for it)
+
+        request = json.dumps({"signature_name": BYTES_SIGNATURE, "instances": [instance]}).encode()
         url = self._url()
         try:
             with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
                 body, content_type = reply.read(), reply.headers.get_content_type()
         except urllib.error.HTTPError as error:  # the server answered, with an error of its own
             failure = ServiceUnavailable if error.code >= 500 else UserError
-            raise failure(f"TF Serving at {url} refused the request: {inference.failed_check_message(_serving_error(error))}") from None
+            raise failure(f"TF Serving at {url} refused the request: {photos.failed_check_message(_serving_error(error))}") from None
         except (urllib.error.URLError, OSError) as error:
             raise ServiceUnavailable(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
         except http.client.HTTPException as error:  # a reply that is not HTTP, or cut short
@@ -195,7 +270,9 @@ class ServingCompleter:
             raise UserError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio (see docs/serving.md)") from None
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
-        request.model_spec.signature_name = export_lib.BYTES_SIGNATURE
+        from glcic_tf.export_lib import BYTES_SIGNATURE  # noqa: PLC0415 (the export's name for it)
+
+        request.model_spec.signature_name = BYTES_SIGNATURE
         request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image_png]))
         request.inputs["mask_bytes"].CopyFrom(tf.make_tensor_proto([mask_png]))
         with self._opening:
@@ -209,7 +286,7 @@ class ServingCompleter:
         except grpc.RpcError as error:
             unavailable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED}
             failure = ServiceUnavailable if error.code() in unavailable else UserError
-            raise failure(f"TF Serving at {self.address} (gRPC) failed: {inference.failed_check_message(error.details() or str(error.code()))}") from None
+            raise failure(f"TF Serving at {self.address} (gRPC) failed: {photos.failed_check_message(error.details() or str(error.code()))}") from None
         if "inpainted_bytes" not in reply.outputs or len(reply.outputs["inpainted_bytes"].string_val) != 1:
             raise BadServerReply(f"TF Serving at {self.address} (gRPC) answered without a completed image (inpainted_bytes): is --model_name this project's export?")
         return reply.outputs["inpainted_bytes"].string_val[0]

@@ -9,9 +9,14 @@ TensorFlow the quota, so a container of 2 CPUs on a 64-core host does not run 64
 
 import functools
 import os
+import sys
 from typing import Dict
 
 from absl import logging
+
+# How the network's arithmetic may run (glcic_tf.folded): "auto" is bfloat16 where this processor
+# computes it faster (AMX), float32 elsewhere.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 # Where Linux mounts the cgroup file systems (a parameter for the tests).
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -108,10 +113,16 @@ def size_thread_pools() -> int:
     TensorFlow sizes its pools from the CPU affinity, not from a container's quota: under a
     quota of 2 on a 64-core host it ran 64 threads time-sliced onto 2 CPUs. Call it before
     TensorFlow runs its first op (the commands do); later it can only log that it is too late.
+    Before TensorFlow is imported, the two variables are set for it to read when it starts, and
+    it is not imported here: a command that completes with a LiteRT model never loads it.
     """
-    import tensorflow as tf  # noqa: PLC0415  (this module is read before TensorFlow is wanted)
-
     cores = usable_cores()
+    if "tensorflow" not in sys.modules:
+        for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(variable, str(cores))
+        return cores
+    import tensorflow as tf  # noqa: PLC0415  (imported already: its pools are set through its config)
+
     try:
         if not os.environ.get("TF_NUM_INTRAOP_THREADS") and not tf.config.threading.get_intra_op_parallelism_threads():
             tf.config.threading.set_intra_op_parallelism_threads(cores)

@@ -35,7 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from glcic_tf import images, masks, models, sample_data
+from glcic_tf import image_ops, images, masks, models, sample_data
 from glcic_tf.errors import UserError
 
 # Paper: "the smallest edge of each image is resized to a random size in [256, 384], then a
@@ -223,11 +223,11 @@ def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAIN
     """`decode_rgb`, bounded for training: a JPEG is decoded downscaled (by 2, 4 or 8 in its DCT,
     which costs a fraction of a full decode) while its shortest edge stays at least
     `shortest_edge`, the largest the crop is cut from; a PNG, GIF, BMP or WebP whose header
-    announces more than `max_pixels` (glcic_tf.images.announced_size) fails before decoding (the pipeline then substitutes it, with a warning). A
+    announces more than `max_pixels` (glcic_tf.image_ops.announced_size) fails before decoding (the pipeline then substitutes it, with a warning). A
     100-megapixel photograph would otherwise cost gigabytes as float32, with 16 in flight. As
     everywhere, a GIF is decoded from its first frame alone and a JPEG of more scans than any
-    encoder writes fails (glcic_tf.images.bounded_in_graph)."""
-    bounded, checks = images.bounded_in_graph(encoded, "the training image")
+    encoder writes fails (glcic_tf.image_ops.bounded_in_graph)."""
+    bounded, checks = image_ops.bounded_in_graph(encoded, "the training image")
     with tf.control_dependencies(checks):
         encoded = tf.identity(bounded)
 
@@ -238,7 +238,7 @@ def decode_for_training(encoded, shortest_edge: int, max_pixels: int = MAX_TRAIN
         return tf.switch_case(halvings, branches)
 
     def other():
-        size = images.announced_size(encoded)  # PNG, GIF, BMP, WebP: the header's size; [0, 0] for others, which decode_rgb refuses
+        size = image_ops.announced_size(encoded)  # PNG, GIF, BMP, WebP: the header's size; [0, 0] for others, which decode_rgb refuses
         check = tf.debugging.Assert(size[0] * size[1] <= max_pixels, ["image over the pixel limit"])
         with tf.control_dependencies([check]):
             return decode_rgb(encoded)

@@ -15,6 +15,11 @@ class ImageTooLarge(UserError):
     """An image over the pixel limit (the page answers it with HTTP 413)."""
 
 
+class ModelRefused(UserError):
+    """A model that refused its input (its own pixel limit, a size its runtime cannot take):
+    the message says what it refused."""
+
+
 class ServiceUnavailable(UserError):
     """A model server that does not answer, or fails on its side (the page answers HTTP 503:
     try again later); what the server refuses as a bad request is a plain UserError (400)."""

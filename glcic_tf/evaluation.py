@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from glcic_tf import data, images, inference, masks, metrics, models
+from glcic_tf import data, images, masks, metrics, models, photos
 from glcic_tf import tiling as tilings
 from glcic_tf.errors import UserError
 
@@ -43,10 +43,10 @@ def evaluation_images(
     dataset = data.decoded_images(source, data_dir)
     if count is not None:
         dataset = dataset.take(count)
-    photos = [image.numpy() for image in dataset.map(square)]
-    if count is not None and len(photos) < count and not at_most:
-        raise UserError(f"{source} has {len(photos)} readable images, fewer than the {count} asked for (--num_images)")
-    return photos
+    pictures = [image.numpy() for image in dataset.map(square)]
+    if count is not None and len(pictures) < count and not at_most:
+        raise UserError(f"{source} has {len(pictures)} readable images, fewer than the {count} asked for (--num_images)")
+    return pictures
 
 
 def baseline(name: str, image: np.ndarray, mask: np.ndarray, mean_pixel: Sequence[float] = models.PLACES2_MEAN_PIXEL) -> np.ndarray:
@@ -63,7 +63,7 @@ def baseline(name: str, image: np.ndarray, mask: np.ndarray, mean_pixel: Sequenc
 
 
 def evaluate(
-    photos: Sequence[np.ndarray],
+    pictures: Sequence[np.ndarray],
     methods: Sequence[str],
     protocol: str,
     seed: int,
@@ -75,7 +75,7 @@ def evaluate(
     """Per-image metrics of every method, and the completed images: (rows, results).
 
     `rows`: dicts with image, method and every metric; `results[i][method]`: uint8 image i.
-    The model runs as `inference.inpaint` runs it (`tiling`, `max_network_pixels`).
+    The model runs as `photos.inpaint` runs it (`tiling`, `max_network_pixels`).
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -83,17 +83,17 @@ def evaluate(
     if completer is None and set(methods) & set(MODEL_METHODS):
         raise UserError("the model methods need a model (--model or --server)")
     rows, results = [], []
-    for index, image in enumerate(progress(photos)):
+    for index, image in enumerate(progress(pictures)):
         mask = masks.protocol_mask(protocol, seed, index, *image.shape[:2])
         completed = {}
         for method in methods:
             if method == "model":
-                completed[method] = inference.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
+                completed[method] = photos.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
             elif method == "model_postprocessed":
                 plain = completed.get("model")
                 if plain is None:
-                    plain = inference.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
-                completed[method] = inference.postprocess(image, plain, mask)
+                    plain = photos.inpaint(completer, image, mask, tiling=tiling, max_network_pixels=max_network_pixels)
+                completed[method] = photos.postprocess(image, plain, mask)
             else:
                 completed[method] = baseline(method, image, mask)
             values = metrics.image_metrics(completed[method] / 255.0, image / 255.0, mask)
@@ -132,15 +132,15 @@ def markdown_table(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def picture_grid(photos, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
+def picture_grid(pictures, results, methods, count: int = 4, tile: int = 0) -> np.ndarray:
     """Rows of: input with the hole (white) | each method | original, with a labelled header.
 
     tile: width of each picture in pixels (0: the first image's width), e.g. smaller for a README.
     """
     columns = ["input"] + list(methods) + ["original"]
-    side = tile or photos[0].shape[1]
+    side = tile or pictures[0].shape[1]
     rows = []
-    for image, result in list(zip(photos, results))[:count]:
+    for image, result in list(zip(pictures, results))[:count]:
         holed = np.where(result["mask"] > 0.5, 255, image).astype(np.uint8)
         pictures = [holed] + [result[m] for m in methods] + [image]
         if side != image.shape[1]:  # the tile's width, the image's aspect ratio

@@ -1,4 +1,5 @@
-"""The SavedModel that tensorflow_model_server serves: `<export_dir>/<version>/`.
+"""The SavedModel that tensorflow_model_server serves, `<export_dir>/<version>/`, and the same
+network as LiteRT models, `<export_dir>/litert/<version>/` (`export_litert`).
 
 Signatures:
 - `serving_default`: image float32 [batch, height, width, 3] in [0, 1], mask float32
@@ -26,7 +27,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from glcic_tf import images
+from glcic_tf import image_ops, images
 from glcic_tf.errors import UserError
 from glcic_tf.inference import Inpainter
 from glcic_tf.tiling import MAX_NETWORK_PIXELS
@@ -47,7 +48,7 @@ def _request_checks(image_bytes, mask_bytes, max_request_pixels: int):
     limit = tf.constant(max_request_pixels, tf.int64)
     checks = [tf.debugging.assert_equal(tf.size(image_bytes), tf.size(mask_bytes), message="there must be one mask per image")]
     for files, what in ((image_bytes, "image"), (mask_bytes, "mask")):
-        announced = tf.map_fn(lambda encoded: tf.reduce_prod(images.announced_size(encoded)), files, fn_output_signature=tf.int64)
+        announced = tf.map_fn(lambda encoded: tf.reduce_prod(image_ops.announced_size(encoded)), files, fn_output_signature=tf.int64)
         message = f"{what} is larger than {max_request_pixels} pixels (counting every {what} of the request)"
         # Every file first: a size that is no size (a BMP's negative width) must not lower the sum.
         checks.append(tf.debugging.assert_positive(announced, message=f"{what} is not a {images.TENSORFLOW_FORMAT_NAMES} file"))
@@ -58,9 +59,9 @@ def _request_checks(image_bytes, mask_bytes, max_request_pixels: int):
 
 def _png_of_one(inpainter, pair, max_request_pixels: int):
     image_bytes, mask_bytes = pair
-    image = tf.image.convert_image_dtype(images.decode_in_graph(image_bytes, 3, "image", max_request_pixels), tf.float32)
+    image = tf.image.convert_image_dtype(image_ops.decode_in_graph(image_bytes, 3, "image", max_request_pixels), tf.float32)
     # Decoded in colour: TensorFlow's BMP, GIF and WebP decoders give no single channel.
-    mask = images.gray(images.decode_in_graph(mask_bytes, 3, "mask", max_request_pixels))
+    mask = image_ops.gray(image_ops.decode_in_graph(mask_bytes, 3, "mask", max_request_pixels))
     mask = tf.cast(mask >= 128, tf.float32)
     tf.debugging.assert_equal(tf.shape(mask)[:2], tf.shape(image)[:2], message="mask and image sizes differ")
     inpainted = inpainter(image[None], mask[None])[0]
@@ -89,7 +90,6 @@ def export_saved_model(
     Clients send the holes' neighbourhoods (`glcic_tf.tiling`), not whole photographs.
     """
     target = version_path(export_dir, version, overwrite)
-    os.makedirs(export_dir, exist_ok=True)
     inpainter = Inpainter(network, mean_pixel, max_request_pixels, upsampling=EXPORT_UPSAMPLING)
 
     archive = keras.export.ExportArchive()
@@ -118,13 +118,64 @@ def export_saved_model(
             tf.TensorSpec([None], tf.string, name="mask_bytes"),
         ],
     )
-    # A hidden temporary folder beside the target, renamed into place once complete.
-    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=export_dir)
+    return _written_into_place(target, lambda staging: archive.write_out(staging, verbose=False))
+
+
+def _written_into_place(target: str, write) -> str:
+    """`write(folder)` into a hidden temporary folder beside `target`, renamed into place once
+    complete: a server watching the folder never sees a partial version."""
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
     try:
-        archive.write_out(staging, verbose=False)
+        write(staging)
         if os.path.exists(target):
             shutil.rmtree(target)
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# The LiteRT export: `<export_dir>/litert/<version>/`, beside the SavedModel's versions (TF Serving
+# serves numbered folders only). Both files take serving_default's inputs at any size; float16
+# stores the weights in half precision (half the file) and computes in float32.
+LITERT_FOLDER = "litert"
+LITERT_FILES = {"float32": "glcic.tflite", "float16": "glcic_float16.tflite"}
+
+
+def export_litert(network, mean_pixel, export_dir: str, version: int, overwrite: bool = False) -> str:
+    """Write the completion network as LiteRT models into `export_dir/litert/version`; returns that path.
+
+    The model is serving_default's without its checks (LiteRT has no ops for them; the LiteRT
+    completer, glcic_tf.completers.LiteRTCompleter, checks in Python): image float32
+    [batch, height, width, 3] in [0, 1] and mask [batch, height, width, 1] (1 = hole) at any
+    size, completed image out with the photograph's own pixels outside the hole. Converted with
+    built-in operators only, so any LiteRT runtime runs it.
+    """
+    target = version_path(os.path.join(export_dir, LITERT_FOLDER), version, overwrite)
+    inpainter = Inpainter(network, mean_pixel, upsampling=EXPORT_UPSAMPLING)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="mask"),
+        ]
+    )
+    def serving_default(image, mask):
+        return {"inpainted": inpainter.complete_checked(image, tf.cast(mask > 0.5, tf.float32))}
+
+    files = {}
+    for precision, name in LITERT_FILES.items():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_default.get_concrete_function()], inpainter)
+        if precision == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        files[name] = converter.convert()
+
+    def write(folder):
+        for name, model in files.items():
+            with open(os.path.join(folder, name), "wb") as file:
+                file.write(model)
+
+    return _written_into_place(target, write)

@@ -34,8 +34,7 @@ def _folded_weights(network: keras.Model, spec: models.ConvSpec, index: int, las
     return kernel, bias
 
 
-# How the network's arithmetic runs: "auto" is bfloat16 where it is the faster (see below).
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = cpu.PRECISIONS  # "auto" is bfloat16 where it is the faster (see below)
 # oneDNN instruction-set limits (ONEDNN_MAX_CPU_ISA) that still allow AMX.
 _AMX_ISAS = ("", "ALL", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16")
 

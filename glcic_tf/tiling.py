@@ -1,7 +1,7 @@
 """The tiling of a photograph: what the completion network runs on, all of it, crops around the
 holes (tiled where large), or a downscaled copy (what IOPaint calls its "HD strategy").
 
-The network is fully convolutional and one output pixel sees only `models.receptive_radius()`
+The network is fully convolutional and one output pixel sees only `architecture.receptive_radius()`
 (153) input pixels to each side. So a crop of a hole's neighbourhood grown by that margin, with
 its corners on multiples of the network's stride (4), completes the hole exactly as the whole
 image would: a 128x128 hole in a 12-megapixel photograph costs the network 436x436 pixels
@@ -25,11 +25,11 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
-from glcic_tf import models
+from glcic_tf import architecture
 from glcic_tf.errors import UserError
 
 TILINGS = ("auto", "whole", "crop", "resize")
-MARGIN = models.receptive_radius()
+MARGIN = architecture.receptive_radius()
 
 # Most pixels the network runs on at once: 4 megapixels (2048 x 2048). The paper-width network
 # needs about 670 bytes per pixel it runs on (measured peak, docs/performance.md): 2.8 GB here.
@@ -57,7 +57,7 @@ class Region(NamedTuple):
         return (self.bottom - self.top) * (self.right - self.left)
 
 
-def hole_regions(mask: np.ndarray, margin: int = MARGIN, multiple: int = models.SIZE_MULTIPLE) -> List[Region]:
+def hole_regions(mask: np.ndarray, margin: int = MARGIN, multiple: int = architecture.SIZE_MULTIPLE) -> List[Region]:
     """The holes' bounding boxes grown by `margin`, corners on multiples of `multiple` (or the
     image's edge), and merged wherever they overlap or touch. (H, W, 1) mask, 1 = hole."""
     height, width = mask.shape[:2]
@@ -85,7 +85,7 @@ def hole_regions(mask: np.ndarray, margin: int = MARGIN, multiple: int = models.
     )
 
 
-def tiles(mask: np.ndarray, region: Region, margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS, multiple: int = models.SIZE_MULTIPLE) -> Optional[List[Region]]:
+def tiles(mask: np.ndarray, region: Region, margin: int = MARGIN, max_network_pixels: int = MAX_NETWORK_PIXELS, multiple: int = architecture.SIZE_MULTIPLE) -> Optional[List[Region]]:
     """`region` split into tiles that each fit `max_network_pixels`: square cores on the
     `multiple` grid, each grown by `margin` (rounded up to the grid, clipped to the image) and
     filling its core's holes only; only cores holding hole pixels. Of a few core sizes, the one

@@ -9,23 +9,23 @@ import numpy as np
 import pytest
 from fake_serving import bad_grpc_serving, bad_serving, closed_port_address, fake_grpc_serving, fake_serving, prediction_reply
 
-from glcic_tf import completers, images, inference
+from glcic_tf import completers, images, photos
 from glcic_tf.errors import ServiceUnavailable, UserError
 
 
 def _photo_and_hole(sample_folder):
     image = images.read_image(str(sample_folder / "test" / "chelsea.png"))
-    mask = inference.mask_from_boxes(image.shape[:2], [(120, 80, 50, 40)])
+    mask = photos.mask_from_boxes(image.shape[:2], [(120, 80, 50, 40)])
     return image, mask
 
 
 def test_a_server_and_the_same_export_run_locally_complete_alike(export_base, sample_folder):
     image, mask = _photo_and_hole(sample_folder)
-    local = inference.inpaint(completers.open_completer(model=str(export_base)), image, mask)
+    local = photos.inpaint(completers.open_completer(model=str(export_base)), image, mask)
     with fake_serving(export_base / "3") as (address, requests):
         remote_completer = completers.open_completer(server=address)
         assert isinstance(remote_completer, completers.ServingCompleter)
-        remote = inference.inpaint(remote_completer, image, mask)
+        remote = photos.inpaint(remote_completer, image, mask)
     assert len(requests) == 1  # the hole's neighbourhood, once
     assert remote.shape == image.shape
     np.testing.assert_array_equal(remote[mask[..., 0] == 0], image[mask[..., 0] == 0])
@@ -37,7 +37,7 @@ def test_a_server_that_is_down_is_a_user_error_naming_it(sample_folder):
     image, mask = _photo_and_hole(sample_folder)
     address = closed_port_address()
     with pytest.raises(UserError, match=f"TF Serving at http://{address}/v1/models/glcic:predict did not answer"):
-        inference.inpaint(completers.open_completer(server=address), image, mask)
+        photos.inpaint(completers.open_completer(server=address), image, mask)
 
 
 @pytest.mark.parametrize("model,server", [(None, None), ("some/run", "localhost:8501")])
@@ -56,7 +56,7 @@ def test_grpc_without_tensorflow_serving_api_says_what_to_install(sample_folder)
         pytest.skip("tensorflow-serving-api is installed here")
     image, mask = _photo_and_hole(sample_folder)
     with pytest.raises(UserError, match="gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api grpcio"):
-        inference.inpaint(completers.ServingCompleter(closed_port_address(), "grpc"), image, mask)
+        photos.inpaint(completers.ServingCompleter(closed_port_address(), "grpc"), image, mask)
 
 
 def test_grpc_completes_as_rest_does_through_one_channel_that_close_closes(export_base, sample_folder, monkeypatch):
@@ -72,11 +72,11 @@ def test_grpc_completes_as_rest_does_through_one_channel_that_close_closes(expor
 
     monkeypatch.setattr(grpc, "insecure_channel", counting_channel)
     image, _ = _photo_and_hole(sample_folder)
-    mask = inference.mask_from_boxes(image.shape[:2], [(10, 10, 20, 20), (420, 270, 20, 20)])  # two regions, two requests
-    local = inference.inpaint(completers.open_completer(model=str(export_base)), image, mask, tiling="crop", max_network_pixels=40_000)
+    mask = photos.mask_from_boxes(image.shape[:2], [(10, 10, 20, 20), (420, 270, 20, 20)])  # two regions, two requests
+    local = photos.inpaint(completers.open_completer(model=str(export_base)), image, mask, tiling="crop", max_network_pixels=40_000)
     with fake_grpc_serving(export_base / "3") as (address, requests):
         with completers.open_completer(server=address, protocol="grpc") as remote_completer:
-            remote = inference.inpaint(remote_completer, image, mask, tiling="crop", max_network_pixels=40_000)
+            remote = photos.inpaint(remote_completer, image, mask, tiling="crop", max_network_pixels=40_000)
             assert len(requests) == 2 and len(opened) == 1  # one channel for every region
         closed = opened[0]
         with pytest.raises(ValueError, match="closed"):  # grpc refuses calls on a closed channel

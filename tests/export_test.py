@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glcic_tf import completers, export_lib, images, inference
+from glcic_tf import completers, export_lib, image_ops, images, inference
 from glcic_tf.errors import UserError
 
 
@@ -218,12 +218,12 @@ def test_exif_orientation_in_tensorflow_ops_turns_as_pillow_does():
             exif[0x0112] = orientation
             PIL.Image.fromarray(picture).save(buffer, file_format, exif=exif.tobytes(), **({"quality": 100} if file_format == "JPEG" else {}))
             encoded = buffer.getvalue()
-            assert int(images.exif_orientation(tf.constant(encoded))) == orientation, (file_format, orientation)
+            assert int(image_ops.exif_orientation(tf.constant(encoded))) == orientation, (file_format, orientation)
             want = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(encoded))))
-            got = images.turn_upright(tf.io.decode_image(encoded, channels=3), orientation).numpy()
+            got = image_ops.turn_upright(tf.io.decode_image(encoded, channels=3), orientation).numpy()
             assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= (12 if file_format == "JPEG" else 0)
     plain = tf.io.encode_png(tf.constant(picture)).numpy()
-    assert int(images.exif_orientation(tf.constant(plain))) == 1 and int(images.exif_orientation(tf.constant(b""))) == 1
+    assert int(image_ops.exif_orientation(tf.constant(plain))) == 1 and int(image_ops.exif_orientation(tf.constant(b""))) == 1
 
 
 def _jpeg_with_segment(marker, payload):
@@ -243,7 +243,7 @@ def _exif(entries, little_endian=True):
 
 
 def test_exif_orientation_is_read_as_opencv_and_pillow_read_it():
-    orientation = lambda encoded: int(images.exif_orientation(tf.constant(encoded)))  # noqa: E731
+    orientation = lambda encoded: int(image_ops.exif_orientation(tf.constant(encoded)))  # noqa: E731
     app1 = b"\xff\xe1"
     assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 6)], little_endian=True))) == 6  # as many cameras write it
     assert orientation(_jpeg_with_segment(app1, _exif([(0x0112, 3, 1, 8)], little_endian=False))) == 8
@@ -261,7 +261,7 @@ def test_a_bmp_of_negative_width_announces_no_size_and_cannot_lower_a_requests_s
     header = bytearray(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
     header[18:22], header[22:26] = (-1).to_bytes(4, "little", signed=True), (2**31 - 1).to_bytes(4, "little")
     # Before: [-1, 2147483647], a product of -2147483647 pixels that cancelled the rest of a batch.
-    assert images.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
+    assert image_ops.announced_size(tf.constant(bytes(header))).numpy().tolist() == [0, 0]
     with pytest.raises(UserError, match="not a readable image file"):
         images.decode_image(bytes(header))  # the local path: Pillow read the width as 4294967295
 

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tiny
-from glcic_tf import export_lib, images, inference, models
+from glcic_tf import export_lib, image_ops, images, models, photos
 from glcic_tf.errors import ImageTooLarge, UserError
 
 MAX_PIXELS = 1500  # below some generated photographs (48x48 = 2304), so the limit is met too
@@ -134,7 +134,7 @@ def test_opencv_path_completes_or_refuses_in_one_line(memory_bound, case):
         assert too_large or not case.as_written, f"refused a {case.photo_format} and a {case.mask_format} as written: {error}"
         return
     assert image.shape[0] * image.shape[1] <= MAX_PIXELS and image.dtype == np.uint8 and image.shape[2] == 3
-    completed = inference.inpaint(_flat_gray, image, hole, post=case.post)
+    completed = photos.inpaint(_flat_gray, image, hole, post=case.post)
     assert completed.shape == image.shape
     outside = hole[..., 0] == 0
     np.testing.assert_array_equal(completed[outside], image[outside])
@@ -153,15 +153,15 @@ def test_the_exports_bytes_signature_completes_or_refuses_in_one_line(memory_bou
     try:
         reply = inpaint_bytes(image_bytes=tf.constant([case.photo_bytes]), mask_bytes=tf.constant([case.mask_bytes]))["inpainted_bytes"]
     except tf.errors.InvalidArgumentError as error:
-        message = inference.failed_check_message(error.message)
+        message = photos.failed_check_message(error.message)
         assert _one_line(message) and not message.startswith(("[[", "{{", "Graph execution", "Detected at")), error.message  # what, not where
         if case.as_written and "TIFF" not in (case.photo_format, case.mask_format):  # TensorFlow reads no TIFF
             assert case.photo.shape[0] * case.photo.shape[1] > MAX_PIXELS, f"refused a {case.photo_format} and a {case.mask_format} as written: {message}"
         return
     completed = tf.io.decode_png(reply[0]).numpy()
-    image = images.decode_in_graph(tf.constant(case.photo_bytes), 3, "the photo", MAX_PIXELS).numpy()
+    image = image_ops.decode_in_graph(tf.constant(case.photo_bytes), 3, "the photo", MAX_PIXELS).numpy()
     assert completed.shape == image.shape and image.shape[0] * image.shape[1] <= MAX_PIXELS
-    hole = images.gray(images.decode_in_graph(tf.constant(case.mask_bytes), 3, "the mask", MAX_PIXELS)).numpy()[..., 0] >= 128
+    hole = image_ops.gray(image_ops.decode_in_graph(tf.constant(case.mask_bytes), 3, "the mask", MAX_PIXELS)).numpy()[..., 0] >= 128
     np.testing.assert_array_equal(completed[~hole], image[~hole])
 
 

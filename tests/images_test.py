@@ -10,11 +10,11 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from glcic_tf import data, images
+from glcic_tf import data, image_ops, images
 from glcic_tf.errors import ImageTooLarge, UserError
 
-decode_in_graph = tf.function(lambda encoded: images.decode_in_graph(encoded, 3, "the image", images.MAX_PIXELS))
-first_gif_frame = tf.function(lambda encoded, pixels: images.first_gif_frame(encoded, pixels))
+decode_in_graph = tf.function(lambda encoded: image_ops.decode_in_graph(encoded, 3, "the image", images.MAX_PIXELS))
+first_gif_frame = tf.function(lambda encoded, pixels: image_ops.first_gif_frame(encoded, pixels))
 
 
 def _gif(pictures, **options):
@@ -116,7 +116,7 @@ def test_masks_decoded_in_tensorflow_ops_have_the_holes_opencv_finds_in_a_bmp():
     encoded = io.BytesIO()
     PIL.Image.fromarray(colours).save(encoded, format="BMP")
     opencv = images.decode_mask(encoded.getvalue(), colours.shape[:2])[..., 0] > 0
-    tensorflow = images.gray(tf.io.decode_image(encoded.getvalue(), channels=3)).numpy()[..., 0] >= 128
+    tensorflow = image_ops.gray(tf.io.decode_image(encoded.getvalue(), channels=3)).numpy()[..., 0] >= 128
     np.testing.assert_array_equal(tensorflow, opencv)
 
 

@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from glcic_tf import completers, images, inference
+from glcic_tf import completers, image_ops, images, inference, photos
 from glcic_tf.errors import UserError
 
 
@@ -31,7 +31,7 @@ def photo(sample_folder):
 
 def _holes(shape):
     """Two holes, one touching the left and top borders."""
-    return inference.mask_from_boxes(shape, [(0, 0, 30, 20), (60, 40, 25, 30)])
+    return photos.mask_from_boxes(shape, [(0, 0, 30, 20), (60, 40, 25, 30)])
 
 
 def test_any_size_keeps_its_size_and_the_pixels_outside_the_holes(inpainter, photo):
@@ -47,7 +47,7 @@ def test_any_size_keeps_its_size_and_the_pixels_outside_the_holes(inpainter, pho
 @pytest.mark.parametrize("post", [False, True])
 def test_uint8_inpainting_with_and_without_postprocessing(inpainter, photo, post):
     mask = _holes(photo.shape[:2])
-    result = inference.inpaint(inpainter, photo, mask, post=post)
+    result = photos.inpaint(inpainter, photo, mask, post=post)
     assert result.shape == photo.shape and result.dtype == np.uint8
     outside = mask[..., 0] == 0
     np.testing.assert_array_equal(result[outside], photo[outside])
@@ -87,17 +87,17 @@ def _flat_gray(image, mask):
 
 def test_postprocessing_changes_only_the_holes_and_smooths_the_seam(photo):
     mask = _holes(photo.shape[:2])
-    plain = inference.inpaint(_flat_gray, photo, mask)
-    post = inference.inpaint(_flat_gray, photo, mask, post=True)
+    plain = photos.inpaint(_flat_gray, photo, mask)
+    post = photos.inpaint(_flat_gray, photo, mask, post=True)
     outside = mask[..., 0] == 0
     np.testing.assert_array_equal(post[outside], photo[outside])
     assert _seam_step(post, mask) < 0.5 * _seam_step(plain, mask), (_seam_step(post, mask), _seam_step(plain, mask))
 
 
 def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(photo):
-    mask = inference.mask_from_boxes(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
+    mask = photos.mask_from_boxes(photo.shape[:2], [(0, 0, 130, 10), (120, 80, 10, 17)])
     completed = np.where(mask > 0, np.full_like(photo, 128), photo)
-    result = inference.postprocess(photo, completed, mask)
+    result = photos.postprocess(photo, completed, mask)
     assert result.shape == photo.shape and result.dtype == np.uint8
     outside = mask[..., 0] == 0
     np.testing.assert_array_equal(result[outside], photo[outside])
@@ -120,9 +120,9 @@ def test_postprocessing_handles_a_hole_covering_a_whole_border_and_a_corner(phot
 def test_postprocessing_completes_holes_down_to_one_pixel(shape, boxes):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-    mask = inference.mask_from_boxes(shape, boxes)
+    mask = photos.mask_from_boxes(shape, boxes)
     completed = np.where(mask > 0, np.uint8(200), image)
-    result = inference.postprocess(image, completed, mask)
+    result = photos.postprocess(image, completed, mask)
     assert result.shape == image.shape and result.dtype == np.uint8
     np.testing.assert_array_equal(result[mask[..., 0] == 0], image[mask[..., 0] == 0])
     assert np.abs(result[mask[..., 0] > 0].astype(int) - image[mask[..., 0] > 0]).max() > 0  # the hole is blended in
@@ -141,12 +141,12 @@ def test_postprocessing_keeps_the_completion_in_place(hole):
     x, y, w, h = hole
     image = np.full((120, 160, 3), 90, np.uint8)
     image[:, :, 1] = np.linspace(40, 160, 160, dtype=np.uint8)  # a gentle ramp outside
-    mask = inference.mask_from_boxes(image.shape[:2], [hole])
+    mask = photos.mask_from_boxes(image.shape[:2], [hole])
     completed = image.copy()
     completed[y : y + h, x : x + w] = 120
     completed[y + 2 * h // 5 : y + 3 * h // 5, x + 5 : x + w - 5] = 220
     completed[y + 5 : y + h - 5, x + 2 * w // 5 : x + 3 * w // 5] = 220
-    result = inference.postprocess(image, completed, mask)
+    result = photos.postprocess(image, completed, mask)
     np.testing.assert_array_equal(result[mask[..., 0] == 0], image[mask[..., 0] == 0])
     interior = (slice(y + 4, y + h - 4), slice(x + 4, x + w - 4))
     errors = {}
@@ -176,7 +176,7 @@ def test_a_new_size_does_not_retrace(inpainter):
 
 
 def test_an_empty_mask_returns_the_image_unchanged(inpainter, photo):
-    result = inference.inpaint(inpainter, photo, np.zeros((*photo.shape[:2], 1), np.float32))
+    result = photos.inpaint(inpainter, photo, np.zeros((*photo.shape[:2], 1), np.float32))
     np.testing.assert_array_equal(result, photo)
 
 
@@ -219,7 +219,7 @@ def test_reading_masks_and_images(tmp_path, caplog):
 
 
 def test_mask_from_boxes_uses_x_y_width_height_and_clips():
-    mask = inference.mask_from_boxes((4, 5), [(3, 1, 4, 2)])[..., 0]
+    mask = photos.mask_from_boxes((4, 5), [(3, 1, 4, 2)])[..., 0]
     expected = np.zeros((4, 5))
     expected[1:3, 3:5] = 1
     np.testing.assert_array_equal(mask, expected)
@@ -250,11 +250,11 @@ def _vp8x(width, height):
 )
 def test_announced_size_reads_every_format_the_bytes_signature_decodes(name, encode):
     image = np.random.default_rng(1).integers(0, 256, (37, 301, 3), dtype=np.uint8)
-    assert images.announced_size(tf.constant(encode(image))).numpy().tolist() == [301, 37]
+    assert image_ops.announced_size(tf.constant(encode(image))).numpy().tolist() == [301, 37]
 
 
 def test_announced_size_reads_an_extended_webp_header():
-    assert images.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
+    assert image_ops.announced_size(tf.constant(_vp8x(70000, 3))).numpy().tolist() == [70000, 3]
 
 
 def _top_down_bmp(image):
@@ -278,7 +278,7 @@ def _os2_bmp(image):
 @pytest.mark.parametrize("encode", [_top_down_bmp, _os2_bmp], ids=["top_down", "os2"])
 def test_top_down_and_os2_bmps_are_read_as_they_are(encode):
     image = np.random.default_rng(2).integers(0, 256, (5, 8, 3), dtype=np.uint8)
-    assert images.announced_size(tf.constant(encode(image))).numpy().tolist() == [8, 5]
+    assert image_ops.announced_size(tf.constant(encode(image))).numpy().tolist() == [8, 5]
     np.testing.assert_array_equal(images.decode_image(encode(image)), image)
 
 
@@ -393,4 +393,4 @@ def test_write_image_refuses_a_format_it_cannot_write_and_leaves_nothing(tmp_pat
     ],
 )
 def test_a_tensorflow_error_is_told_by_what_failed_not_where(message, expected):
-    assert inference.failed_check_message(message) == expected
+    assert photos.failed_check_message(message) == expected

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import inference, models, tiling
+from glcic_tf import inference, models, photos, tiling
 from glcic_tf.errors import UserError
 
 
@@ -98,7 +98,7 @@ def test_hole_regions_are_grown_aligned_clipped_and_merged():
 def test_a_phone_photograph_with_one_small_hole_completes_through_inpaint(inpainter):
     image = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     mask = _square_holes(image.shape[:2], [(1436, 1936)], 128)
-    result = inference.inpaint(inpainter, image, mask)  # the default tiling crops
+    result = photos.inpaint(inpainter, image, mask)  # the default tiling crops
     hole = mask[..., 0] > 0.5
     assert result.shape == image.shape and result.dtype == np.uint8
     np.testing.assert_array_equal(result[~hole], image[~hole])
@@ -137,7 +137,7 @@ def test_a_region_over_the_models_own_limit_is_a_one_line_error(large_photo):
     image = (large_photo[:200, :300] * 255).astype(np.uint8)
     mask = _square_holes(image.shape[:2], [(50, 50)], 20)
     with pytest.raises(UserError, match=r"the model refused a 300x200 region: .*larger than 4096 pixels.*--max_network_pixels"):
-        inference.inpaint(small, image, mask, tiling="whole")
+        photos.inpaint(small, image, mask, tiling="whole")
 
 
 def _stroke(shape, start, end, thickness):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tiny
-from glcic_tf import completers, inference, run_folder, train_lib, validation
+from glcic_tf import completers, photos, run_folder, train_lib, validation
 from glcic_tf.errors import UserError
 
 
@@ -106,8 +106,8 @@ def test_the_best_checkpoint_is_a_run_folder_that_export_and_inpaint_load_by_nam
     assert step == _best_step(run) and mean_pixel == tuple(train_lib.Config(source="").mean_pixel)
     completer = completers.load_completer(str(run / "best"))
     image = np.full((40, 48, 3), 120, np.uint8)
-    mask = inference.mask_from_boxes((40, 48), [(8, 8, 16, 16)])
-    assert inference.inpaint(completer, image, mask).shape == (40, 48, 3)
+    mask = photos.mask_from_boxes((40, 48), [(8, 8, 16, 16)])
+    assert photos.inpaint(completer, image, mask).shape == (40, 48, 3)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import pytest
 from fake_serving import bad_serving, closed_port_address, fake_serving, prediction_reply
 from starlette.testclient import TestClient
 
-from glcic_tf import completers, images, inference
+from glcic_tf import completers, images, photos
 from glcic_tf.errors import UserError
 from glcic_tf.webapp import server
 
@@ -63,7 +63,7 @@ def test_completes_the_painted_hole_and_keeps_every_other_pixel(local_completer,
     assert completed.shape == photo.shape
     np.testing.assert_array_equal(completed[hole == 0], photo[hole == 0])
     assert np.abs(completed.astype(int) - photo.astype(int))[hole > 0].mean() > 1
-    expected = inference.inpaint(local_completer, photo, (hole > 0).astype(np.float32)[..., None], postprocess == "true")
+    expected = photos.inpaint(local_completer, photo, (hole > 0).astype(np.float32)[..., None], postprocess == "true")
     np.testing.assert_array_equal(completed, expected)  # what glcic_tf.inference gives, postprocessing as asked
 
 

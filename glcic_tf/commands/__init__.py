@@ -14,7 +14,7 @@ from importlib import resources
 from absl import app as absl_app  # not `app`: the submodule glcic_tf.commands.app takes that name
 from absl import flags
 
-from glcic_tf import completers, cpu, folded, images, tiling
+from glcic_tf import completers, cpu, images, tiling
 
 
 def flagfile_names():
@@ -105,7 +105,7 @@ def define_completion_flags():
     flags.DEFINE_string("server", None, "TF Serving address host:port (REST 8501, gRPC 8500) instead of --model.")
     flags.DEFINE_enum("protocol", "rest", completers.PROTOCOLS, "How to talk to --server.")
     flags.DEFINE_string("model_name", completers.MODEL_NAME, "The model's name on the server.")
-    flags.DEFINE_enum("precision", "auto", folded.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
+    flags.DEFINE_enum("precision", "auto", cpu.PRECISIONS, "Arithmetic of a run folder's network: auto is bfloat16 where faster (AMX), else float32.")
     flags.DEFINE_enum(
         "tiling",
         "auto",

@@ -31,7 +31,7 @@ import time
 
 from absl import flags, logging
 
-from glcic_tf import commands, images, inference
+from glcic_tf import commands, images, photos
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
@@ -128,7 +128,7 @@ def _read_inputs(image_path, mask_path, boxes):
         if not mask.any():
             raise UserError(f"mask {mask_path} marks no hole: white pixels (128 or more) are the hole")
     else:
-        mask = inference.mask_from_boxes(image.shape[:2], boxes)
+        mask = photos.mask_from_boxes(image.shape[:2], boxes)
         if not mask.any():
             raise UserError(f"--box {' --box '.join(FLAGS.box)} lies outside image {image_path} ({width}x{height})")
     return image, mask
@@ -180,7 +180,7 @@ def main(argv):
                     completer = commands.completer_from_flags()
                 with _skipped_on_failure(image_path, failures, alone=len(jobs) == 1):
                     start = time.perf_counter()
-                    completed = inference.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
+                    completed = photos.inpaint(completer, image, mask, FLAGS.postprocess, FLAGS.tiling, FLAGS.max_network_pixels)
                     logging.info("%s: %dx%d in %.2f s", image_path, image.shape[1], image.shape[0], time.perf_counter() - start)
                     images.write_image(output_path, completed)
                     written += 1

@@ -70,7 +70,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from glcic_tf import completers, images, inference
+from glcic_tf import completers, images, photos
 from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
 from glcic_tf.webapp.settings import FORM_OVERHEAD_BYTES, PageSettings
 
@@ -156,7 +156,7 @@ class Page:
         if gone.is_set():
             raise _ClientGone
         try:
-            completed = inference.inpaint(self.completer, image, mask, post, settings.tiling, settings.max_network_pixels)
+            completed = photos.inpaint(self.completer, image, mask, post, settings.tiling, settings.max_network_pixels)
         except completers.BadServerReply as error:  # the model server answered, but not a completion
             raise _Refused(502, str(error)) from None
         except ServiceUnavailable as error:  # the model server is down or failing: try again later
