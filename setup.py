@@ -8,6 +8,7 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'__version__ = "([^"]+)"', Path("glcic_tf/__init__.py").read_text()).group(1)
 
 APP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"]
+TENSORFLOW_ALONGSIDE = ["tensorboard>=2.20", "tensorflow-datasets>=4.9.4"]
 
 setup(
     name="glcic-tf",
@@ -31,17 +32,20 @@ setup(
     python_requires=">=3.10",
     # TensorFlow itself is not listed here: `tensorflow` and `tensorflow-cpu` both provide the
     # `tensorflow` module, and listing one would install it beside the other. Pick an extra.
+    # The base install completes photographs with a LiteRT model (the litert extra); what runs on
+    # TensorFlow (training, data sets, export, SavedModels) comes with the cpu or gpu extra.
     install_requires=[
         "absl-py>=2.1",
         "numpy>=1.26",
         "opencv-python-headless>=4.9",
         "pillow>=10",
-        "tensorboard>=2.20",  # tf.summary needs it; tensorflow-cpu 2.21 no longer brings it
-        "tensorflow-datasets>=4.9.4",
+        "tqdm>=4.60",
     ],
     extras_require={
-        "cpu": ["tensorflow-cpu>=2.21"],
-        "gpu": ["tensorflow[and-cuda]>=2.21"],
+        # tf.summary needs tensorboard (tensorflow-cpu 2.21 no longer brings it); data sets come
+        # through tensorflow-datasets.
+        "cpu": ["tensorflow-cpu>=2.21", *TENSORFLOW_ALONGSIDE],
+        "gpu": ["tensorflow[and-cuda]>=2.21", *TENSORFLOW_ALONGSIDE],
         # scikit-image ships the photographs of glcic_tf.sample_data (demos and tests).
         "demo": ["scikit-image>=0.22"],
         # The page of `glcic-app` / app.py: a Starlette app served by uvicorn.
