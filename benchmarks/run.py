@@ -12,9 +12,12 @@ Rows:
    network as trained, the folded network that `Inpainter` runs (glcic_tf.folded), the exported
    SavedModel's serving_default (what TF Serving runs, with the padding and the composite),
    bfloat16 (Keras mixed_bfloat16 and the folded network, only where the processor has bfloat16
-   natively; `--precision=auto` picks it where it is the faster), and the same network in
-   PyTorch (channels-last, inference mode), with each TensorFlow time over PyTorch's. FLOPs are
-   Table 1's (models.completion_flops, 2 per multiply-add: 65.1 GFLOP at 256 px);
+   natively; `--precision=auto` picks it where it is the faster), the export's LiteRT models
+   (float32 and float16 weights) on the LiteRT interpreter with XNNPACK, as `inpaint.py
+   --model=X.tflite` runs them (threads: the fastest count measured here, --litert_threads to
+   fix it), and the same network in PyTorch (channels-last, inference mode), with each time
+   over PyTorch's. FLOPs are Table 1's (models.completion_flops, 2 per multiply-add: 65.1 GFLOP
+   at 256 px);
 3. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
    as 3x the forward passes involved (forward + backward);
 4. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
@@ -39,13 +42,14 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine, pipeline  # noqa: E402  (pipeline defines its flags too)
 from benchmarks.torch_peer import torch_network  # noqa: E402
-from glcic_tf import export_lib, folded, inference, models  # noqa: E402
+from glcic_tf import completers, export_lib, folded, inference, models  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["256", "512", "1024"], "Inference image sides.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_bool("torch", True, "Time the PyTorch peer (needs the bench extra).")
 flags.DEFINE_bool("training", True, "Also time the training steps and the input pipeline.")
+flags.DEFINE_integer("litert_threads", None, "LiteRT interpreter threads; default: the fastest of 1 to the usable cores, measured at 256 px.")
 
 
 def _network_input(side):
@@ -72,16 +76,32 @@ def tensorflow_inference(sizes, native_bfloat16: bool):
     with tempfile.TemporaryDirectory() as folder:
         path = export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1, max_request_pixels=max(sizes) ** 2)
         signature = tf.saved_model.load(path).signatures["serving_default"]
+        litert = export_lib.export_litert(network, models.PLACES2_MEAN_PIXEL, folder, 1)
+        threads = FLAGS.litert_threads or litert_threads(os.path.join(litert, export_lib.LITERT_FILES["float32"]))
+        lite = {f"litert {precision} (XNNPACK, {threads} threads)": completers.LiteRTCompleter(os.path.join(litert, name), max(sizes) ** 2, threads)
+                for precision, name in export_lib.LITERT_FILES.items()}
         for side in sizes:
             x = _network_input(side)
             image, mask = tf.random.uniform((1, side, side, 3)), tf.cast(tf.random.uniform((1, side, side, 1)) > 0.7, tf.float32)
             functions = {name: (lambda run=run: run(x).numpy()) for name, run in runs.items()}
             functions["export serving_default"] = lambda: signature(image=image, mask=mask)["inpainted"].numpy()
+            for name, completer in lite.items():
+                functions[name] = lambda completer=completer: completer(image.numpy(), mask.numpy())
             if peer:
                 functions["torch"] = _torch_call(*peer, side)
             for name, seconds in machine.best_times(functions, FLAGS.repeats, pause=0.3).items():
                 results[(name, side)] = seconds
     return results, peer[1].__version__ if peer else None
+
+
+def litert_threads(path: str) -> int:
+    """The interpreter thread count that completes 256x256 fastest here, of 1 to the usable cores
+    (XNNPACK's default is one thread; more are not always faster on a shared machine)."""
+    image, mask = tf.random.uniform((1, 256, 256, 3)).numpy(), tf.ones((1, 256, 256, 1)).numpy()
+    candidates = {count: completers.LiteRTCompleter(path, 256 * 256, count) for count in range(1, machine.usable_cores() + 1)}
+    times = machine.best_times({count: (lambda c=c: c(image, mask)) for count, c in candidates.items()}, FLAGS.repeats, pause=0.3)
+    print("LiteRT threads at 256 px: " + ", ".join(f"{count}: {seconds:.3f} s" for count, seconds in times.items()))
+    return min(times, key=times.get)
 
 
 def _torch_call(network, torch, side):
@@ -115,11 +135,11 @@ def main(argv):
     float32 = [*rates.values(), *(row["gflops"] for row in rows if "bfloat16" not in row["row"]), *(row["gflops"] for row in training_rows)]
     peak = machine.peak_gflops(cpu, float32)
     print(f"\n{machine.describe_peak(cpu, float32)}")
-    print(f"{'inference, batch 1':<44}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'TF/PyTorch':>12}")
+    print(f"{'inference, batch 1':<52}{'s/image':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}{'x PyTorch':>12}")
     for row in rows:
         row["percent_peak"] = None if "bfloat16" in row["row"] else machine.percent_of(row["gflops"], peak)
         ratio = f"{row['tf_over_torch']:.2f}" if row["tf_over_torch"] else ""
-        print(f"{row['row']:<44}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{machine.format_percent(row['percent_peak']):>8}"
+        print(f"{row['row']:<52}{row['seconds']:>9.3f}{row['gflops']:>9.0f}{machine.format_percent(row['percent_peak']):>8}"
               f"{row['percent_best_matmul']:>9.0f}%{ratio:>12}")
     if not bfloat16:
         print("(no bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX, or TensorFlow runs Eigen's kernels)")
@@ -146,7 +166,7 @@ def inference_rows(measured, sizes, torch_version, best):
     rows = []
     for side in sizes:
         flops = models.completion_flops(side)
-        timed = [(f"tf {name} {side}px", seconds, peer.get(side)) for (name, s), seconds in inference_times.items() if s == side]
+        timed = [(f"{'' if name.startswith('litert') else 'tf '}{name} {side}px", seconds, peer.get(side)) for (name, s), seconds in inference_times.items() if s == side]
         if side in peer:
             timed.append((f"torch {torch_version} float32 {side}px", peer[side], None))
         for name, seconds, reference in timed:
