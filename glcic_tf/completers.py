@@ -15,6 +15,7 @@ interpreter, numpy and OpenCV (`pip install "glcic-tf[litert]"`, no TensorFlow).
 import base64
 import binascii
 import http.client
+import io
 import json
 import os
 import threading
@@ -163,14 +164,41 @@ class LiteRTCompleter:
 
 class BadServerReply(ServiceUnavailable):
     """A model server that answered, but not what this project's export answers: no JSON, no
-    completed image, or one that is not the region sent (its size, RGB). Not the request's fault
-    (the page answers 502)."""
+    completed image, or one that is not the region sent (its size, RGB), a reply larger than any
+    completion of it, a redirect. Not the request's fault (the page answers 502)."""
+
+
+REPLY_SLACK_BYTES = 64 * 1024  # a PNG's chunks besides its rows; the JSON around REST's base64
+ERROR_REPLY_BYTES = 64 * 1024  # the most of a model server's error reply read for its message
 
 
 def _encode_png(array: np.ndarray) -> bytes:
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     return cv2.imencode(".png", array)[1].tobytes()
+
+
+def _largest_png(shape: tuple) -> int:
+    """The most bytes the PNG of a region of `shape` (h, w, ...) can take: 4 a pixel (the export's
+    8-bit RGB takes at most 3 and a filter byte a row, stored uncompressed) and REPLY_SLACK_BYTES."""
+    height, width = shape[:2]
+    return 4 * height * width + height + REPLY_SLACK_BYTES
+
+
+def _largest_rest_reply(shape: tuple) -> int:
+    """The most bytes a REST reply for a region of `shape` can take: its largest PNG in base64
+    (4/3), a 32nd more for a JSON writer that escapes base64's "/", and the JSON around it."""
+    return 4 * -(-_largest_png(shape) // 3) * 33 // 32 + REPLY_SLACK_BYTES
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects refused: a redirect is answered as the HTTPError it is."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_REST_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class ServingCompleter:
@@ -183,6 +211,11 @@ class ServingCompleter:
     a plain UserError with its message, one that answers something else than the completed
     region (not JSON, JSON without it, not an RGB image of the region's size) a BadServerReply,
     so callers can show any of them in one line and carry on.
+
+    A reply is bounded before memory is spent on it: at most the bytes the largest PNG of the
+    region sent can take are read (with base64's 4/3 over REST), and the image's header must
+    state the region's size before the image is decoded. A redirect is not followed
+    (BadServerReply naming it): TF Serving answers its predictions itself.
 
     gRPC goes through one channel, opened at the first call and shared by every call after it
     (from any thread: gRPC channels are thread-safe), with messages of up to
@@ -222,32 +255,44 @@ class ServingCompleter:
         mask_png = _encode_png((np.asarray(mask)[0, ..., 0] > 0.5).astype(np.uint8) * 255)
         if self.protocol == "grpc":
             encoded, server = self._grpc(image_png, mask_png), f"TF Serving at {self.address} (gRPC)"
+            if len(encoded) > _largest_png(region.shape):  # the channel's own bound is max_message_bytes
+                raise BadServerReply(f"{server} answered {len(encoded)} bytes, more than any PNG of the {region.shape[1]}x{region.shape[0]} region sent")
         else:
-            encoded, server = self._rest(image_png, mask_png), f"TF Serving at {self._url()}"
+            encoded, server = self._rest(image_png, mask_png, region.shape), f"TF Serving at {self._url()}"
         completed = _decode_completed(encoded, region.shape, server)
         return cv2.cvtColor(completed, cv2.COLOR_BGR2RGB)[None].astype(np.float32) / 255.0
 
     def _url(self) -> str:
         return f"http://{self.address}/v1/models/{self.model_name}:predict"
 
-    def _rest(self, image_png: bytes, mask_png: bytes) -> bytes:
+    def _rest(self, image_png: bytes, mask_png: bytes, shape: tuple) -> bytes:
         instance = {"image_bytes": {"b64": base64.b64encode(image_png).decode()}, "mask_bytes": {"b64": base64.b64encode(mask_png).decode()}}
         from glcic_tf.export_lib import BYTES_SIGNATURE  # noqa: PLC0415 (the export's name for it)
 
         request = json.dumps({"signature_name": BYTES_SIGNATURE, "instances": [instance]}).encode()
-        url = self._url()
+        url, limit = self._url(), _largest_rest_reply(shape)
+        too_large = f"TF Serving at {url} answered over {limit} bytes, more than any completion of the {shape[1]}x{shape[0]} region sent: is --server its REST port?"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
-                body, content_type = reply.read(), reply.headers.get_content_type()
-        except urllib.error.HTTPError as error:  # the server answered, with an error of its own
+            with _REST_OPENER.open(urllib.request.Request(url, request, {"Content-Type": "application/json"}), timeout=self.timeout) as reply:
+                if reply.length is not None and reply.length > limit:  # announced: refused before reading
+                    raise BadServerReply(too_large)
+                body, content_type = reply.read(limit + 1), reply.headers.get_content_type()
+        except urllib.error.HTTPError as error:  # the server answered, with an error of its own (or a redirect)
+            if 300 <= error.code < 400:
+                location = str(error.headers.get("Location", ""))[:200]
+                raise BadServerReply(f"TF Serving at {url} answered a redirect (HTTP {error.code} to {location or 'nowhere'}), which is not followed: is --server TF Serving's REST port?") from None
             failure = ServiceUnavailable if error.code >= 500 else UserError
             raise failure(f"TF Serving at {url} refused the request: {photos.failed_check_message(_serving_error(error))}") from None
         except (urllib.error.URLError, OSError) as error:
             raise ServiceUnavailable(f"TF Serving at {url} did not answer: {getattr(error, 'reason', error)}") from None
         except http.client.HTTPException as error:  # a reply that is not HTTP, or cut short
             raise BadServerReply(f"TF Serving at {url} answered something that is not a whole HTTP reply ({type(error).__name__}): is --server its REST port?") from None
+        if len(body) > limit:  # sent without its length (chunked), or more than it announced
+            raise BadServerReply(too_large)
         try:
             prediction = json.loads(body)["predictions"][0]
+        except RecursionError:  # json's parser on deeply nested arrays or objects
+            raise BadServerReply(f"TF Serving at {url} answered {content_type} nested too deeply to be a prediction ({len(body)} bytes): is --server its REST port?") from None
         except ValueError:
             raise BadServerReply(f"TF Serving at {url} answered {content_type}, not JSON ({len(body)} bytes): is --server its REST port?") from None
         except (KeyError, IndexError, TypeError):
@@ -256,7 +301,7 @@ class ServingCompleter:
         try:
             encoded = prediction["b64"] if "b64" in prediction else prediction["inpainted_bytes"]["b64"]
             return base64.b64decode(encoded, validate=True)
-        except (KeyError, TypeError, binascii.Error):
+        except (KeyError, TypeError, ValueError, binascii.Error):  # binascii.Error is a ValueError; a non-ASCII str raises a plain one
             raise BadServerReply(
                 f"TF Serving at {url} answered without a completed image (inpainted_bytes in base64): is --model_name this project's export?"
             ) from None
@@ -294,7 +339,14 @@ class ServingCompleter:
 
 def _decode_completed(encoded: bytes, shape: tuple, server: str) -> np.ndarray:
     """The BGR uint8 image a server answered for a region of `shape` (h, w, 3); BadServerReply
-    naming `server` if it is no image, or not an 8-bit RGB image of that size."""
+    naming `server` if it is no image, or not an 8-bit RGB image of that size. Its size is read
+    from its header first: an image of another size is never decoded (a 0.7 MB black PNG of
+    15000x15000 would take 675 MB)."""
+    size = images.header_size(io.BytesIO(encoded))
+    if size is None:
+        raise BadServerReply(f"{server} answered with something that is not an image ({len(encoded)} bytes)")
+    if size != (shape[1], shape[0]):
+        raise BadServerReply(f"{server} answered a {size[0]}x{size[1]} image for a {shape[1]}x{shape[0]} region: is --model_name this project's export?")
     try:
         completed = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -312,8 +364,10 @@ def _decode_completed(encoded: bytes, shape: tuple, server: str) -> np.ndarray:
 
 
 def _serving_error(error) -> str:
-    """TF Serving's own message out of an HTTP error reply ({"error": "..."}), else the status."""
+    """TF Serving's own message out of an HTTP error reply ({"error": "..."}: its first
+    ERROR_REPLY_BYTES), else the status."""
     try:
-        return json.loads(error.read())["error"]
-    except (ValueError, KeyError, TypeError, OSError):
-        return f"HTTP {error.code} {error.reason}"
+        message = json.loads(error.read(ERROR_REPLY_BYTES))["error"]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError, OSError, http.client.HTTPException):
+        message = None
+    return message if isinstance(message, str) and message.strip() else f"HTTP {error.code} {error.reason}"

@@ -2,6 +2,7 @@
 and what a model server answers wrongly is one message naming it."""
 
 import importlib.util
+import time
 
 import cv2
 import in_process
@@ -135,10 +136,16 @@ WRONG_IMAGE_IDS = ["not-an-image", "wrong-size", "gray", "rgba", "16-bit"]
         ((200, "application/json", b'{"predictions": []}'), "answered JSON without predictions: is --server TF Serving's REST port?"),
         ((200, "application/json", b'{"predictions": [{"scores": [1]}]}'), "answered without a completed image (inpainted_bytes in base64): is --model_name"),
         ((200, "application/json", b'{"predictions": [{"b64": "not base64!"}]}'), "answered without a completed image (inpainted_bytes in base64): is --model_name"),
+        # Before: a ValueError (not a binascii.Error) and a RecursionError, the page's 500.
+        ((200, "application/json", '{"predictions": [{"b64": "é"}]}'.encode()), "answered without a completed image (inpainted_bytes in base64): is --model_name"),
+        ((200, "application/json", b"[" * 100_000), "answered application/json nested too deeply to be a prediction (100000 bytes): is --server its REST port?"),
+        ((200, "application/json", b'{"predictions": ' + b"[" * 100_000), "answered application/json nested too deeply to be a prediction"),
+        # Before: followed, and the completion asked of whatever it led to.
+        ((302, "text/html", b"", {"Location": "http://elsewhere.example/login"}), "answered a redirect (HTTP 302 to http://elsewhere.example/login), which is not followed"),
         (b"\x00\x00\x12\x04\x00\x00\x00\x00\x00garbage\r\n\r\n", "answered something that is not a whole HTTP reply (BadStatusLine): is --server its REST port?"),
         *[(prediction_reply(encoded), message) for encoded, message in WRONG_IMAGES],
     ],
-    ids=["html", "no-predictions", "empty-predictions", "no-image", "bad-base64", "not-http", *WRONG_IMAGE_IDS],
+    ids=["html", "no-predictions", "empty-predictions", "no-image", "bad-base64", "non-ascii-base64", "deep-nesting", "deep-in-json", "redirect", "not-http", *WRONG_IMAGE_IDS],
 )
 def test_a_bad_rest_reply_is_one_message_naming_the_server(reply, message):
     with bad_serving(reply) as address, pytest.raises(completers.BadServerReply) as raised:
@@ -172,3 +179,64 @@ def test_inpaint_py_says_a_bad_reply_in_one_line(sample_folder, tmp_path):
         f"error: TF Serving at http://{address}/v1/models/glcic:predict answered text/html, not JSON (30 bytes): is --server its REST port?"
     )
     assert not (tmp_path / "out.png").exists()
+
+
+def test_an_error_reply_whose_message_is_no_text_is_its_status():
+    # Before: {"error": {...}} reached failed_check_message, an AttributeError (the page's 500).
+    for body in (b'{"error": {"code": 3}}', b'{"error": ' + b"[" * 100_000, b"<html>Bad</html>"):
+        with bad_serving((400, "application/json", body)) as address, pytest.raises(UserError) as raised:
+            completers.ServingCompleter(address)(*REGION)
+        assert str(raised.value) == f"TF Serving at http://{address}/v1/models/glcic:predict refused the request: HTTP 400 Bad Request", raised.value
+
+
+def _too_large_rest_reply(framing, body):
+    if framing == "announced":  # Content-Length states it
+        return (200, "application/json", body)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"  # no length: found out by reading
+
+
+@pytest.mark.parametrize("framing", ["announced", "chunked"])
+def test_a_reply_larger_than_any_completion_of_the_region_is_not_read_whole(framing):
+    # Before: a 400 MB reply was read whole (then base64-decoded, decoded) for a 40x30 region.
+    body = b'{"predictions": [{"b64": "' + b"A" * (40 * 2**20) + b'"}]}'
+    sent = []
+    with bad_serving(_too_large_rest_reply(framing, body), sent) as address, pytest.raises(completers.BadServerReply) as raised:
+        completers.ServingCompleter(address)(*REGION)
+    limit = completers._largest_rest_reply((30, 40))
+    assert 100_000 < limit < 200_000  # 4 bytes a pixel, base64, the slack
+    assert str(raised.value) == (
+        f"TF Serving at http://{address}/v1/models/glcic:predict answered over {limit} bytes, more than any completion of the 40x30 region sent: is --server its REST port?"
+    )
+    time.sleep(0.2)  # the fake server finds the connection closed
+    assert sent and sent[0] < len(body) / 2, sent  # what the sockets' buffers took, not the whole reply
+
+
+def _black_png(side):
+    return _png(np.zeros((side, side, 3), np.uint8))
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_an_image_of_another_size_is_refused_from_its_header_before_it_is_decoded(protocol, monkeypatch):
+    # A black PNG compresses 1000:1: 31 KB (within what a 40x30 region's PNG may take) states
+    # 3000x3000, 27 MB decoded; 0.7 MB of it state 15000x15000, 675 MB (1.3 GB more at its peak).
+    if protocol == "grpc":
+        pytest.importorskip("tensorflow_serving", reason="gRPC needs tensorflow-serving-api (pip install --no-deps tensorflow-serving-api)")
+    bomb = _black_png(3000)
+    assert len(bomb) < completers._largest_png((30, 40))
+    decoded = []
+    imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: decoded.append(1) or imdecode(*args))
+    serving = bad_serving(prediction_reply(bomb)) if protocol == "rest" else bad_grpc_serving({"inpainted_bytes": [bomb]})
+    with serving as address, completers.ServingCompleter(address, protocol) as completer, pytest.raises(completers.BadServerReply) as raised:
+        completer(*REGION)
+    assert str(raised.value).endswith("answered a 3000x3000 image for a 40x30 region: is --model_name this project's export?"), raised.value
+    assert not decoded  # refused from its header
+
+
+def test_a_grpc_reply_larger_than_any_completion_of_the_region_is_refused():
+    pytest.importorskip("tensorflow_serving", reason="gRPC needs tensorflow-serving-api (pip install --no-deps tensorflow-serving-api)")
+    noise = np.random.default_rng(6).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    with bad_grpc_serving({"inpainted_bytes": [noise]}) as address, completers.ServingCompleter(address, "grpc") as completer, pytest.raises(completers.BadServerReply) as raised:
+        completer(*REGION)
+    assert str(raised.value) == f"TF Serving at {address} (gRPC) answered 300000 bytes, more than any PNG of the 40x30 region sent", raised.value

@@ -62,20 +62,34 @@ def fake_serving(export_version_dir, delay_seconds=0.0):
 
 
 class _BadHandler(http.server.BaseHTTPRequestHandler):
-    reply = None  # (status, content type, body), or bytes written as they are (no HTTP at all)
+    reply = None  # (status, content type, body[, more headers]), or bytes written as they are (any HTTP, or none)
+    sent = None  # bytes of each reply the client took before it closed the connection
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers["Content-Length"]))
         if isinstance(self.reply, bytes):
-            self.wfile.write(self.reply)
+            self._write(self.reply)
             self.close_connection = True
             return
-        status, content_type, body = self.reply
+        status, content_type, body, *more = self.reply
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (more[0] if more else {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        self._write(body)
+
+    def _write(self, data: bytes, piece: int = 2**16):
+        """`data`, until the client stops taking it (a client that read enough closes the connection)."""
+        sent = 0
+        try:
+            for start in range(0, len(data), piece):
+                self.wfile.write(data[start : start + piece])
+                sent += len(data[start : start + piece])
+        except OSError:
+            self.close_connection = True
+        self.sent.append(sent)
 
     def log_message(self, *args):
         pass
@@ -87,11 +101,12 @@ def prediction_reply(encoded: bytes) -> tuple:
 
 
 @contextlib.contextmanager
-def bad_serving(reply):
+def bad_serving(reply, sent=None):
     """A REST "model server" on 127.0.0.1 that answers every predict request with `reply`:
-    (status, content type, body), or bytes sent as they are instead of an HTTP reply; yields its
-    address."""
-    handler = type("BadHandler", (_BadHandler,), {"reply": reply})
+    (status, content type, body[, {header: value}]), or bytes sent as they are (a reply of one's
+    own making, or none at all); yields its address. `sent`, a list, gets the bytes of each reply
+    the client took."""
+    handler = type("BadHandler", (_BadHandler,), {"reply": reply, "sent": [] if sent is None else sent})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

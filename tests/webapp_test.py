@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import cv2
@@ -99,10 +101,13 @@ def test_refusals_are_messages_and_the_server_keeps_serving(local_completer, sam
     assert _post(client, _png(photo), hole).status_code == 200  # still serving
 
 
-def _start_server(app):
+def _start_server(app, send_buffer=None):
     """`app` served as app.py serves it (`PageServer`) on 127.0.0.1, in a thread: (port, the
-    server, its thread)."""
+    server, its thread). `send_buffer`: the connections' socket send buffer (SO_SNDBUF, which
+    they take from the listening socket), so that a small reply fills it."""
     listening = socket.create_server(("127.0.0.1", 0))
+    if send_buffer is not None:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     web_server = server.PageServer(app)
     thread = threading.Thread(target=web_server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
@@ -387,6 +392,22 @@ def test_with_a_token_every_request_must_carry_it(local_completer, sample_folder
     assert script.post("/complete", files=files).status_code == 200 and script.get("/static/editor.js").status_code == 200
 
 
+def test_a_stale_token_cookie_does_not_hide_the_right_token():
+    # Before: the cookie won, so after a restart with a new random token the printed address
+    # (and a script's Authorization header) got 403 from a browser holding the old cookie.
+    app = server.create_app(lambda image, mask: image, server.PageSettings(token="new-token"))
+    browser = TestClient(app, cookies={server.TOKEN_COOKIE: "old-token"})
+    assert browser.get("/config").status_code == 403  # the stale cookie alone
+    page = browser.get("/?token=new-token")
+    assert page.status_code == 200, page.text
+    assert f"{server.TOKEN_COOKIE}=new-token" in page.headers["set-cookie"]  # the page's reply sets it anew
+    assert browser.get("/config").status_code == 200 and browser.get("/static/editor.js").status_code == 200
+    script = TestClient(app, cookies={server.TOKEN_COOKIE: "old-token"}, headers={"Authorization": "Bearer new-token"})
+    assert script.get("/config").status_code == 200
+    wrong = TestClient(app, cookies={server.TOKEN_COOKIE: "new-token"}, headers={"Authorization": "Bearer old-token"})
+    assert wrong.get("/config").status_code == 200  # any way that carries the right one
+
+
 def test_config_tells_the_models_folder_name_not_its_path():
     assert server.model_description("/home/me/secret/runs/places2/", None, "rest", "glcic") == "places2"
     assert server.model_description(None, "10.0.0.5:8500", "grpc", "glcic") == "TF Serving at 10.0.0.5:8500 (grpc, model glcic)"
@@ -481,21 +502,218 @@ def _closed_by_the_server(connection):
     return True
 
 
-def test_connections_are_bounded_and_the_idle_ones_closed(monkeypatch):
-    monkeypatch.setattr(server, "IDLE_SECONDS", 1)
-    app = server.create_app(lambda image, mask: image, server.PageSettings(max_connections=4))
-    with _real_server(app) as port:
+def _open_connections(web_server):
+    return len(web_server.server_state.connections)
+
+
+def _wait_for(condition, seconds):
+    """Whether `condition()` holds within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _not_reading(port, request, receive_buffer=4096):
+    """A connection with a small receive buffer that sends `request` and never reads its reply."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    connection.settimeout(20)
+    connection.connect(("127.0.0.1", port))
+    connection.sendall(request)
+    return connection
+
+
+def _large_form():
+    """A 300x300 noise photo with a painted square: its completion's PNG is some 270 KB."""
+    photo = np.random.default_rng(7).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    hole = np.zeros((300, 300), np.uint8)
+    hole[100:120, 100:120] = 255
+    boundary, body = _multipart(_png(photo), _png(hole))
+    return (
+        b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=" + boundary
+        + b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def test_connections_that_send_no_request_are_closed_within_seconds(monkeypatch):
+    # Before: closed after 10 s (IDLE_SECONDS), counted against 100 connections meanwhile.
+    monkeypatch.setattr(server, "HEADER_SECONDS", 1)
+    app = server.create_app(lambda image, mask: image)
+    port, web_server, thread = _start_server(app)
+    try:
         nothing = socket.create_connection(("127.0.0.1", port), timeout=20)  # sends nothing at all
         headers_begun = socket.create_connection(("127.0.0.1", port), timeout=20)
         headers_begun.sendall(b"POST /complete HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never ends them
         answered = socket.create_connection(("127.0.0.1", port), timeout=20)
         answered.sendall(b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")  # 405, then trickles its body
-        time.sleep(0.3)
-        status, _, body = _reply(_send_form(port, *_small_photo_form()))  # the fourth connection
-        assert status == 503 and body == b"Service Unavailable", body  # uvicorn's own limit_concurrency
+        unread = _not_reading(port, b"GET /config HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # a reply the sockets hold, never read
+        start = time.perf_counter()
+        time.sleep(0.5)
         answered.sendall(b"x")
-        assert all(_closed_by_the_server(connection) for connection in (nothing, headers_begun, answered))
+        assert all(_closed_by_the_server(connection) for connection in (nothing, headers_begun, answered, unread))
+        assert time.perf_counter() - start < 1 + 1.5  # HEADER_SECONDS and the check's tick
+        assert _wait_for(lambda: _open_connections(web_server) == 0, 1)
         assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+    finally:
+        web_server.should_exit = True
+        thread.join(30)
+
+
+class _ReconnectingClients:
+    """`count` connections that send nothing and reconnect as soon as the server closes them."""
+
+    def __init__(self, port, count):
+        self.port, self.selector, self.reconnects, self.stopped = port, selectors.DefaultSelector(), 0, threading.Event()
+        for _ in range(count):
+            self._connect()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _connect(self):
+        connection = socket.socket()
+        connection.setblocking(False)
+        connection.connect_ex(("127.0.0.1", self.port))
+        self.selector.register(connection, selectors.EVENT_READ)
+
+    def _run(self):
+        while not self.stopped.is_set():
+            for key, _ in self.selector.select(0.05):
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.selector.unregister(key.fileobj)
+                    key.fileobj.close()
+                    self.reconnects += 1
+                    self._connect()
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(10)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+
+
+def test_idle_clients_reconnecting_as_soon_as_closed_do_not_shut_real_users_out(monkeypatch):
+    # Before: uvicorn's limit_concurrency counted connections that had sent nothing, and the idle
+    # check closed them after 10 s: 99 such clients, reconnecting, made every request a 503.
+    monkeypatch.setattr(server, "HEADER_SECONDS", 1)
+    app = server.create_app(lambda image, mask: image, server.PageSettings(max_connections=10))
+    port, web_server, thread = _start_server(app)
+    idle = _ReconnectingClients(port, 30)  # three times max_connections
+    try:
+        for _ in range(6):  # over 3 s: through the idle clients' closing and reconnecting
+            page = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            page.request("GET", "/")
+            assert page.getresponse().status == 200
+            page.close()
+            assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+            time.sleep(0.5)
+        assert idle.reconnects >= 30, idle.reconnects  # they were closed, and came back
+    finally:
+        idle.close()
+        web_server.should_exit = True
+        thread.join(30)
+
+
+def test_past_max_connections_the_oldest_idle_connections_make_room():
+    now = [0.0]
+    connections = server._Connections(limit=3, ceiling=6, clock=lambda: now[0])
+    sent, in_flight = SimpleNamespace(response_complete=True), SimpleNamespace(response_complete=False)
+    uploading, old_idle, reading, kept_alive = _FakeConnection(in_flight), _FakeConnection(None), _FakeConnection(sent, 5000), _FakeConnection(sent)
+    for connection in (uploading, old_idle, reading, kept_alive):
+        connections.add(connection)
+    assert not any(c.transport.aborted for c in (uploading, old_idle, reading, kept_alive))  # all within their grace
+    now[0] = server.EVICTION_GRACE_SECONDS + 0.1
+    young = [_FakeConnection(None) for _ in range(3)]
+    connections.add(young[0])  # 5 open: the oldest idle ones make room, neither a request nor a reply
+    assert old_idle.transport.aborted and kept_alive.transport.aborted
+    assert not uploading.transport.aborted and not reading.transport.aborted and not young[0].transport.aborted
+    for connection in young[1:]:  # young ones are kept past the limit, up to the ceiling...
+        connections.add(connection)
+    assert len(connections.opened) == 5 and not any(c.transport.aborted for c in young)
+    for _ in range(2):  # ...past which the oldest idle one goes, whatever its age
+        connections.add(_FakeConnection(None))
+    assert young[0].transport.aborted and len(connections.opened) == 6
+    connections.discard(uploading)
+    assert uploading not in connections and uploading not in connections.opened
+
+
+def test_past_max_uploads_an_upload_is_told_busy_and_the_page_still_served():
+    completer = _BlockingCompleter()
+    completer.release.set()
+    with _real_server(server.create_app(completer, server.PageSettings(max_uploads=2))) as port:
+        silent = [_silent_upload(port) for _ in range(2)]
+        time.sleep(0.5)  # both arrived and wait for the rest of their uploads
+        status, headers, body = _reply(_send_form(port, *_small_photo_form()))
+        assert status == 503 and headers["Retry-After"] == "5", body
+        assert json.loads(body)["error"] == "The server is busy (2 uploads are arriving); try again in a moment."
+        page = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        page.request("GET", "/")
+        assert page.getresponse().status == 200  # the page's files are not uploads
+        for connection in silent:
+            connection.close()
+        time.sleep(0.3)
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+    assert completer.calls == 1
+
+
+def test_a_reply_its_client_does_not_read_is_dropped_with_its_connection(monkeypatch):
+    # Before: the idle check called transport.close(), which waits for the reply to be read: the
+    # connection (and its reply's bytes) stayed as long as the client did.
+    monkeypatch.setattr(server, "UNREAD_SECONDS", 1)
+    port, web_server, thread = _start_server(server.create_app(lambda image, mask: image), send_buffer=8192)
+    try:
+        unread = _not_reading(port, _large_form())
+        assert _wait_for(lambda: any(c.transport.get_write_buffer_size() for c in list(web_server.server_state.connections)), 20)  # replied
+        start = time.perf_counter()
+        assert _wait_for(lambda: _open_connections(web_server) == 0, 1 + 2), "the connection is still open"
+        assert time.perf_counter() - start > 0.9  # not before its time
+        unread.close()
+        assert _reply(_send_form(port, *_small_photo_form()))[0] == 200
+    finally:
+        web_server.should_exit = True
+        thread.join(30)
+
+
+class _FakeTransport:
+    def __init__(self, buffered):
+        self.buffered, self.aborted = buffered, False
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+    def is_closing(self):
+        return self.aborted
+
+    def abort(self):
+        self.aborted = True
+
+
+class _FakeConnection:
+    def __init__(self, cycle, buffered=0):
+        self.cycle, self.transport = cycle, _FakeTransport(buffered)
+
+
+def test_a_reply_read_slowly_is_kept_and_a_request_in_flight_is_left_to_the_page(monkeypatch):
+    monkeypatch.setattr(server, "UNREAD_SECONDS", 2)
+    monkeypatch.setattr(server, "HEADER_SECONDS", 1)
+    web_server = server.PageServer(server.create_app(lambda image, mask: image))
+    sent, in_flight = SimpleNamespace(response_complete=True), SimpleNamespace(response_complete=False)
+    reading, stalled = _FakeConnection(sent, 10_000_000), _FakeConnection(sent, 10_000_000)
+    uploading, waiting_for_headers = _FakeConnection(in_flight), _FakeConnection(None)
+    for connection in (reading, stalled, uploading, waiting_for_headers):
+        web_server.server_state.connections.add(connection)
+    for tick in range(40):  # 4 s, a tick each 0.1 s
+        reading.transport.buffered -= 1000  # its client takes a little
+        web_server.close_idle_connections(100 + tick / 10)
+        if tick == 12:
+            assert waiting_for_headers.transport.aborted and not stalled.transport.aborted
+    assert stalled.transport.aborted and not reading.transport.aborted and not uploading.transport.aborted
 
 
 @pytest.mark.parametrize("client", ["trickling", "silent"])
@@ -528,9 +746,35 @@ def test_told_to_stop_a_completion_running_past_stop_seconds_is_answered_503_and
         completer.release.set()  # its thread, left running, ends
 
 
+@pytest.mark.parametrize("reply", ["sent", "in-flight"])
+def test_told_to_stop_the_server_stops_in_time_though_a_client_does_not_read_its_reply(reply):
+    # Before: 8.26 s after SIGTERM (stop_seconds 7): uvicorn waited for the reply to be read until
+    # its timeout_graceful_shutdown, a second after stop_seconds; without that timeout, forever.
+    # "sent": a completion's reply, handed whole to the connection; "in-flight": the page's
+    # files, requested again and again on one connection, each waiting for the last to be read.
+    app = server.create_app(lambda image, mask: image, server.PageSettings(stop_seconds=1))
+    port, web_server, thread = _start_server(app, send_buffer=8192)
+    try:
+        if reply == "sent":
+            unread = _not_reading(port, _large_form())
+        else:
+            unread = _not_reading(port, b"GET /static/editor.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100)
+        assert _wait_for(lambda: any(c.transport.get_write_buffer_size() for c in list(web_server.server_state.connections)), 20)
+        start = time.perf_counter()
+        web_server.handle_exit(signal.SIGTERM, None)
+        thread.join(15)
+        seconds = time.perf_counter() - start
+        assert not thread.is_alive() and seconds < 1 + 1, seconds  # within stop_seconds + 1 s
+        assert seconds > 1, seconds  # a client reading slowly had stop_seconds
+        unread.close()
+    finally:
+        web_server.should_exit = True
+        thread.join(30)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop,returncode", [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_sigterm_or_ctrl_c_stops_app_py_within_10_s_whatever_its_clients_do(stop, returncode):
+def test_sigterm_or_ctrl_c_stops_app_py_within_8_s_whatever_its_clients_do(stop, returncode):
     # Before: one silent upload kept app.py alive 59.6 s after SIGTERM, as uvicorn waited for it;
     # after Ctrl-C, a completion running on a model server that never answers kept it until the
     # request's own timeout (300 s).
@@ -549,12 +793,20 @@ def test_sigterm_or_ctrl_c_stops_app_py_within_10_s_whatever_its_clients_do(stop
             assert line, "app.py exited before serving"
         port = int(urlsplit(line.split("glcic_tf page: ")[1].split()[0]).port)
         silent = _silent_upload(port)
+        # The page's files again and again, never read: some 7 MB, more than the sockets hold.
+        unread = _not_reading(port, b"GET /static/editor.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 600)
         running = _send_form(port, *_small_photo_form())
         never_answering.settimeout(60)
         model_request, _ = never_answering.accept()  # the completion runs: it waits for the model server
+        start = time.perf_counter()
         process.send_signal(stop)
-        process.wait(timeout=10)  # the promise; 59.6 s before
+        process.wait(timeout=15)
+        seconds = time.perf_counter() - start
+        # The promise: stop_seconds + 1 s. Before: 59.6 s with the silent upload; then 8.26 s
+        # (SIGTERM) and 8.66 s (Ctrl-C) with the unread replies.
+        assert seconds < server.PageSettings().stop_seconds + 1, seconds
         assert process.returncode == returncode  # SIGTERM: as the signal would; Ctrl-C: as an interrupted process
+        unread.close()
         for connection in (silent, running):
             status, _, body = _reply(connection)
             assert status == 503 and json.loads(body)["error"] == server.STOPPING, body

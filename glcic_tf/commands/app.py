@@ -57,16 +57,18 @@ def main(argv):
             max_pixels=FLAGS.max_pixels,
             max_upload_bytes=FLAGS.max_upload_mb * 2**20,
             max_queue=FLAGS.max_queue,
-            # Room for a long queue and as many connections besides (the page's files, uploads arriving).
-            max_connections=max(DEFAULTS.max_connections, 2 * (FLAGS.max_queue + server.REMOTE_SLOTS)),
+            # Room for a long queue, the uploads arriving and as many connections besides.
+            max_connections=max(DEFAULTS.max_connections, 2 * (FLAGS.max_queue + server.REMOTE_SLOTS + DEFAULTS.max_uploads)),
             token=token,
             allowed_hosts=hosts,
             tiling=FLAGS.tiling,
             max_network_pixels=FLAGS.max_network_pixels,
             description=server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name),
         )
+        # The server keeps half of them for connections; what is past max_connections is room for a flood's young ones.
+        _open_files_for(8 * settings.max_connections)
         page = server.create_app(completer, settings)
-        # Bounded connections (idle ones closed); told to stop, within settings.stop_seconds + 1 s.
+        # Bounded connections (request-less ones closed, room made); told to stop, within settings.stop_seconds + 1 s.
         web_server = server.PageServer(page)
         logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
         address = server.page_address(FLAGS.host, listening.getsockname()[1])
@@ -75,13 +77,28 @@ def main(argv):
             web_server.run(sockets=[listening])
         finally:
             getattr(completer, "close", lambda: None)()  # a TF Serving completer's gRPC channel
-            if page.state.stopping.is_set() and page.state.page.running:
+            if page.state.stopping.is_set():
                 # Ctrl-C (SIGTERM has ended the process already): completions still running past
-                # the stop were answered 503; their threads are not waited for.
-                logging.warning("stopped with %d completions still running, not waited for", page.state.page.running)
+                # the stop were answered 503, their threads are not waited for, and neither is the
+                # interpreter's teardown (half a second with TensorFlow loaded), nor a traceback printed.
+                if page.state.page.running:
+                    logging.warning("stopped with %d completions still running, not waited for", page.state.page.running)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(130)  # as an interrupted process
+
+
+def _open_files_for(wanted: int) -> None:
+    """Raise this process's soft limit of open files to `wanted` if it is lower and the hard limit
+    allows (often 1024 of a much larger hard limit); left as it is where that cannot be done."""
+    try:
+        import resource  # noqa: PLC0415 (Unix only)
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def run():

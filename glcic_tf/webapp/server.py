@@ -22,30 +22,39 @@ wait; more are answered 503 "busy, try again" (before their upload is read when 
 full already). A completion whose client has gone (closed the page, gave up) is dropped while
 it waits, and before decoding and before running the network if its thread had started.
 
-Connections are uvicorn's to bound (`PageServer` sets it up): at most `max_connections` at
-once, idle, uploading or waiting (`limit_concurrency`: uvicorn answers the next request a plain
-503), 16 KB of headers each (h11's limit), kept alive 5 s after a reply (`timeout_keep_alive`).
-uvicorn has no timeout for a connection that has not yet sent its headers, or goes on sending
-what nobody reads after its reply: `PageServer` closes a connection that has had no request in
-flight for IDLE_SECONDS. An upload in flight has `upload_seconds` (408 after), and spools at
-most its limits meanwhile (Starlette keeps 1 MB of each file in memory, the rest in a
-temporary file).
+Connections are `PageServer`'s to bound (uvicorn has no timeout for a connection that has
+not yet sent its headers, nor for a reply its client does not read), and a connection that has
+sent no request costs a socket, not a place (uvicorn's `limit_concurrency`, which counts them,
+is not used). A connection must send a request's complete headers within HEADER_SECONDS of
+opening or of its last reply's delivery (kept alive that long), else it is aborted; a reply its
+client takes none of for UNREAD_SECONDS is dropped with its connection (aborted: closing would
+wait for the client to read). Past `max_connections` open at once, each new one aborts the
+oldest idle ones (no request in flight, no reply left to write) open for over
+EVICTION_GRACE_SECONDS; past half the files the process may open, the oldest idle ones whatever
+their age. So connections that send nothing, however many, cannot shut real users out: they last
+seconds and make room. What costs memory is bounded by the page: at most `max_uploads` uploads
+arrive at once (more are answered 503 "busy, try again" before their upload is read), each
+within `upload_seconds` (408 after), spooling at most its limits meanwhile (Starlette keeps 1 MB
+of each file in memory, the rest in a temporary file); 16 KB of headers each (h11's limit).
 
 Told to stop (`PageServer`: SIGTERM, Ctrl-C), the server answers every completion still
 waiting and every upload still arriving 503 "stopping" at once; a running completion is
 answered if it ends within `stop_seconds`, else 503 "stopping" then, its thread left to end
-with the process (`Page.running` counts them; app.py does not wait for them). A second later
-uvicorn's own `timeout_graceful_shutdown` cancels whatever is left (a reply its client does not
-read), so the server stops within `stop_seconds` + 1 s whatever its clients do.
+with the process (`Page.running` counts them; app.py does not wait for them). Half a second
+later every connection still open is aborted (a reply its client does not read), and uvicorn's
+own `timeout_graceful_shutdown` cancels whatever task is left a second after `stop_seconds`, so
+the server stops within `stop_seconds` + 1 s whatever its clients do.
 
 Exposed beyond this machine, the page is guarded: a POST from another site's page (its Origin
 is not this server) is refused (403), so a web page the user visits cannot make the server
 run completions; with a `token`, every request must carry it, the page's own files under
 /static included (`?token=` on the page's address, which sets a same-site cookie for the
-page's own requests, or `Authorization: Bearer`; 403 otherwise). Replies never carry internals
-(tracebacks, exception text, the model's path): those go to the log.
+page's own requests, or `Authorization: Bearer`; 403 otherwise: a correct token in the address
+or the header counts whatever cookie a browser still sends, say one of an earlier run). Replies
+never carry internals (tracebacks, exception text, the model's path): those go to the log.
 """
 
+import asyncio
 import ipaddress
 import math
 import os
@@ -77,7 +86,10 @@ from glcic_tf.webapp.settings import FORM_OVERHEAD_BYTES, PageSettings
 REMOTE_SLOTS = 4  # completions sent to TF Serving at once; each holds its decoded photo here
 RETRY_AFTER_SECONDS = 5
 STOPPING_POLL_SECONDS = 0.2  # how often a waiting completion or an upload looks whether the server is stopping
-IDLE_SECONDS = 10  # a connection with no request in flight (none yet, or its reply sent) is closed after this
+HEADER_SECONDS = 3  # for a request's headers to arrive: from a connection's opening, or its last reply's delivery
+UNREAD_SECONDS = 10  # a reply its client takes none of for this long is dropped, its connection aborted
+EVICTION_GRACE_SECONDS = 1  # past max_connections, an idle connection this old makes room for a new one
+ABORT_AFTER_STOP_SECONDS = 0.5  # past `stop_seconds` after the stop, the connections still open are aborted
 STOPPING = "The server is stopping; try again once it is back."
 TOKEN_COOKIE = "glcic_token"
 _UNKNOWN = object()
@@ -131,6 +143,7 @@ class Page:
         self.admission = Admission(int(self.slots.total_tokens), settings.max_queue)
         self.stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
         self.running, self._running_lock = 0, threading.Lock()  # completions whose thread has started and not ended
+        self.uploading = 0  # uploads arriving (counted on the event loop)
 
     def complete(self, image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
         """One completion, in a worker thread once a slot is free: the PNG of the completed photo."""
@@ -172,11 +185,12 @@ class Page:
         if allowed_hosts is not None and _url_part("//" + request.headers.get("host", ""), "hostname") not in allowed_hosts:
             return _refusal(403, "This server answers requests addressed to this machine only (127.0.0.1, localhost).")
         if token is not None:
-            offered = request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token") or ""
+            # Each way of carrying it counts: a stale cookie (an earlier run's random token) must not
+            # hide the right token in the printed address, whose page then sets the cookie anew.
             authorization = request.headers.get("authorization", "")
-            if authorization.lower().startswith("bearer "):
-                offered = authorization[len("bearer ") :].strip()
-            if not secrets.compare_digest(offered.encode(), token.encode()):
+            bearer = authorization[len("bearer ") :].strip() if authorization.lower().startswith("bearer ") else ""
+            offered = (bearer, request.query_params.get("token", ""), request.cookies.get(TOKEN_COOKIE, ""))
+            if not any(secrets.compare_digest(candidate.encode(), token.encode()) for candidate in offered):
                 return _refusal(403, "This server needs its token: open the address it printed (with ?token=...).")
         origin = request.headers.get("origin")
         if request.method == "POST" and origin is not None and _url_part(origin, "netloc") != request.headers.get("host"):
@@ -188,9 +202,20 @@ class Page:
             return _refusal(503, STOPPING)
         if self.admission.full():  # no place now: said at once, before the client sends its upload
             return self._busy()
+        if self.uploading >= self.settings.max_uploads:  # as many arriving as the server spools at once
+            logging.warning("refused (503): %d uploads arriving", self.uploading)
+            return JSONResponse(
+                {"error": f"The server is busy ({self.uploading} uploads are arriving); try again in a moment."},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         start, name, form, admitted = time.perf_counter(), None, None, False
         try:
-            form, image_file, mask_file, name, post = await self._receive_form(request)
+            self.uploading += 1
+            try:
+                form, image_file, mask_file, name, post = await self._receive_form(request)
+            finally:
+                self.uploading -= 1
             # The upload has arrived: only now does it take a place (and its bytes memory).
             if not self.admission.try_enter():
                 return self._busy()
@@ -316,55 +341,156 @@ def create_app(completer, settings: PageSettings = PageSettings()) -> Starlette:
 
 
 class PageServer(uvicorn.Server):
-    """uvicorn's server for `create_app`'s page, with its settings' bounds on connections (see
-    the module's docstring) and closing connections idle for IDLE_SECONDS.
+    """uvicorn's server for `create_app`'s page, bounding its connections (see the module's
+    docstring): each must send a request's headers within HEADER_SECONDS, a reply not read for
+    UNREAD_SECONDS is dropped, and past `max_connections` the oldest idle connections make room
+    for new ones (`_Connections`). (uvicorn's own `limit_concurrency` is not used: it counts
+    connections that have sent nothing, so 99 of them, reconnecting as they are closed, shut
+    everyone out.)
 
     Told to stop (SIGTERM, Ctrl-C), it first tells the uploads still arriving and the
     completions waiting for a slot that the server is stopping (503), then stops as uvicorn
-    does, once the requests in flight, now only the running completions, are answered, and
-    `stop_seconds` + 1 s at most after the stop (uvicorn's `timeout_graceful_shutdown`). (Plain
-    uvicorn waits for every queued completion to run, minutes with a long queue, and for every
-    upload to arrive.)"""
+    does, once the requests in flight, now only the running completions, are answered; at
+    `stop_seconds` + ABORT_AFTER_STOP_SECONDS after the stop it aborts every connection still
+    open (a reply its client does not read), and uvicorn's `timeout_graceful_shutdown` cancels
+    what is left at `stop_seconds` + 1 s. (Plain uvicorn waits for every queued completion to
+    run, minutes with a long queue, for every upload to arrive and every reply to be read.)"""
 
     def __init__(self, page: Starlette, log_level: str = "warning"):
         settings = page.state.settings
+        ceiling = max(2, _open_files_limit() // 2)  # the other half for the uploads' files, the model's, the threads'
         super().__init__(
             uvicorn.Config(
                 page,
                 log_level=log_level,
                 ws="none",  # the page has no WebSocket routes
-                limit_concurrency=settings.max_connections,
+                # Also how many connections asyncio accepts at once, before any has been read from:
+                # at most half the ceiling, so one batch cannot push out a connection before its request is read.
+                backlog=max(1, min(2048, ceiling // 2)),
                 timeout_graceful_shutdown=settings.stop_seconds + 1,  # asyncio.timeout's: a float is fine
             )
         )
-        self.page = page
-        self._idle = {}  # connection -> (its last request, or None; since when it has had none in flight)
+        self.page, self.stop_seconds = page, settings.stop_seconds
+        self.server_state.connections = _Connections(min(settings.max_connections, ceiling), ceiling)  # uvicorn's set, which makes room
+        self._waiting = {}  # connection -> (what it waits for, its request, write buffer size, since when)
+        self._stopped_at = None
 
     def handle_exit(self, sig, frame) -> None:
         self.page.state.stopping.set()  # a threading.Event: safe in a signal handler
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if counter % 10 == 0:  # once a second (uvicorn ticks every 0.1 s)
-            self.close_idle_connections(time.monotonic())
+        self.close_idle_connections(time.monotonic())  # every tick (0.1 s): 5 ms for 10000 connections
         return await super().on_tick(counter)
 
     def close_idle_connections(self, now: float) -> None:
-        """Close the connections that have had no request in flight (no complete headers yet, or
-        the reply sent) for over IDLE_SECONDS. A request in flight is bounded by the page itself
-        (`upload_seconds`, the queue) and kept."""
-        idle = {}
+        """Abort the connections that have not sent a request's complete headers within
+        HEADER_SECONDS (of opening, or of their last reply's delivery), and those whose client has
+        taken none of their reply for UNREAD_SECONDS. A request in flight is bounded by the page
+        itself (`upload_seconds`, the queue, the stop) and kept."""
+        waiting = {}
         for connection in list(self.server_state.connections):
-            cycle = getattr(connection, "cycle", _UNKNOWN)  # uvicorn's request in flight, h11 and httptools alike
-            if cycle is _UNKNOWN or (cycle is not None and not getattr(cycle, "response_complete", False)):
+            transport, cycle = getattr(connection, "transport", None), getattr(connection, "cycle", _UNKNOWN)
+            if transport is None or cycle is _UNKNOWN or transport.is_closing():
                 continue
-            last, since = self._idle.get(connection, (cycle, now))
-            since = since if last is cycle else now
-            if now - since > IDLE_SECONDS:
-                connection.transport.close()
+            buffered = transport.get_write_buffer_size()
+            if buffered:  # a reply being written, sent or not: its client must take some of it
+                what, limit = "reading", UNREAD_SECONDS
+            elif _between_requests(connection):  # none yet, or its reply delivered
+                what, limit = "headers", HEADER_SECONDS
             else:
-                idle[connection] = (cycle, since)
-        self._idle = idle
+                continue
+            last = self._waiting.get(connection)
+            if last is None or last[:2] != (what, cycle) or buffered < last[2]:
+                last = (what, cycle, buffered, now)
+            if now - last[3] > limit:
+                transport.abort()
+            else:
+                waiting[connection] = (what, cycle, buffered, last[3])
+        self._waiting = waiting
+
+    async def shutdown(self, sockets=None) -> None:
+        stopped_at = self._stopped_at if self._stopped_at is not None else time.monotonic()
+        delay = max(0.0, stopped_at + self.stop_seconds + ABORT_AFTER_STOP_SECONDS - time.monotonic())
+        abort = asyncio.get_running_loop().call_later(delay, self.abort_connections)
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            abort.cancel()
+
+    def abort_connections(self) -> None:
+        """Abort every connection still open (the stop's bound: a reply still unread is dropped)."""
+        connections = [connection for connection in self.server_state.connections if getattr(connection, "transport", None) is not None]
+        if connections:
+            logging.warning("stopping: %d connections still open %g s after the stop are aborted", len(connections), self.stop_seconds + ABORT_AFTER_STOP_SECONDS)
+        for connection in connections:
+            connection.transport.abort()
+
+
+class _Connections(set):
+    """uvicorn's set of open connections (`ServerState.connections`: a connection adds itself as
+    it opens, discards itself as it closes) that makes room. Past `limit` open, a new connection
+    aborts the oldest idle ones (no request in flight, no reply left to write) that have been
+    open for EVICTION_GRACE_SECONDS, time for a client's request to arrive; past `ceiling`, the
+    oldest idle ones whatever their age. A reply still being written is bounded by UNREAD_SECONDS
+    instead, a request in flight by the page."""
+
+    def __init__(self, limit: int, ceiling: int, clock=time.monotonic):
+        super().__init__()
+        self.limit, self.ceiling, self.clock = limit, max(limit, ceiling), clock
+        self.opened = {}  # connection -> when it opened, oldest first; those not aborted here
+
+    def add(self, connection) -> None:
+        super().add(connection)
+        now = self.clock()
+        self.opened[connection] = now
+        over_limit, over_ceiling = len(self.opened) - self.limit, len(self.opened) - self.ceiling
+        evicted = []
+        for other, opened_at in self.opened.items():  # oldest first
+            if len(evicted) >= over_limit or other is connection:
+                break
+            if now - opened_at < EVICTION_GRACE_SECONDS and len(evicted) >= over_ceiling:
+                break  # this one and the ones after it are in their grace, and the ceiling is kept
+            if _idle(other):
+                evicted.append(other)
+        for other in evicted:
+            del self.opened[other]
+            other.transport.abort()
+
+    def discard(self, connection) -> None:
+        super().discard(connection)
+        self.opened.pop(connection, None)
+
+    def remove(self, connection) -> None:
+        super().remove(connection)
+        self.opened.pop(connection, None)
+
+
+def _between_requests(connection) -> bool:
+    """Whether an open uvicorn connection has no request in flight: none yet (or its headers not
+    all arrived), or its last reply sent (`cycle` is uvicorn's request, h11 and httptools alike)."""
+    transport, cycle = getattr(connection, "transport", None), getattr(connection, "cycle", _UNKNOWN)
+    if transport is None or cycle is _UNKNOWN or transport.is_closing():
+        return False
+    return cycle is None or bool(getattr(cycle, "response_complete", False))
+
+
+def _idle(connection) -> bool:
+    """Whether an open connection has no request in flight and nothing of its last reply left to write."""
+    return _between_requests(connection) and not connection.transport.get_write_buffer_size()
+
+
+def _open_files_limit() -> int:
+    """How many files this process may have open (its soft limit); a large number where unknown."""
+    try:
+        import resource  # noqa: PLC0415 (Unix only)
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 2**20
+    return 2**20 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
 
 
 def is_loopback(host: str) -> bool:
