@@ -59,6 +59,9 @@ setup(
         # Completing with a LiteRT model (export.py --formats=litert; inpaint.py --model=X.tflite)
         # on the LiteRT interpreter: no TensorFlow.
         "litert": ["ai-edge-litert>=2.3"],
+        # The in-browser page (export.py --formats=web): tf2onnx converts the LiteRT model to ONNX
+        # for onnxruntime-web, which npm installs into web/node_modules (npm ci in web/).
+        "web": ["tf2onnx>=1.17", "onnx>=1.16"],
         # Reading the authors' released Torch7 models (convert_torch_weights.py); pure Python.
         "torch": ["torchfile>=0.1"],
         # The PyTorch peer of benchmarks/run.py (CPU wheel); never needed by the library.

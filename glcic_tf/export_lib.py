@@ -154,6 +154,19 @@ def export_litert(network, mean_pixel, export_dir: str, version: int, overwrite:
     built-in operators only, so any LiteRT runtime runs it.
     """
     target = version_path(os.path.join(export_dir, LITERT_FOLDER), version, overwrite)
+    files = {name: litert_model(network, mean_pixel, precision) for precision, name in LITERT_FILES.items()}
+
+    def write(folder):
+        for name, model in files.items():
+            with open(os.path.join(folder, name), "wb") as file:
+                file.write(model)
+
+    return _written_into_place(target, write)
+
+
+def litert_model(network, mean_pixel, precision: str = "float32") -> bytes:
+    """The LiteRT model (a .tflite file's bytes) that export_litert writes for `precision`
+    (a key of LITERT_FILES); glcic_tf.web_export converts the float32 one to ONNX."""
     inpainter = Inpainter(network, mean_pixel, upsampling=EXPORT_UPSAMPLING)
 
     @tf.function(
@@ -165,17 +178,8 @@ def export_litert(network, mean_pixel, export_dir: str, version: int, overwrite:
     def serving_default(image, mask):
         return {"inpainted": inpainter.complete_checked(image, tf.cast(mask > 0.5, tf.float32))}
 
-    files = {}
-    for precision, name in LITERT_FILES.items():
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_default.get_concrete_function()], inpainter)
-        if precision == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        files[name] = converter.convert()
-
-    def write(folder):
-        for name, model in files.items():
-            with open(os.path.join(folder, name), "wb") as file:
-                file.write(model)
-
-    return _written_into_place(target, write)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_default.get_concrete_function()], inpainter)
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()

@@ -109,5 +109,5 @@ def test_inpaint_completes_with_a_tflite_model_where_tensorflow_is_not_installed
 
 def test_export_refuses_an_unknown_format_before_any_work(trained_run, tmp_path):
     done = in_process.run("export", f"--model_dir={trained_run}", f"--export_dir={tmp_path}", "--formats=savedmodel,onnx")
-    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == "error: --formats savedmodel,onnx: each must be one of savedmodel, litert"
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == "error: --formats savedmodel,onnx: each must be one of savedmodel, litert, web"
     assert list(tmp_path.iterdir()) == []

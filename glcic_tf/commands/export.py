@@ -10,18 +10,20 @@ newer checkpoints get higher versions, which TF Serving serves). Signatures: `se
 (float image + mask -> `inpainted`) and `inpaint_bytes` (encoded files -> PNG); see
 glcic_tf/export_lib.py and docs/serving.md. `--formats=litert` writes
 `<export_dir>/litert/<version>/glcic.tflite` and `glcic_float16.tflite` (half the size), which
-`inpaint.py --model=...tflite` runs without TensorFlow.
+`inpaint.py --model=...tflite` runs without TensorFlow. `--formats=web` writes
+`<export_dir>/web/<version>/`, a static folder whose page completes photographs in the browser
+(glcic_tf/web_export.py; needs `npm ci` in web/ and tf2onnx).
 """
 
 import os
 
 from absl import flags
 
-from glcic_tf import commands, completers, export_lib, tiling
+from glcic_tf import commands, completers, export_lib, tiling, web_export
 from glcic_tf.errors import UserError, one_line_errors
 
 FLAGS = flags.FLAGS
-FORMATS = ("savedmodel", "litert")
+FORMATS = ("savedmodel", "litert", "web")
 flags.DEFINE_string("model_dir", None, "A train.py run folder (its latest checkpoint) or one checkpoint (.../ckpt-N).")
 flags.DEFINE_string("export_dir", None, "Model base path: the SavedModel goes into <export_dir>/<version>/.")
 flags.DEFINE_integer("version", None, "Version folder (an integer); default: the checkpoint's training step (1 for step 0).")
@@ -47,12 +49,17 @@ def main(argv):
         # Step 0 (a converted or untrained network) becomes version 1: some serving tools skip 0.
         version = max(step, 1) if FLAGS.version is None else FLAGS.version
         for name in FLAGS.formats:  # each version folder refused before any is written
-            export_lib.version_path(os.path.join(FLAGS.export_dir, *([export_lib.LITERT_FOLDER] if name == "litert" else [])), version, FLAGS.overwrite)
+            folder = {"litert": [export_lib.LITERT_FOLDER], "web": [web_export.WEB_FOLDER]}.get(name, [])
+            export_lib.version_path(os.path.join(FLAGS.export_dir, *folder), version, FLAGS.overwrite)
+        if "web" in FLAGS.formats:
+            web_export.runtime_dir()  # npm's files are there before any is written
         paths = []
         if "savedmodel" in FLAGS.formats:
             paths.append(export_lib.export_saved_model(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite, FLAGS.max_request_pixels))
         if "litert" in FLAGS.formats:
             paths.append(export_lib.export_litert(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite))
+        if "web" in FLAGS.formats:
+            paths.append(web_export.export_web(network, mean_pixel, FLAGS.export_dir, version, FLAGS.overwrite))
     print(f"exported the completion network of step {step} to {' and '.join(paths)}")
 
 

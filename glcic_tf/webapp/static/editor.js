@@ -1,5 +1,8 @@
-// The page: open a photo, paint holes on a canvas of the photo's own size, send both to
-// POST /complete, show the result beside the photo (before/after slider) and offer it as PNG.
+// The page: open a photo, paint holes on a canvas of the photo's own size, complete them, show
+// the result beside the photo (before/after slider) and offer it as PNG. The complete step is
+// the page's server's (POST /complete with the photo and the mask), or, where the page says
+// <body data-completer="browser"> (the folder export.py --formats=web writes), this browser's
+// (browser_complete.mjs: the photo never leaves the page).
 // Strokes are kept as a list (undo drops the last, clear is itself a step), so undo costs no
 // copies of a phone-size canvas. The mask sent is white on black, the photo is the file itself.
 "use strict";
@@ -10,6 +13,9 @@ const photoCanvas = $("photo-canvas");
 const maskCanvas = $("mask-canvas");
 const maskContext = maskCanvas.getContext("2d");
 const PAINT_COLOUR = "rgb(255, 0, 96)";
+const IN_BROWSER = document.body.dataset.completer === "browser";
+const BROWSER_COMPLETER = new URL("browser_complete.mjs", document.currentScript.src).href;
+const NO_SERVER = IN_BROWSER ? "This page's config.json did not load: serve the exported folder with a static server (python -m http.server)." : "The page's server did not answer: is glcic-app still running?";
 
 function showError(message) {
   $("error").textContent = message;
@@ -47,7 +53,7 @@ function updateButtons() {
 async function openPhoto(file) {
   clearError();
   if (!file) return;
-  const limits = state.config || { max_upload_bytes: Infinity, max_pixels: Infinity };
+  const limits = { max_upload_bytes: Infinity, max_pixels: Infinity, ...state.config };
   if (file.size > limits.max_upload_bytes) {
     showError(`${file.name} is ${megabytes(file.size)}; this server takes photos up to ${megabytes(limits.max_upload_bytes)}.`);
     return;
@@ -204,6 +210,14 @@ document.addEventListener("keydown", (event) => {
 });
 
 // ---- completing ----
+function holePixels() {
+  // 1 where anything is painted (anti-aliased edges included), 0 elsewhere: one byte a pixel.
+  const painted = maskContext.getImageData(0, 0, state.width, state.height).data;
+  const holes = new Uint8Array(state.width * state.height);
+  for (let i = 0; i < holes.length; i++) holes[i] = painted[4 * i + 3] > 0 ? 1 : 0;
+  return holes;
+}
+
 function maskBlob() {
   // White where anything is painted (anti-aliased edges included), black elsewhere.
   const painted = maskContext.getImageData(0, 0, state.width, state.height);
@@ -243,27 +257,8 @@ $("complete").addEventListener("click", async () => {
     $("busy-text").textContent = `Completing… ${Math.round((performance.now() - started) / 1000)} s`;
   }, 1000);
   try {
-    const form = new FormData();
-    form.append("image", state.file, state.file.name);
-    form.append("mask", await maskBlob(), "mask.png");
-    form.append("postprocess", String($("postprocess").checked));
-    let reply;
-    try {
-      reply = await fetch("complete", { method: "POST", body: form });
-    } catch (error) {
-      throw new Error("The page's server did not answer: is glcic-app still running?");
-    }
-    if (!reply.ok) {
-      let message = `The server answered ${reply.status} ${reply.statusText}.`;
-      try {
-        message = (await reply.json()).error || message;
-      } catch (error) {
-        // not JSON: keep the status line
-      }
-      throw new Error(message);
-    }
-    const blob = await reply.blob();
-    if (state.file === file) await showResult(blob, started, reply.headers.get("X-Completion-Seconds")); // else another photo was opened meanwhile
+    const { blob, serverSeconds } = await (IN_BROWSER ? completeInBrowser() : completeOnServer());
+    if (state.file === file) await showResult(blob, started, serverSeconds); // else another photo was opened meanwhile
   } catch (error) {
     showError(error.message);
   } finally {
@@ -272,6 +267,34 @@ $("complete").addEventListener("click", async () => {
     setBusy(false);
   }
 });
+
+async function completeOnServer() {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  form.append("mask", await maskBlob(), "mask.png");
+  form.append("postprocess", String($("postprocess").checked));
+  let reply;
+  try {
+    reply = await fetch("complete", { method: "POST", body: form });
+  } catch (error) {
+    throw new Error(NO_SERVER);
+  }
+  if (!reply.ok) {
+    let message = `The server answered ${reply.status} ${reply.statusText}.`;
+    try {
+      message = (await reply.json()).error || message;
+    } catch (error) {
+      // not JSON: keep the status line
+    }
+    throw new Error(message);
+  }
+  return { blob: await reply.blob(), serverSeconds: reply.headers.get("X-Completion-Seconds") };
+}
+
+async function completeInBrowser() {
+  const completer = await import(BROWSER_COMPLETER);
+  return { blob: await completer.complete({ photoCanvas, holes: holePixels(), config: state.config }), serverSeconds: null };
+}
 
 async function showResult(blob, started, serverSeconds) {
   if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
@@ -296,11 +319,18 @@ function setCompare(percent) {
 $("compare-slider").addEventListener("input", (event) => setCompare(event.target.value));
 
 // ---- start ----
-fetch("config")
+if (IN_BROWSER) {
+  // No post-processing here (fast marching and Poisson blending are the server's, in Python).
+  $("postprocess").checked = false;
+  $("postprocess").parentElement.hidden = true;
+}
+fetch(IN_BROWSER ? "config.json" : "config")
   .then((reply) => reply.json())
   .then((config) => {
     state.config = config;
     if (config.model) $("model-line").textContent = `Model: ${config.model}.`;
+    // The runtime and the model (tens of MB) load while the photo is opened and painted.
+    if (IN_BROWSER) import(BROWSER_COMPLETER).then((completer) => completer.prepare(config)).catch(() => {});
   })
-  .catch(() => showError("The page's server did not answer: is glcic-app still running?"));
+  .catch(() => showError(NO_SERVER));
 updateButtons();

@@ -1,0 +1,95 @@
+"""The page that completes photographs in the browser: `export.py --formats=web` writes
+`<export_dir>/web/<version>/`, a static folder that any static server serves
+(`python -m http.server -d <export_dir>/web/<version>`), the photograph never leaving the machine.
+
+    index.html              the page's own (glcic_tf/webapp/static), told to complete in the browser
+    static/                 editor.js, style.css, browser_complete.mjs (the editor's complete step)
+    runtime/                onnxruntime-web's WASM build: the ES module and its SIMD (threaded) WASM
+    model/glcic.onnx        the LiteRT export's float32 model (serving_default without its checks)
+                            converted to ONNX by tf2onnx
+    config.json             what the page's server tells the page in its /config, and the crop's
+                            margin (the receptive radius) and size multiple
+
+The runtime comes from npm: `npm ci` in web/ (web/package.json, package-lock.json) fills
+web/node_modules, which this copies from (GLCIC_WEB_RUNTIME names another node_modules/onnxruntime-web
+/dist). The page crops around each painted hole with the network's receptive radius, as
+glcic_tf.tiling does, pads each crop to a multiple of 4 by repeating its last row and column
+(as the network does itself: onnxruntime refuses other sizes for this model) and pastes back the
+hole's pixels only.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from glcic_tf import architecture, export_lib, tiling
+from glcic_tf.errors import UserError
+
+WEB_FOLDER = "web"
+STATIC = Path(__file__).resolve().parent / "webapp" / "static"
+EDITOR_FILES = ("index.html", "editor.js", "style.css", "browser_complete.mjs")
+# onnxruntime-web's WASM-only build: the module the page imports and the files it loads itself.
+RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+MODEL_FILE = "glcic.onnx"
+ONNX_OPSET = 17
+
+
+def runtime_dir() -> Path:
+    """onnxruntime-web's dist/ folder: GLCIC_WEB_RUNTIME, else web/node_modules of a clone."""
+    named = os.environ.get("GLCIC_WEB_RUNTIME")
+    folder = Path(named) if named else Path(__file__).resolve().parent.parent / "web" / "node_modules" / "onnxruntime-web" / "dist"
+    missing = [name for name in RUNTIME_FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder} lacks {', '.join(missing)}: run `npm ci` in web/ (or set GLCIC_WEB_RUNTIME to onnxruntime-web's dist folder)")
+    return folder
+
+
+def onnx_model(network, mean_pixel) -> bytes:
+    """The network as ONNX: the float32 LiteRT model converted by tf2onnx (inputs
+    serving_default_image:0 [n, h, w, 3] and serving_default_mask:0 [n, h, w, 1], h and w
+    multiples of 4)."""
+    try:
+        import tf2onnx  # noqa: F401  (the web extra)
+    except ImportError as error:
+        raise UserError("--formats=web needs tf2onnx: pip install 'glcic_tf[web]'") from error
+    from tf2onnx import convert
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "glcic.tflite")
+        with open(path, "wb") as file:
+            file.write(export_lib.litert_model(network, mean_pixel))
+        model, _ = convert.from_tflite(path, opset=ONNX_OPSET)
+    return model.SerializeToString()
+
+
+def export_web(network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, model_name: str = "") -> str:
+    """Write the in-browser page of `network` into `export_dir/web/version`; returns that path."""
+    target = export_lib.version_path(os.path.join(export_dir, WEB_FOLDER), version, overwrite)
+    runtime = runtime_dir()  # refused before the conversion's minute
+    model = onnx_model(network, mean_pixel)
+    config = {
+        "completer": "browser",
+        "model": model_name or f"version {version}, in this browser",
+        "max_network_pixels": tiling.MAX_NETWORK_PIXELS,
+        "margin": architecture.receptive_radius(),
+        "multiple": architecture.SIZE_MULTIPLE,
+        "model_url": f"model/{MODEL_FILE}",
+        "runtime_url": f"runtime/{RUNTIME_FILES[0]}",
+    }
+
+    def write(folder):
+        root = Path(folder)
+        for sub in ("static", "runtime", "model"):
+            (root / sub).mkdir()
+        html = (STATIC / "index.html").read_text()
+        (root / "index.html").write_text(html.replace('<body>', '<body data-completer="browser">', 1))
+        for name in EDITOR_FILES[1:]:
+            shutil.copyfile(STATIC / name, root / "static" / name)
+        for name in RUNTIME_FILES:
+            shutil.copyfile(runtime / name, root / "runtime" / name)
+        (root / "model" / MODEL_FILE).write_bytes(model)
+        (root / "config.json").write_text(json.dumps(config, indent=1))
+
+    return export_lib._written_into_place(target, write)
