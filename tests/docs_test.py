@@ -243,6 +243,7 @@ OTHER_PROGRAMS_FLAGS = {
     "port", "rest_api_port", "model_name", "model_base_path", "model_config_file", "file_system_poll_wait_seconds",  # tensorflow_model_server
     "dir", "all",  # saved_model_cli show
     "no-deps", "durations", "strict", "logdir", "no-sandbox",  # pip, pytest, mkdocs, tensorboard, chromium
+    "prefix", "directory",  # npm ci, python -m http.server
 }
 
 
