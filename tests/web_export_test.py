@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 
+from browser_test import _open, _paint
 from glcic_tf import export_lib, models, web_export
 from glcic_tf.errors import UserError
 
@@ -117,21 +118,9 @@ def test_the_page_completes_in_the_browser_and_sends_nothing(exported, static_se
             page.goto(static_server)
             page.wait_for_function("document.getElementById('model-line').textContent !== ''")  # config.json read
             assert page.locator("#postprocess").is_hidden()
-            page.set_input_files("#file", str(path))
-            page.wait_for_selector("#stage", state="visible")
-            box = page.locator("#mask-canvas").bounding_box()
-
-            def stroke(start, end):
-                def to_page(point):
-                    return box["x"] + point[0] * box["width"] / width, box["y"] + point[1] * box["height"] / height
-
-                page.mouse.move(*to_page(start))
-                page.mouse.down()
-                page.mouse.move(*to_page(end), steps=20)
-                page.mouse.up()
-
-            stroke((120, 100), (200, 160))
-            stroke((395, 40), (395, 120))
+            shape = _open(page, path)  # the page's own tests' way of opening and painting
+            _paint(page, shape, (120, 100), (200, 160))
+            _paint(page, shape, (395, 40), (395, 120))
             page.click("#complete")
             page.wait_for_selector("#result-section", state="visible")
             assert page.locator("#error").is_hidden()
