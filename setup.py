@@ -1,17 +1,40 @@
 """Packaging for glcic_tf. TensorFlow comes from an extra: `.[cpu]` or `.[gpu]`."""
 
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 VERSION = re.search(r'__version__ = "([^"]+)"', Path("glcic_tf/__init__.py").read_text()).group(1)
 
 APP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"]
 TENSORFLOW_ALONGSIDE = ["tensorboard>=2.20", "tensorflow-datasets>=4.9.4"]
 
+# onnxruntime-web's files that the in-browser page loads (glcic_tf/web_export.py RUNTIME_FILES;
+# tests/web_export_test.py checks the two lists agree).
+WEB_RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+
+
+class BuildWithWebRuntime(build_py):
+    """The wheel carries onnxruntime-web's files (from web/node_modules, after `npm ci` in web/)
+    into glcic_tf/web_runtime/, so `export.py --formats=web` from a PyPI install needs no npm.
+    Without them (no `npm ci`), the wheel is built without, and the export says what to do."""
+
+    def run(self):
+        super().run()
+        source = Path("web", "node_modules", "onnxruntime-web", "dist")
+        if all((source / name).is_file() for name in WEB_RUNTIME_FILES):
+            target = Path(self.build_lib, "glcic_tf", "web_runtime")
+            target.mkdir(parents=True, exist_ok=True)
+            for name in WEB_RUNTIME_FILES:
+                shutil.copyfile(source / name, target / name)
+
+
 setup(
     name="glcic-tf",
+    cmdclass={"build_py": BuildWithWebRuntime},
     version=VERSION,
     description="Globally and Locally Consistent Image Completion (Iizuka et al., SIGGRAPH 2017) in TensorFlow 2 / Keras 3",
     long_description=Path("README.md").read_text(encoding="utf-8"),

@@ -11,8 +11,9 @@
                             margin (the receptive radius) and size multiple
 
 The runtime comes from npm: `npm ci` in web/ (web/package.json, package-lock.json) fills
-web/node_modules, which this copies from (GLCIC_WEB_RUNTIME names another node_modules/onnxruntime-web
-/dist). The page crops around each painted hole with the network's receptive radius, as
+web/node_modules, which this copies from in a clone; a wheel carries the files in
+glcic_tf/web_runtime (setup.py copies them at build time), so a PyPI install needs no npm
+(GLCIC_WEB_RUNTIME names another node_modules/onnxruntime-web/dist). The page crops around each painted hole with the network's receptive radius, as
 glcic_tf.tiling does, pads each crop to a multiple of 4 by repeating its last row and column
 (as the network does itself: onnxruntime refuses other sizes for this model) and pastes back the
 hole's pixels only.
@@ -36,10 +37,19 @@ MODEL_FILE = "glcic.onnx"
 ONNX_OPSET = 17
 
 
+PACKAGED_RUNTIME = Path(__file__).resolve().parent / "web_runtime"  # where the wheel carries it (setup.py)
+
+
 def runtime_dir() -> Path:
-    """onnxruntime-web's dist/ folder: GLCIC_WEB_RUNTIME, else web/node_modules of a clone."""
+    """onnxruntime-web's files: GLCIC_WEB_RUNTIME, else the wheel's copy (glcic_tf/web_runtime),
+    else web/node_modules of a clone."""
     named = os.environ.get("GLCIC_WEB_RUNTIME")
-    folder = Path(named) if named else Path(__file__).resolve().parent.parent / "web" / "node_modules" / "onnxruntime-web" / "dist"
+    if named:
+        folder = Path(named)
+    elif all((PACKAGED_RUNTIME / name).is_file() for name in RUNTIME_FILES):
+        folder = PACKAGED_RUNTIME
+    else:
+        folder = Path(__file__).resolve().parent.parent / "web" / "node_modules" / "onnxruntime-web" / "dist"
     missing = [name for name in RUNTIME_FILES if not (folder / name).is_file()]
     if missing:
         raise UserError(f"{folder} lacks {', '.join(missing)}: run `npm ci` in web/ (or set GLCIC_WEB_RUNTIME to onnxruntime-web's dist folder)")

@@ -42,7 +42,12 @@ def test_a_flag_file_of_the_users_own_goes_to_absl_untouched(tmp_path, monkeypat
 def _wheel(tmp_path):
     """`pip wheel` of a copy of the source tree (so the build leaves nothing in the clone)."""
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "quickstart_output", "tests", "benchmarks", "docs"))
+    top = {".git", ".venv", "build", "dist", "quickstart_output", "tests", "benchmarks", "docs"}  # at the top only: web/node_modules has a dist/
+
+    def ignored(folder, names):
+        return [name for name in names if (folder == str(ROOT) and name in top) or name == "__pycache__" or name.endswith(".egg-info")]
+
+    shutil.copytree(ROOT, source, ignore=ignored)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = (tmp_path / "dist").glob("glcic_tf-*.whl")
     return wheel
@@ -56,6 +61,11 @@ def test_the_built_wheel_installs_commands_that_run_in_a_fresh_environment(tmp_p
         shipped = {name for name in archive.namelist() if name.startswith("glcic_tf/")}
     ours = {str(path.relative_to(ROOT)) for path in (ROOT / "glcic_tf").rglob("*") if path.is_file() and "__pycache__" not in path.parts}
     assert ours - shipped == set()
+    # onnxruntime-web's files, where `npm ci` ran in web/ (CI): a PyPI install exports the web page without npm.
+    if (ROOT / "web" / "node_modules" / "onnxruntime-web").is_dir():
+        import setup_lists  # noqa: PLC0415
+
+        assert {f"glcic_tf/web_runtime/{name}" for name in setup_lists.WEB_RUNTIME_FILES} <= shipped
     environment = tmp_path / "fresh"
     venv.create(environment, with_pip=False)
     python = environment / "bin" / "python"

@@ -166,3 +166,16 @@ def test_the_page_completes_in_the_browser_and_sends_nothing(exported, static_se
         parsed = urllib.parse.urlsplit(url)
         assert url.startswith(static_server) and method == "GET" and not body, (url, method)
         assert parsed.path in served, url
+
+
+def test_a_wheels_copy_of_the_runtime_is_used_before_a_clones_npm_folder(tmp_path, monkeypatch):
+    import setup_lists  # noqa: PLC0415 (setup.py's list, read without running setup())
+
+    assert setup_lists.WEB_RUNTIME_FILES == web_export.RUNTIME_FILES  # what the wheel carries is what the export copies
+    monkeypatch.delenv("GLCIC_WEB_RUNTIME", raising=False)
+    monkeypatch.setattr(web_export, "PACKAGED_RUNTIME", tmp_path)
+    for name in web_export.RUNTIME_FILES:
+        (tmp_path / name).write_text("")
+    assert web_export.runtime_dir() == tmp_path
+    (tmp_path / web_export.RUNTIME_FILES[-1]).unlink()  # an incomplete copy is not used
+    assert web_export.runtime_dir() != tmp_path or pytest.fail("used an incomplete copy")
