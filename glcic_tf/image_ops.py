@@ -209,13 +209,15 @@ def first_gif_frame(encoded, pixels):
     return cut, ~is_gif | (((end >= 0) | (position >= length)) & (frame <= tf.cast(pixels, tf.int64)))
 
 
-def bounded_in_graph(encoded, what: str):
+def bounded_in_graph(encoded, what: str, announced_pixels=None):
     """(encoded, checks) to decode an image file's bytes in TensorFlow ops within the time and
     memory its header announces: a GIF cut to its first frame, a JPEG of more than
     MAX_JPEG_SCANS scans refused (the checks fail with InvalidArgumentError naming `what`)."""
     is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
     scans = tf.size(tf.strings.split(tf.reshape(encoded, [1]), sep=_SOS).values, out_type=tf.int64) - 1
-    cut, walked = first_gif_frame(encoded, tf.reduce_prod(announced_size(encoded)))
+    if announced_pixels is None:  # the caller's own reading of the header, where it has one
+        announced_pixels = tf.reduce_prod(announced_size(encoded))
+    cut, walked = first_gif_frame(encoded, announced_pixels)
     checks = [
         tf.debugging.assert_less_equal(
             tf.where(is_jpeg, scans, 0), tf.constant(MAX_JPEG_SCANS, tf.int64), message=f"{what} is a JPEG of more than {MAX_JPEG_SCANS} scans, more than any encoder writes"
@@ -240,7 +242,7 @@ def decode_in_graph(encoded, channels: int, what: str, max_pixels: int):
         tf.debugging.assert_less_equal(announced, limit, message=message),
     ]
     with tf.control_dependencies(checks):  # decode only after the header's checks passed
-        bounded, bounds = bounded_in_graph(encoded, what)
+        bounded, bounds = bounded_in_graph(encoded, what, announced)
     with tf.control_dependencies(bounds):
         decoded = tf.io.decode_image(tf.identity(bounded), channels=channels, expand_animations=False)
     decoded = turn_upright(decoded, exif_orientation(encoded))  # as the page and inpaint.py read it

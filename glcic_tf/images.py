@@ -132,8 +132,9 @@ def _decode(encoded: bytes, what: str, mode: int, max_pixels: int) -> np.ndarray
     file_format, width, height = found
     if width * height > max_pixels:
         raise ImageTooLarge(f"{what} is {width}x{height}, over the limit of {max_pixels} pixels (--max_pixels)")
-    if file_format == "JPEG" and jpeg_scans(encoded) > MAX_JPEG_SCANS:
-        raise UserError(_too_many_scans(what, jpeg_scans(encoded)))
+    scans = jpeg_scans(encoded) if file_format == "JPEG" else 0
+    if scans > MAX_JPEG_SCANS:
+        raise UserError(_too_many_scans(what, scans))
     if file_format == "PNG" and _png_holds_more_than_its_picture(encoded):
         raise UserError(f"{what} is a {width}x{height} PNG holding more image data than its picture")
     if file_format == "TIFF":

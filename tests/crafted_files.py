@@ -11,8 +11,7 @@ import PIL.Image
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature and IHDR chunk announcing width x height, and no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -73,13 +72,16 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+def _png(width: int, height: int, interlaced: bool, data: bytes) -> bytes:
+    """An 8-bit RGB PNG of width x height whose image data (IDAT) is `data`, compressed already."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
 def png_of_rows(image: np.ndarray, rows: bytes, interlaced: bool) -> bytes:
     """An 8-bit RGB PNG of `image`'s size whose image data is `rows` (filter bytes included), compressed."""
-    height, width = image.shape[:2]
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
     compressor = zlib.compressobj(9)
-    data = compressor.compress(rows) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return _png(image.shape[1], image.shape[0], interlaced, compressor.compress(rows) + compressor.flush())
 
 
 def interlaced_png(image: np.ndarray) -> bytes:
@@ -95,8 +97,7 @@ def png_inflating_to(width: int, height: int, extra_megabytes: int) -> bytes:
     compressor = zlib.compressobj(9)
     rows = b"".join(b"\0" + b"\x80" * (3 * width) for _ in range(height))
     data = compressor.compress(rows) + b"".join(compressor.compress(b"\0" * 2**20) for _ in range(extra_megabytes)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return _png(width, height, False, data)
 
 
 def gif_of_a_frame_larger_than_its_screen(screen: int, frame: int) -> bytes:
