@@ -17,6 +17,9 @@ glcic_tf/web_runtime (setup.py copies them at build time), so a PyPI install nee
 glcic_tf.tiling does, pads each crop to a multiple of 4 by repeating its last row and column
 (as the network does itself: onnxruntime refuses other sizes for this model) and pastes back the
 hole's pixels only.
+
+The page's server (`app.py`) offers the same folder's completion beside its own
+(`browser_folder`); reading the folder needs no TensorFlow, writing it does.
 """
 
 import json
@@ -24,8 +27,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
-from glcic_tf import architecture, export_lib, tiling
+from glcic_tf import architecture, tiling
 from glcic_tf.errors import UserError
 
 WEB_FOLDER = "web"
@@ -66,6 +70,8 @@ def onnx_model(network, mean_pixel) -> bytes:
         raise UserError("--formats=web needs tf2onnx: pip install 'glcic_tf[web]'") from error
     from tf2onnx import convert
 
+    from glcic_tf import export_lib  # noqa: PLC0415 (TensorFlow: the writing side only)
+
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "glcic.tflite")
         with open(path, "wb") as file:
@@ -76,6 +82,8 @@ def onnx_model(network, mean_pixel) -> bytes:
 
 def export_web(network, mean_pixel, export_dir: str, version: int, overwrite: bool = False, model_name: str = "") -> str:
     """Write the in-browser page of `network` into `export_dir/web/version`; returns that path."""
+    from glcic_tf import export_lib  # noqa: PLC0415 (TensorFlow: the writing side only)
+
     target = export_lib.version_path(os.path.join(export_dir, WEB_FOLDER), version, overwrite)
     runtime = runtime_dir()  # refused before the conversion's minute
     model = onnx_model(network, mean_pixel)
@@ -103,3 +111,47 @@ def export_web(network, mean_pixel, export_dir: str, version: int, overwrite: bo
         (root / "config.json").write_text(json.dumps(config, indent=1))
 
     return export_lib._written_into_place(target, write)
+
+
+def browser_folder(path: str) -> Path:
+    """The in-browser page's folder that `path` names: one `export_web` wrote
+    (`<export_dir>/web/<version>`), or `<export_dir>` or `<export_dir>/web`, whose highest version
+    is taken. A UserError names what is missing."""
+    folder = Path(path)
+    for candidate in (folder, folder / WEB_FOLDER):
+        versions = [v for v in candidate.iterdir() if v.name.isdigit() and _is_browser_folder(v)] if candidate.is_dir() else []
+        if versions:
+            return max(versions, key=lambda v: int(v.name))
+    if _is_browser_folder(folder):
+        return folder
+    raise UserError(f"{path} holds no in-browser page: write one with export.py --formats=web (into <export_dir>/web/<version>)")
+
+
+def browser_folder_beside(model: Optional[str]) -> Optional[Path]:
+    """The in-browser page export.py wrote beside the SavedModel `model` names (its export folder,
+    or one of its versions): `<export_dir>/web/<highest version>`, or None."""
+    if not model or not os.path.isdir(model):
+        return None
+    model = os.path.abspath(model)
+    for export_dir in (model, os.path.dirname(model)) if os.path.basename(model).isdigit() else (model,):
+        try:
+            return browser_folder(os.path.join(export_dir, WEB_FOLDER))
+        except UserError:
+            continue
+    return None
+
+
+def _is_browser_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model" / MODEL_FILE).is_file() and all((folder / "runtime" / name).is_file() for name in RUNTIME_FILES)
+
+
+def browser_config(folder: Path, url_prefix: str) -> dict:
+    """The folder's config.json for a page that serves the folder under `url_prefix`: what the
+    editor's in-browser complete step reads (model and runtime addresses, crop margin, size
+    multiple, pixels per network call)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        urls = {key: url_prefix + config[key] for key in ("model_url", "runtime_url")}
+        return {**{key: config[key] for key in ("model", "margin", "multiple", "max_network_pixels")}, **urls}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{folder / 'config.json'} is not an in-browser page's config ({error!r}): write it again with export.py --formats=web") from None

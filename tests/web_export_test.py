@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import pytest
 
-from browser_test import _open, _paint
+from browser_test import _app, _open, _paint
 from glcic_tf import export_lib, models, web_export
 from glcic_tf.errors import UserError
 
@@ -83,6 +83,51 @@ def static_server(exported):
         process.wait(30)
 
 
+def _photo(height, width, folder):
+    """A textured photograph (smooth waves and noise) and its PNG file in `folder`."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width] / width
+    photo = np.stack([128 + 90 * np.sin(7 * x + 3 * y), 128 + 90 * np.cos(5 * y), 60 + 120 * x * y], -1)
+    photo = np.clip(photo + rng.normal(0, 8, photo.shape), 0, 255).astype(np.uint8)
+    path = folder / "photo.png"
+    cv2.imwrite(str(path), photo[..., ::-1])
+    return photo, path
+
+
+def _result_and_hole(page):
+    """The page's result image (RGB) and where its mask canvas is painted (bool), read from the page."""
+    result_png = base64.b64decode(
+        page.evaluate(
+            """async () => {
+              const bytes = new Uint8Array(await (await fetch(document.getElementById("result").src)).arrayBuffer());
+              let text = ""; for (const byte of bytes) text += String.fromCharCode(byte);
+              return btoa(text);
+            }"""
+        )
+    )
+    painted = base64.b64decode(
+        page.evaluate(
+            """() => {
+              const c = document.getElementById("mask-canvas");
+              const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+              let text = ""; for (let i = 3; i < d.length; i += 4) text += String.fromCharCode(d[i] > 0 ? 1 : 0);
+              return btoa(text);
+            }"""
+        )
+    )
+    result = cv2.imdecode(np.frombuffer(result_png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    return result, np.frombuffer(painted, np.uint8).reshape(result.shape[:2]) > 0
+
+
+def _check_against_serving_default(result, hole, photo, serving_default):
+    """The photo's own pixels outside the hole; the SavedModel's within 2/255 in it (8-bit rounding)."""
+    assert result.shape == photo.shape
+    np.testing.assert_array_equal(result[~hole], photo[~hole])
+    expected = serving_default(image=(photo[None] / 255).astype(np.float32), mask=hole[None, ..., None].astype(np.float32))["inpainted"].numpy()[0]
+    difference = np.abs(result / 255 - expected)[hole].max()
+    assert difference <= 2 / 255, difference
+
+
 def test_export_writes_a_static_folder(exported):
     web, _ = exported
     files = sorted(str(path.relative_to(web)) for path in web.rglob("*") if path.is_file())
@@ -101,12 +146,7 @@ def test_the_page_completes_in_the_browser_and_sends_nothing(exported, static_se
     # An odd size, a stroke near the right edge (its crop ends at the photo's edge, padded to 4)
     # and one inside.
     height, width = 301, 403
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width] / width
-    photo = np.stack([128 + 90 * np.sin(7 * x + 3 * y), 128 + 90 * np.cos(5 * y), 60 + 120 * x * y], -1)
-    photo = np.clip(photo + rng.normal(0, 8, photo.shape), 0, 255).astype(np.uint8)
-    path = tmp_path / "photo.png"
-    cv2.imwrite(str(path), photo[..., ::-1])
+    photo, path = _photo(height, width, tmp_path)
 
     requests = []
     with sync_playwright() as playwright:
@@ -124,39 +164,12 @@ def test_the_page_completes_in_the_browser_and_sends_nothing(exported, static_se
             page.click("#complete")
             page.wait_for_selector("#result-section", state="visible")
             assert page.locator("#error").is_hidden()
-            result_png = base64.b64decode(
-                page.evaluate(
-                    """async () => {
-                      const bytes = new Uint8Array(await (await fetch(document.getElementById("result").src)).arrayBuffer());
-                      let text = ""; for (const byte of bytes) text += String.fromCharCode(byte);
-                      return btoa(text);
-                    }"""
-                )
-            )
-            holes = np.frombuffer(
-                base64.b64decode(
-                    page.evaluate(
-                        """() => {
-                          const c = document.getElementById("mask-canvas");
-                          const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-                          let text = ""; for (let i = 3; i < d.length; i += 4) text += String.fromCharCode(d[i] > 0 ? 1 : 0);
-                          return btoa(text);
-                        }"""
-                    )
-                ),
-                np.uint8,
-            ).reshape(height, width)
+            result, hole = _result_and_hole(page)
         finally:
             browser.close()
 
-    result = cv2.imdecode(np.frombuffer(result_png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    assert result.shape == photo.shape
-    hole = holes > 0
     assert hole[:, width - 20 :].any() and hole[:, : width // 2].any()
-    np.testing.assert_array_equal(result[~hole], photo[~hole])  # the photo's own pixels outside
-    expected = serving_default(image=(photo[None] / 255).astype(np.float32), mask=hole[None, ..., None].astype(np.float32))["inpainted"].numpy()[0]
-    difference = np.abs(result / 255 - expected)[hole].max()
-    assert difference <= 2 / 255, difference
+    _check_against_serving_default(result, hole, photo, serving_default)
 
     # Nothing left the page: each request a GET without a body of one of the folder's files.
     served = {"/"} | {"/" + str(file.relative_to(web)) for file in web.rglob("*") if file.is_file()}
@@ -179,3 +192,43 @@ def test_a_wheels_copy_of_the_runtime_is_used_before_a_clones_npm_folder(tmp_pat
     assert web_export.runtime_dir() == tmp_path
     (tmp_path / web_export.RUNTIME_FILES[-1]).unlink()  # an incomplete copy is not used
     assert web_export.runtime_dir() != tmp_path or pytest.fail("used an incomplete copy")
+
+
+def test_the_apps_page_offers_completion_in_the_browser_beside_its_server(exported, tmp_path):
+    """app.py with an export holding a web page (--formats=savedmodel,web) offers both: in the
+    browser nothing is posted, on the server the photo is; both complete as serving_default does."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    web, serving_default = exported
+    photo, path = _photo(203, 251, tmp_path)
+    posts = []
+    with _app(f"--model={web.parent.parent}", "--precision=float32") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 700})
+            page.set_default_timeout(SECONDS)
+            page.on("request", lambda request: posts.append(request.url) if request.method != "GET" else None)
+            page.goto(url)
+            page.wait_for_function("document.getElementById('model-line').textContent !== ''")
+            assert page.evaluate("self.crossOriginIsolated")  # the runtime may use threads
+            assert page.locator("#where").is_visible() and page.locator("#postprocess").is_visible()
+            shape = _open(page, path)
+            _paint(page, shape, (60, 50), (150, 120))
+            page.check("#where-browser")
+            assert page.locator("#postprocess").is_hidden()  # the server's, in Python
+            page.click("#complete")
+            page.wait_for_selector("#result-section", state="visible")
+            assert page.locator("#error").is_hidden(), page.text_content("#error")
+            assert page.text_content("#timing").endswith("in this browser.")
+            assert posts == []  # the photo was not sent
+            _check_against_serving_default(*_result_and_hole(page), photo, serving_default)
+
+            page.check("#where-server")
+            page.set_checked("#postprocess", False)
+            page.evaluate("document.getElementById('result-section').hidden = true")
+            page.click("#complete")
+            page.wait_for_selector("#result-section", state="visible")
+            assert "on the server" in page.text_content("#timing") and posts == [f"{url}/complete"]
+            _check_against_serving_default(*_result_and_hole(page), photo, serving_default)
+        finally:
+            browser.close()

@@ -831,3 +831,59 @@ def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(lo
         assert reply.status_code == 403 and "this machine only" in reply.json()["error"], host
     assert client.post("/complete", files=files, headers={"Origin": "http://127.0.0.1:7860"}).status_code == 200
     assert client.get("/", headers={"Host": "localhost:7860"}).status_code == 200
+
+
+def _browser_folder(root: Path, version: int = 1) -> Path:
+    """A folder laid out as export.py --formats=web writes it (files of a few bytes)."""
+    from glcic_tf import web_export  # noqa: PLC0415
+
+    folder = root / web_export.WEB_FOLDER / str(version)
+    for sub in ("model", "runtime", "static"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "model" / web_export.MODEL_FILE).write_bytes(b"onnx")
+    for name in web_export.RUNTIME_FILES:
+        (folder / "runtime" / name).write_bytes(b"wasm")
+    config = {"completer": "browser", "model": f"version {version}", "max_network_pixels": 4_000_000, "margin": 153, "multiple": 4,
+              "model_url": f"model/{web_export.MODEL_FILE}", "runtime_url": f"runtime/{web_export.RUNTIME_FILES[0]}"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_the_page_offers_the_in_browser_model_it_serves_and_is_cross_origin_isolated(tmp_path):
+    folder = _browser_folder(tmp_path)
+    plain = TestClient(server.create_app(lambda image, mask: image))
+    assert "browser" not in plain.get("/config").json()  # no such folder: not offered
+    app = server.create_app(lambda image, mask: image, server.PageSettings(token="t0ken", browser_folder=str(folder)))
+    client = TestClient(app, headers={"Authorization": "Bearer t0ken"})
+    browser = client.get("/config").json()["browser"]
+    assert browser == {"model": "version 1", "margin": 153, "multiple": 4, "max_network_pixels": 4_000_000,
+                       "model_url": "browser/model/glcic.onnx", "runtime_url": "browser/runtime/ort.wasm.min.mjs"}
+    for url in (browser["model_url"], browser["runtime_url"]):
+        reply = client.get("/" + url)
+        assert reply.status_code == 200 and reply.content in (b"onnx", b"wasm"), url
+        # Isolated (SharedArrayBuffer: onnxruntime-web's threads), as every reply of the page.
+        assert reply.headers["cross-origin-embedder-policy"] == "require-corp" and reply.headers["cross-origin-opener-policy"] == "same-origin"
+    assert client.get("/").headers["cross-origin-opener-policy"] == "same-origin"
+    assert client.get("/browser/config.json").status_code == 404  # the model and the runtime only
+    assert TestClient(app).get("/" + browser["model_url"]).status_code == 403  # the token guards them too
+
+
+def test_the_in_browser_page_is_found_beside_the_models_export_or_named(tmp_path):
+    from glcic_tf import web_export  # noqa: PLC0415
+
+    export_dir = tmp_path / "export"
+    (export_dir / "3").mkdir(parents=True)  # the SavedModel's version folder
+    assert web_export.browser_folder_beside(str(export_dir)) is None  # no web/ beside it: not offered, no error
+    _browser_folder(export_dir, 2)
+    newest = _browser_folder(export_dir, 10)
+    (export_dir / web_export.WEB_FOLDER / "11").mkdir()  # a version half written: not a page
+    for model in (export_dir, export_dir / "3"):
+        assert web_export.browser_folder_beside(str(model)) == newest
+    for model in (None, str(tmp_path / "model.tflite"), str(tmp_path)):
+        assert web_export.browser_folder_beside(model) is None
+    assert web_export.browser_folder(str(export_dir / "web" / "2")) == export_dir / "web" / "2"
+    assert web_export.browser_folder(str(export_dir)) == newest
+    assert web_export.browser_folder(str(export_dir / "web")) == newest
+    for path in (export_dir / "3", tmp_path / "nothing"):
+        with pytest.raises(UserError, match="holds no in-browser page: write one with export.py --formats=web"):
+            web_export.browser_folder(str(path))

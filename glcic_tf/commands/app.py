@@ -9,6 +9,10 @@ Listening on any other address than this machine's own (--host=0.0.0.0, a LAN ad
 needs a token, --token or a random one printed in the address (`?token=...`).
 The network runs as in inpaint.py: on each hole's neighbourhood, the photo at its own size. See
 glcic_tf/webapp/server.py for the endpoint the page uses (POST /complete), which scripts can use too.
+
+Where export.py wrote an in-browser page beside the SavedModel (--formats=savedmodel,web), the
+page also offers to complete in the browser, the photo never sent (--web_export names another
+such folder, or none).
 """
 
 import os
@@ -17,7 +21,7 @@ import sys
 
 from absl import flags, logging
 
-from glcic_tf import commands
+from glcic_tf import commands, web_export
 from glcic_tf.errors import UserError, one_line_errors
 from glcic_tf.webapp.settings import PageSettings
 
@@ -30,6 +34,12 @@ commands.define_old_name("strategy", "tiling")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on, IPv4 or IPv6 (0.0.0.0 or :: makes the page reachable from other machines: then it needs a token).")
 flags.DEFINE_string("token", None, "A secret every request must carry (?token= in the page's address); when --host is not loopback and this is not given, a random one is printed.")
 flags.DEFINE_integer("port", 7860, "Port to listen on.")
+flags.DEFINE_string(
+    "web_export",
+    "auto",
+    "An in-browser page export.py wrote (--formats=web: EXPORT_DIR or EXPORT_DIR/web/VERSION) whose model the page offers to run "
+    "in the browser, the photo never sent; auto: the one beside --model's export, if there is one; none: not offered.",
+)
 flags.DEFINE_integer("max_queue", DEFAULTS.max_queue, "Completions that may wait for the model; more are answered 503 (busy, try again).")
 flags.DEFINE_integer(
     "max_upload_mb", DEFAULTS.max_upload_bytes // 2**20, "Refuse photo files larger than this many megabytes (masks: --max_pixels / 8 bytes plus 64 KB, at most this)."
@@ -50,6 +60,7 @@ def main(argv):
         # First, so a busy port fails before the model loads; listening, so the address printed works at once.
         listening = server.listening_socket(FLAGS.host, FLAGS.port)
         token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
+        browser_folder = _browser_folder(FLAGS.web_export, FLAGS.model)  # before the model loads: a wrong path is said at once
         completer = commands.completer_from_flags()
         # Without a token the page is on loopback: only requests addressed to this machine's names.
         hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
@@ -64,6 +75,7 @@ def main(argv):
             tiling=FLAGS.tiling,
             max_network_pixels=FLAGS.max_network_pixels,
             description=server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name),
+            browser_folder=browser_folder,
         )
         # The server keeps half of them for connections; what is past max_connections is room for a flood's young ones.
         _open_files_for(8 * settings.max_connections)
@@ -71,6 +83,8 @@ def main(argv):
         # Bounded connections (request-less ones closed, room made); told to stop, within settings.stop_seconds + 1 s.
         web_server = server.PageServer(page)
         logging.info("completing with %s", FLAGS.model or f"TF Serving at {FLAGS.server}")
+        if browser_folder:
+            logging.info("offering completion in the browser with %s", browser_folder)
         address = server.page_address(FLAGS.host, listening.getsockname()[1])
         print(f"glcic_tf page: http://{address}{f'/?token={token}' if token else ''}  (Ctrl-C stops it)", flush=True)
         try:
@@ -86,6 +100,14 @@ def main(argv):
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(130)  # as an interrupted process
+
+
+def _browser_folder(web_export_flag: str, model: str):
+    """The in-browser page's folder the page offers (a str), or None (see --web_export)."""
+    if web_export_flag == "none":
+        return None
+    folder = web_export.browser_folder_beside(model) if web_export_flag == "auto" else web_export.browser_folder(web_export_flag)
+    return str(folder) if folder else None
 
 
 def _open_files_for(wanted: int) -> None:

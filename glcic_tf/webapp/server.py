@@ -2,7 +2,10 @@
 
     POST /complete   multipart form: image (the photo's file), mask (PNG, white = hole),
                      postprocess ("true"/"false") -> image/png, the photo at its own size
-    GET  /config     the limits the page checks before it sends anything
+    GET  /config     the limits the page checks before it sends anything, and (with
+                     `browser_folder`) what completing in the browser needs
+    GET  /browser/*  the in-browser page's model and runtime (export.py --formats=web), which the
+                     page loads only when a person chooses to complete in the browser
 
 Every problem a user can cause or meet is a JSON reply {"error": message} that the page shows:
 a file that is no image (400), one over the size limits (413), no hole (400), the model server
@@ -52,6 +55,8 @@ run completions; with a `token`, every request must carry it, the page's own fil
 page's own requests, or `Authorization: Bearer`; 403 otherwise: a correct token in the address
 or the header counts whatever cookie a browser still sends, say one of an earlier run). Replies
 never carry internals (tracebacks, exception text, the model's path): those go to the log.
+Every reply says the page is cross-origin isolated (COOP same-origin, COEP require-corp: it
+loads nothing from elsewhere), which gives the in-browser completion its threads.
 """
 
 import asyncio
@@ -63,6 +68,7 @@ import socket
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -79,7 +85,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from glcic_tf import completers, images, photos
+from glcic_tf import completers, images, photos, web_export
 from glcic_tf.errors import ImageTooLarge, ServiceUnavailable, UserError
 from glcic_tf.webapp.settings import FORM_OVERHEAD_BYTES, PageSettings
 
@@ -92,6 +98,8 @@ EVICTION_GRACE_SECONDS = 1  # past max_connections, an idle connection this old 
 ABORT_AFTER_STOP_SECONDS = 0.5  # past `stop_seconds` after the stop, the connections still open are aborted
 STOPPING = "The server is stopping; try again once it is back."
 TOKEN_COOKIE = "glcic_token"
+BROWSER_PATH = "browser"  # where the in-browser page's model and runtime are served
+ISOLATION_HEADERS = [(b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp")]
 _UNKNOWN = object()
 STATIC = resources.files("glcic_tf").joinpath("webapp", "static")
 
@@ -144,6 +152,8 @@ class Page:
         self.stopping = threading.Event()  # set by PageServer when told to stop (from its signal handler)
         self.running, self._running_lock = 0, threading.Lock()  # completions whose thread has started and not ended
         self.uploading = 0  # uploads arriving (counted on the event loop)
+        folder = settings.browser_folder
+        self.browser = web_export.browser_config(Path(folder), BROWSER_PATH + "/") if folder else None
 
     def complete(self, image_bytes: bytes, mask_bytes: bytes, name: str, post: bool, gone: threading.Event, started: threading.Event) -> bytes:
         """One completion, in a worker thread once a slot is free: the PNG of the completed photo."""
@@ -297,15 +307,35 @@ class Page:
 
     async def config_endpoint(self, request: Request) -> Response:
         settings = self.settings
-        return JSONResponse(
-            {"max_pixels": settings.max_pixels, "max_upload_bytes": settings.max_upload_bytes, "max_mask_bytes": settings.max_mask_bytes, "model": settings.description}
-        )
+        config = {"max_pixels": settings.max_pixels, "max_upload_bytes": settings.max_upload_bytes, "max_mask_bytes": settings.max_mask_bytes, "model": settings.description}
+        if self.browser is not None:
+            config["browser"] = self.browser
+        return JSONResponse(config)
 
     async def index(self, request: Request) -> Response:
         reply = FileResponse(str(STATIC.joinpath("index.html")))
         if self.settings.token is not None:  # the page's own requests (its files, config, complete) then carry it
             reply.set_cookie(TOKEN_COOKIE, self.settings.token, httponly=True, samesite="strict")
         return reply
+
+
+class _CrossOriginIsolated:
+    """ASGI middleware: every reply carries ISOLATION_HEADERS, so the page may use
+    SharedArrayBuffer (onnxruntime-web's threads)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_isolated(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *ISOLATION_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_isolated)
 
 
 class _AccessGuard:
@@ -327,15 +357,15 @@ class _AccessGuard:
 def create_app(completer, settings: PageSettings = PageSettings()) -> Starlette:
     """The page and its /complete endpoint around `completer` (see glcic_tf.completers)."""
     page = Page(completer, settings)
-    app = Starlette(
-        routes=[
-            Route("/", page.index),
-            Route("/config", page.config_endpoint),
-            Route("/complete", page.complete_endpoint, methods=["POST"]),
-            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
-        ],
-        middleware=[Middleware(_AccessGuard, page=page)],
-    )
+    routes = [
+        Route("/", page.index),
+        Route("/config", page.config_endpoint),
+        Route("/complete", page.complete_endpoint, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    if page.browser is not None:  # only the model and the runtime: the folder's page is this one
+        routes += [Mount(f"/{BROWSER_PATH}/{sub}", StaticFiles(directory=os.path.join(settings.browser_folder, sub))) for sub in ("model", "runtime")]
+    app = Starlette(routes=routes, middleware=[Middleware(_CrossOriginIsolated), Middleware(_AccessGuard, page=page)])
     app.state.page, app.state.stopping, app.state.settings = page, page.stopping, settings
     return app
 

@@ -30,7 +30,9 @@ class PageSettings:
     `allowed_hosts`, if given, are the only names a request's Host header may carry (without a
     token: this machine's names, so a web page whose name is made to resolve to 127.0.0.1, DNS
     rebinding, gets a 403). `description` is what /config tells about the model. The network runs
-    as in inpaint.py: `tiling`, `max_network_pixels`.
+    as in inpaint.py: `tiling`, `max_network_pixels`. `browser_folder`, if given, is an in-browser
+    page's version folder export.py wrote (--formats=web), whose model the page offers to run in the browser
+    instead, the photo never sent.
     """
 
     max_pixels: int = images.MAX_PIXELS
@@ -45,6 +47,7 @@ class PageSettings:
     tiling: str = "auto"
     max_network_pixels: int = MAX_NETWORK_PIXELS
     description: str = ""
+    browser_folder: Optional[str] = None
 
     @property
     def max_mask_bytes(self) -> int:

@@ -1,8 +1,9 @@
 // The page: open a photo, paint holes on a canvas of the photo's own size, complete them, show
 // the result beside the photo (before/after slider) and offer it as PNG. The complete step is
-// the page's server's (POST /complete with the photo and the mask), or, where the page says
-// <body data-completer="browser"> (the folder export.py --formats=web writes), this browser's
-// (browser_complete.mjs: the photo never leaves the page).
+// the page's server's (POST /complete with the photo and the mask), or this browser's
+// (browser_complete.mjs: the photo never leaves the page): always where the page says
+// <body data-completer="browser"> (the folder export.py --formats=web writes), and by choice
+// where the server's /config offers it ("browser": the model and runtime it serves).
 // Strokes are kept as a list (undo drops the last, clear is itself a step), so undo costs no
 // copies of a phone-size canvas. The mask sent is white on black, the photo is the file itself.
 "use strict";
@@ -13,9 +14,9 @@ const photoCanvas = $("photo-canvas");
 const maskCanvas = $("mask-canvas");
 const maskContext = maskCanvas.getContext("2d");
 const PAINT_COLOUR = "rgb(255, 0, 96)";
-const IN_BROWSER = document.body.dataset.completer === "browser";
+const EXPORTED = document.body.dataset.completer === "browser"; // a static folder: no server to complete on
 const BROWSER_COMPLETER = new URL("browser_complete.mjs", document.currentScript.src).href;
-const NO_SERVER = IN_BROWSER ? "This page's config.json did not load: serve the exported folder with a static server (python -m http.server)." : "The page's server did not answer: is glcic-app still running?";
+const NO_SERVER = EXPORTED ? "This page's config.json did not load: serve the exported folder with a static server (python -m http.server)." : "The page's server did not answer: is glcic-app still running?";
 
 function showError(message) {
   $("error").textContent = message;
@@ -257,7 +258,7 @@ $("complete").addEventListener("click", async () => {
     $("busy-text").textContent = `Completing… ${Math.round((performance.now() - started) / 1000)} s`;
   }, 1000);
   try {
-    const { blob, serverSeconds } = await (IN_BROWSER ? completeInBrowser() : completeOnServer());
+    const { blob, serverSeconds } = await (inBrowser() ? completeInBrowser() : completeOnServer());
     if (state.file === file) await showResult(blob, started, serverSeconds); // else another photo was opened meanwhile
   } catch (error) {
     showError(error.message);
@@ -291,10 +292,32 @@ async function completeOnServer() {
   return { blob: await reply.blob(), serverSeconds: reply.headers.get("X-Completion-Seconds") };
 }
 
+function inBrowser() {
+  return EXPORTED || $("where-browser").checked;
+}
+
+function browserConfig() {
+  // What browser_complete.mjs needs: the folder's config.json, or the server's offer of it.
+  return EXPORTED ? state.config : state.config.browser;
+}
+
 async function completeInBrowser() {
   const completer = await import(BROWSER_COMPLETER);
-  return { blob: await completer.complete({ photoCanvas, holes: holePixels(), config: state.config }), serverSeconds: null };
+  return { blob: await completer.complete({ photoCanvas, holes: holePixels(), config: browserConfig() }), serverSeconds: null };
 }
+
+function prepareBrowser() {
+  // The runtime and the model (tens of MB) load while the photo is opened and painted; a failure
+  // is shown by the Complete that needs them.
+  import(BROWSER_COMPLETER).then((completer) => completer.prepare(browserConfig())).catch(() => {});
+}
+
+function showWhere() {
+  // No post-processing in the browser (fast marching and Poisson blending are the server's, in Python).
+  $("postprocess").parentElement.hidden = inBrowser();
+  if (inBrowser()) prepareBrowser();
+}
+for (const choice of ["where-server", "where-browser"]) $(choice).addEventListener("change", showWhere);
 
 async function showResult(blob, started, serverSeconds) {
   if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
@@ -306,7 +329,7 @@ async function showResult(blob, started, serverSeconds) {
   const stem = state.file.name.replace(/\.[^.]*$/, "");
   $("download").href = state.resultUrl;
   $("download").download = `${stem}_completed.png`;
-  $("timing").textContent = `Completed in ${seconds.toFixed(2)} s` + (serverSeconds ? ` (${Number(serverSeconds).toFixed(2)} s on the server).` : ".");
+  $("timing").textContent = `Completed in ${seconds.toFixed(2)} s` + (serverSeconds ? ` (${Number(serverSeconds).toFixed(2)} s on the server).` : " in this browser.");
   $("result-section").hidden = false;
   setCompare($("compare-slider").value);
 }
@@ -319,18 +342,14 @@ function setCompare(percent) {
 $("compare-slider").addEventListener("input", (event) => setCompare(event.target.value));
 
 // ---- start ----
-if (IN_BROWSER) {
-  // No post-processing here (fast marching and Poisson blending are the server's, in Python).
-  $("postprocess").checked = false;
-  $("postprocess").parentElement.hidden = true;
-}
-fetch(IN_BROWSER ? "config.json" : "config")
+if (EXPORTED) $("postprocess").parentElement.hidden = true;
+fetch(EXPORTED ? "config.json" : "config")
   .then((reply) => reply.json())
   .then((config) => {
     state.config = config;
     if (config.model) $("model-line").textContent = `Model: ${config.model}.`;
-    // The runtime and the model (tens of MB) load while the photo is opened and painted.
-    if (IN_BROWSER) import(BROWSER_COMPLETER).then((completer) => completer.prepare(config)).catch(() => {});
+    $("where").hidden = EXPORTED || !config.browser;
+    showWhere();
   })
   .catch(() => showError(NO_SERVER));
 updateButtons();
