@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.app_process import start_app  # noqa: E402
+from benchmarks.page_timing import time_completions  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the paper-width network with random weights.")
@@ -53,48 +54,6 @@ def stroke(shape):
     """One stroke across the middle third, as fractions of the photo: (start, end, brush size)."""
     height, width = shape
     return (width * 0.35, height * 0.45), (width * 0.65, height * 0.55), max(4, round(min(height, width) / 20))
-
-
-def time_page(url, photo_path, shape):
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
-    chromium = shutil.which("chromium")
-    if not chromium:
-        sys.exit("needs Debian's chromium: apt-get install -y chromium")
-    (x0, y0), (x1, y1), size = stroke(shape)
-    seconds, page_seconds, server_seconds = [], [], []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 760})
-        page.set_default_timeout(600_000)
-        page.goto(url)
-        page.wait_for_function("document.getElementById('model-line').textContent !== ''")
-        page.set_input_files("#file", photo_path)
-        page.wait_for_selector("#stage", state="visible")
-        page.fill("#brush-size", str(size))
-        box = page.locator("#mask-canvas").bounding_box()
-        scale = box["width"] / shape[1]
-        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
-        page.mouse.down()
-        page.mouse.move(box["x"] + x1 * scale, box["y"] + y1 * scale, steps=25)
-        page.mouse.up()
-        page.set_checked("#postprocess", FLAGS.postprocess)
-        for repeat in range(FLAGS.repeats + 1):
-            page.evaluate("document.getElementById('result-section').hidden = true")
-            start = time.perf_counter()
-            page.click("#complete")
-            page.wait_for_selector("#result-section", state="visible")
-            page.wait_for_function("document.getElementById('result').complete")  # decoded and shown
-            if repeat:  # the first call traces the network
-                seconds.append(time.perf_counter() - start)
-                timing = page.text_content("#timing")  # "Completed in 0.71 s (0.66 s on the server)."
-                page_seconds.append(float(timing.split("Completed in ")[1].split(" s")[0]))
-                server_seconds.append(float(timing.split("(")[1].split(" s on the server")[0]))
-        if FLAGS.screenshot:
-            bottom = page.evaluate("Math.max(...[...document.querySelectorAll('main > section')].map((s) => s.getBoundingClientRect().bottom))")
-            page.screenshot(path=FLAGS.screenshot, clip={"x": 0, "y": 0, "width": 1400, "height": bottom + 12})
-        browser.close()
-    return seconds, page_seconds, server_seconds
 
 
 def time_direct(model, image):
@@ -136,7 +95,8 @@ def main(argv):
         cv2.imwrite(photo_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         process, url = start_app(model)
         try:
-            page, page_clock, server = time_page(url, photo_path, image.shape[:2])
+            timed = time_completions(url, photo_path, image.shape[:2], stroke(image.shape[:2]), ("server",), FLAGS.repeats, FLAGS.postprocess, FLAGS.screenshot)
+            page, page_clock, server = (timed["server"][key] for key in ("seconds", "page_seconds", "server_seconds"))
         finally:
             process.terminate()
             process.wait(30)

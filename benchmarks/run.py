@@ -18,9 +18,14 @@ Rows:
    fix it), and the same network in PyTorch (channels-last, inference mode), with each time
    over PyTorch's. FLOPs are Table 1's (models.completion_flops, 2 per multiply-add: 65.1 GFLOP
    at 256 px);
-3. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
+3. the page at --browser_size px (512): one completion of a photo whose hole's neighbourhood is
+   the whole photo, pressed in headless Chromium (benchmarks/page_timing.py), on the page's server
+   (app.py with the export's SavedModel) and in the browser (the export's in-browser page:
+   onnxruntime-web's WASM with SIMD, threads as cross-origin isolation allows), each over the
+   SavedModel's serving_default above, and what the browser loads first;
+4. one training step of each phase at the paper's sizes (batch --train_batch_size), with FLOPs
    as 3x the forward passes involved (forward + backward);
-4. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
+5. the input pipeline on JPEG photographs with the paper's settings (benchmarks/pipeline.py).
 Each time is the best of --repeats calls after a warm-up call, every way of one size (PyTorch's
 too) interleaved, so that a slow spell of these noisy machines falls on all alike; 0.3 s of
 sleep before each call lets the other framework's idle threads stop spinning.
@@ -40,15 +45,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import machine, pipeline  # noqa: E402  (pipeline defines its flags too)
+from benchmarks import app_process, machine, page_timing, pipeline  # noqa: E402  (pipeline defines its flags too)
 from benchmarks.torch_peer import torch_network  # noqa: E402
-from glcic_tf import completers, export_lib, folded, inference, models  # noqa: E402
+from glcic_tf import completers, export_lib, folded, inference, models, web_export  # noqa: E402
+from glcic_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["256", "512", "1024"], "Inference image sides.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is kept).")
 flags.DEFINE_bool("torch", True, "Time the PyTorch peer (needs the bench extra).")
 flags.DEFINE_bool("training", True, "Also time the training steps and the input pipeline.")
+flags.DEFINE_bool("browser", True, "Also time the page at --browser_size px, on its server and in headless Chromium (needs chromium, playwright, tf2onnx and npm's onnxruntime-web; said and skipped without them).")
+flags.DEFINE_integer("browser_size", 512, "The page's photo side.")
 flags.DEFINE_integer("litert_threads", None, "LiteRT interpreter threads; default: the fastest of 1 to the usable cores, measured at 256 px.")
 
 
@@ -128,6 +136,7 @@ def main(argv):
     bfloat16 = cpu["native_bfloat16"] and machine.kernel_family() == "oneDNN"  # Eigen's bfloat16 is ~9x slower
     measured, torch_version = tensorflow_inference(sizes, bfloat16)
     rows = inference_rows(measured, sizes, torch_version, best)
+    page = page_rows(FLAGS.browser_size) if FLAGS.browser else None
     training_rows, pipeline_rate = training_and_pipeline(best) if FLAGS.training else ([], None)
 
     # One peak for every table, known only if no float32 rate measured here beats it (bfloat16
@@ -144,6 +153,9 @@ def main(argv):
     if not bfloat16:
         print("(no bfloat16 rows: this processor has no native bfloat16, AVX512_BF16 or AMX, or TensorFlow runs Eigen's kernels)")
     results = {"machine": cpu, "peak_gflops": peak, "matmul_gflops": rates, "inference": rows, "torch": torch_version}
+    if page:
+        print_page(page, {row["row"]: row["seconds"] for row in rows})
+        results["page"] = page
     if FLAGS.training:
         print(f"\n{'training (batch ' + str(FLAGS.train_batch_size) + ')':<36}{'img/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'% matmul':>10}")
         for row in training_rows:
@@ -174,6 +186,58 @@ def inference_rows(measured, sizes, torch_version, best):
             rows.append({"row": name, "gflop": flops / 1e9, "seconds": seconds, "gflops": gflops,
                          "percent_best_matmul": 100 * gflops / best, "tf_over_torch": seconds / reference if reference else None})
     return rows
+
+
+def page_rows(side: int):
+    """The page's completion of a `side` px photo on its server and in Chromium (see
+    page_timing.time_completions), or None where this machine lacks what it needs (said)."""
+    missing = [name for name, present in (("chromium", page_timing.chromium()), ("tf2onnx (the web extra)", _importable("tf2onnx")),
+                                           ("playwright", _importable("playwright"))) if not present]
+    try:
+        web_export.runtime_dir()
+    except UserError:
+        missing.append("onnxruntime-web (npm ci in web/)")
+    if missing:
+        print(f"(no page rows: this machine lacks {', '.join(missing)})")
+        return None
+    import cv2  # noqa: PLC0415
+    from skimage import data  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        network = models.completion_network()  # random weights: the cost does not depend on them
+        export_lib.export_saved_model(network, models.PLACES2_MEAN_PIXEL, folder, 1)
+        web_export.export_web(network, models.PLACES2_MEAN_PIXEL, folder, 1)
+        photo = os.path.join(folder, "astronaut.png")
+        cv2.imwrite(photo, cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_AREA)[..., ::-1])
+        # A diagonal stroke from a quarter to three quarters: its neighbourhood (153 px) is the whole photo.
+        stroke = ((side / 4, side / 4), (3 * side / 4, 3 * side / 4), max(4, side // 20))
+        process, url = app_process.start_app(folder)
+        try:
+            timed = page_timing.time_completions(url, photo, (side, side), stroke, ("server", "browser"), FLAGS.repeats)
+        finally:
+            process.terminate()
+            process.wait(30)
+    return {"side": side, **timed}
+
+
+def print_page(page, inference_seconds):
+    """The page's rows: best seconds (and the range), each over serving_default's at that size."""
+    side = page["side"]
+    reference = inference_seconds.get(f"tf export serving_default {side}px")
+    title = f"the page, {side}x{side} px (Chromium {page['chromium']})"
+    print(f"\n{title:<52}{'s/image':>9}{'range':>16}{'x serving_default':>19}")
+    for way, name in (("server", "on its server (POST /complete)"), ("browser", "in this browser (WASM SIMD, %d threads)" % page["threads"])):
+        seconds = page[way]["seconds"]
+        ratio = f"{min(seconds) / reference:.2f}" if reference else "-"
+        print(f"{name:<52}{min(seconds):>9.3f}{f'{min(seconds):.2f}-{max(seconds):.2f}':>16}{ratio:>19}")
+    loads = page["first_load_bytes"]
+    print(f"first load: the page {loads['page'] / 1e6:.1f} MB, then {loads['browser'] / 1e6:.1f} MB more to complete in the browser (runtime and model)")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util  # noqa: PLC0415
+
+    return importlib.util.find_spec(module) is not None
 
 
 def training_and_pipeline(best):

@@ -124,7 +124,7 @@ class LiteRTCompleter:
         except ImportError:
             raise UserError(f'{path} is a LiteRT model: it runs on the LiteRT interpreter, pip install "glcic-tf[litert]"') from None
         if not os.path.isfile(path):
-            raise UserError(f"LiteRT model {path} does not exist")
+            raise UserError(f"LiteRT model {path} {'is not a file' if os.path.exists(path) else 'does not exist'}")
         try:
             self.interpreter = Interpreter(model_path=path, num_threads=threads or cpu.usable_cores())
         except (ValueError, RuntimeError) as error:

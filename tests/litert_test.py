@@ -79,6 +79,9 @@ def test_a_tflite_file_that_is_not_our_model_is_one_line(tmp_path):
         completers.open_completer(model=str(tmp_path / "other.tflite"))
     with pytest.raises(UserError, match="LiteRT model .*missing.tflite does not exist"):
         completers.open_completer(model=str(tmp_path / "missing.tflite"))
+    (tmp_path / "folder.tflite").mkdir()
+    with pytest.raises(UserError, match="LiteRT model .*folder.tflite is not a file"):
+        completers.open_completer(model=str(tmp_path / "folder.tflite"))
     with pytest.raises(UserError, match="is a LiteRT model, which runs as exported"):
         completers.open_completer(model=str(tmp_path / "other.tflite"), precision="bfloat16")
 
