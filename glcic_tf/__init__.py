@@ -24,5 +24,15 @@ class _TensorFlowMissing:
         return None
 
 
+def _said_in_one_line(kind, error, traceback, previous=sys.excepthook):
+    """An uncaught ImportError of _TensorFlowMissing ends a program (`glcic-train` in a LiteRT
+    install) as the commands' errors do, in one `error:` line; anything else as before."""
+    if isinstance(error, ImportError) and str(error) == _NO_TENSORFLOW:
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        previous(kind, error, traceback)
+
+
 if importlib.util.find_spec("tensorflow") is None:
     sys.meta_path.insert(0, _TensorFlowMissing())
+    sys.excepthook = _said_in_one_line

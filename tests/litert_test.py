@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import glcic_tf
 from glcic_tf import completers, export_lib, photos
 from glcic_tf.errors import UserError
 
@@ -104,6 +105,11 @@ def test_inpaint_completes_with_a_tflite_model_where_tensorflow_is_not_installed
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tensorflow imported: False keras imported: False" in done.stdout
+    # What needs TensorFlow says what to install, in one line, as the commands' other errors.
+    for command in ("train.py", "export.py", "evaluate.py", "convert_torch_weights.py"):
+        refused = subprocess.run([sys.executable, "-c", script.split("from glcic_tf.commands")[0] + f"import runpy; runpy.run_path({str(ROOT / command)!r}, run_name='__main__')"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [f"error: {glcic_tf._NO_TENSORFLOW}"], (command, refused.stderr[-2000:])
     saved = in_process.run("inpaint", f"--model={saved_model}", f"--image={photo}", "--box=40,50,60,40", "--box=0,0,9,9", "--postprocess", f"--output={tmp_path / 'saved.png'}")
     assert saved.returncode == 0, saved.stderr[-2000:]
     lite, full = cv2.imread(str(tmp_path / "lite.png")), cv2.imread(str(tmp_path / "saved.png"))
