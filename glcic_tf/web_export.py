@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from absl import logging
+
 from glcic_tf import architecture, tiling
 from glcic_tf.errors import UserError
 
@@ -119,7 +121,7 @@ def browser_folder(path: str) -> Path:
     is taken. A UserError names what is missing."""
     folder = Path(path)
     for candidate in (folder, folder / WEB_FOLDER):
-        versions = [v for v in candidate.iterdir() if v.name.isdigit() and _is_browser_folder(v)] if candidate.is_dir() else []
+        versions = [v for v in candidate.iterdir() if _is_version(v.name) and _is_browser_folder(v)] if candidate.is_dir() else []
         if versions:
             return max(versions, key=lambda v: int(v.name))
     if _is_browser_folder(folder):
@@ -133,12 +135,42 @@ def browser_folder_beside(model: Optional[str]) -> Optional[Path]:
     if not model or not os.path.isdir(model):
         return None
     model = os.path.abspath(model)
-    for export_dir in (model, os.path.dirname(model)) if os.path.basename(model).isdigit() else (model,):
+    for export_dir in (model, os.path.dirname(model)) if _is_version(os.path.basename(model)) else (model,):
         try:
             return browser_folder(os.path.join(export_dir, WEB_FOLDER))
         except UserError:
             continue
     return None
+
+
+def offered_by_the_page(choice: str, model: Optional[str]) -> Optional[Path]:
+    """The in-browser page app.py's page offers (app.py's --web_export): `choice` "none" (None),
+    "auto" (the one beside `model`'s SavedModel export, if any and sound: a broken one is logged
+    and not offered), or a folder `browser_folder` takes (a UserError if it is none). Its
+    config.json is checked (`browser_config`), so a page offered completes."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        folder = browser_folder_beside(model)
+        if folder is not None:
+            try:
+                browser_config(folder, "")
+            except UserError as error:
+                logging.warning("not offering completion in the browser: %s", error)
+                return None
+        return folder
+    if not choice.strip():
+        raise UserError("--web_export must be auto, none or an in-browser page's folder (export.py --formats=web)")
+    try:
+        folder = browser_folder(choice)
+        browser_config(folder, "")
+    except UserError as error:
+        raise UserError(f"--web_export: {error} (--web_export=none offers none)") from None
+    return folder
+
+
+def _is_version(name: str) -> bool:
+    return name.isascii() and name.isdigit()
 
 
 def _is_browser_folder(folder: Path) -> bool:
@@ -148,10 +180,20 @@ def _is_browser_folder(folder: Path) -> bool:
 def browser_config(folder: Path, url_prefix: str) -> dict:
     """The folder's config.json for a page that serves the folder under `url_prefix`: what the
     editor's in-browser complete step reads (model and runtime addresses, crop margin, size
-    multiple, pixels per network call)."""
+    multiple, pixels per network call). A UserError if it is not what export_web writes: positive
+    whole numbers, addresses of the folder's own model and runtime files."""
+    path = folder / "config.json"
     try:
-        config = json.loads((folder / "config.json").read_text())
-        urls = {key: url_prefix + config[key] for key in ("model_url", "runtime_url")}
-        return {**{key: config[key] for key in ("model", "margin", "multiple", "max_network_pixels")}, **urls}
+        config = json.loads(path.read_text())
+        numbers = {key: config[key] for key in ("margin", "multiple", "max_network_pixels")}
+        urls = {key: config[key] for key in ("model_url", "runtime_url")}
+        model = config.get("model", "")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{folder / 'config.json'} is not an in-browser page's config ({error!r}): write it again with export.py --formats=web") from None
+        raise UserError(f"{path} is not an in-browser page's config ({type(error).__name__}: {error}): write it again with export.py --formats=web") from None
+    wrong = [f"{key} {value!r}" for key, value in numbers.items() if type(value) is not int or value <= 0]
+    own = {"model_url": f"model/{MODEL_FILE}", "runtime_url": f"runtime/{RUNTIME_FILES[0]}"}
+    wrong += [f"{key} {value!r} (not {own[key]!r})" for key, value in urls.items() if value != own[key]]
+    wrong += [] if isinstance(model, str) else [f"model {model!r}"]
+    if wrong:
+        raise UserError(f"{path} is not an in-browser page's config: {', '.join(wrong)}; write it again with export.py --formats=web")
+    return {"model": model, **numbers, **{key: url_prefix + value for key, value in urls.items()}}

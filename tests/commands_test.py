@@ -116,6 +116,12 @@ def _app_py(*args):
     return in_process.run("app", *args)
 
 
+def test_app_says_a_wrong_web_export_before_the_model_loads(tmp_path):
+    refused = _app_py(f"--model={tmp_path / 'no-model'}", "--port=0", f"--web_export={tmp_path / 'no-page'}")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1] == f"error: --web_export: {tmp_path / 'no-page'} holds no in-browser page: write one with export.py --formats=web (into <export_dir>/web/<version>) (--web_export=none offers none)"
+
+
 def test_the_page_command_says_in_one_line_what_is_wrong(trained_run):
     import socket  # noqa: PLC0415
 

@@ -11,6 +11,7 @@ skips without them unless GLCIC_REQUIRE_BROWSER=1 (CI).
 """
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
@@ -67,12 +68,11 @@ def exported(tmp_path_factory):
     return Path(web), tf.saved_model.load(saved).signatures["serving_default"]
 
 
-@pytest.fixture(scope="module")
-def static_server(exported):
-    """`python -m http.server` on a free port serving the web folder; yields its address."""
-    web, _ = exported
+@contextlib.contextmanager
+def _static_server(folder):
+    """`python -m http.server` on a free port serving `folder`; yields its address."""
     process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(web)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
         line = process.stdout.readline()  # Serving HTTP on 127.0.0.1 port N (http://127.0.0.1:N/) ...
@@ -81,6 +81,12 @@ def static_server(exported):
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def static_server(exported):
+    with _static_server(exported[0]) as url:
+        yield url
 
 
 def _photo(height, width, folder):
@@ -230,5 +236,34 @@ def test_the_apps_page_offers_completion_in_the_browser_beside_its_server(export
             page.wait_for_selector("#result-section", state="visible")
             assert "on the server" in page.text_content("#timing") and posts == [f"{url}/complete"]
             _check_against_serving_default(*_result_and_hole(page), photo, serving_default)
+        finally:
+            browser.close()
+
+
+def test_a_model_that_does_not_load_is_a_message_that_says_what_to_do(exported, tmp_path):
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    web, _ = exported
+    broken = tmp_path / "web"
+    shutil.copytree(web, broken)
+    model = broken / "model" / web_export.MODEL_FILE
+    model.write_bytes(model.read_bytes()[:5000])  # cut short
+    _, path = _photo(60, 80, tmp_path)
+    with _static_server(broken) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 700})
+            page.set_default_timeout(SECONDS)
+            page.goto(url)
+            page.wait_for_function("document.getElementById('model-line').textContent !== ''")
+            shape = _open(page, path)
+            _paint(page, shape, (20, 20), (50, 40))
+            page.click("#complete")
+            page.wait_for_selector("#error", state="visible")
+            message = page.text_content("#error")
+            assert message.startswith("The in-browser model did not load (") and message.endswith(
+                "): reload the page; if it fails again, write this folder anew with export.py --formats=web."
+            ), message
+            assert page.locator("#complete").is_enabled()  # the page goes on
         finally:
             browser.close()

@@ -5,6 +5,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import select
 import selectors
 import signal
@@ -858,9 +859,9 @@ def test_the_page_offers_the_in_browser_model_it_serves_and_is_cross_origin_isol
     browser = client.get("/config").json()["browser"]
     assert browser == {"model": "version 1", "margin": 153, "multiple": 4, "max_network_pixels": 4_000_000,
                        "model_url": "browser/model/glcic.onnx", "runtime_url": "browser/runtime/ort.wasm.min.mjs"}
-    for url in (browser["model_url"], browser["runtime_url"]):
+    for url, content in ((browser["model_url"], b"onnx"), (browser["runtime_url"], b"wasm")):
         reply = client.get("/" + url)
-        assert reply.status_code == 200 and reply.content in (b"onnx", b"wasm"), url
+        assert reply.status_code == 200 and reply.content == content, url
         # Isolated (SharedArrayBuffer: onnxruntime-web's threads), as every reply of the page.
         assert reply.headers["cross-origin-embedder-policy"] == "require-corp" and reply.headers["cross-origin-opener-policy"] == "same-origin"
     assert client.get("/").headers["cross-origin-opener-policy"] == "same-origin"
@@ -879,6 +880,8 @@ def test_the_in_browser_page_is_found_beside_the_models_export_or_named(tmp_path
     (export_dir / web_export.WEB_FOLDER / "11").mkdir()  # a version half written: not a page
     for model in (export_dir, export_dir / "3"):
         assert web_export.browser_folder_beside(str(model)) == newest
+    (tmp_path / "model.tflite").write_bytes(b"lite")
+    (export_dir / web_export.WEB_FOLDER / "²").mkdir()  # a digit to str.isdigit, not to int()
     for model in (None, str(tmp_path / "model.tflite"), str(tmp_path)):
         assert web_export.browser_folder_beside(model) is None
     assert web_export.browser_folder(str(export_dir / "web" / "2")) == export_dir / "web" / "2"
@@ -887,3 +890,44 @@ def test_the_in_browser_page_is_found_beside_the_models_export_or_named(tmp_path
     for path in (export_dir / "3", tmp_path / "nothing"):
         with pytest.raises(UserError, match="holds no in-browser page: write one with export.py --formats=web"):
             web_export.browser_folder(str(path))
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"margin": "x"}, "margin 'x'"),  # the page found no regions and showed the photo unchanged as completed
+        ({"multiple": 0}, "multiple 0"),
+        ({"max_network_pixels": 2.5}, "max_network_pixels 2.5"),
+        ({"model_url": "../../etc/passwd"}, "model_url '../../etc/passwd'"),
+        ({"runtime_url": "http://evil.example/ort.mjs"}, "runtime_url 'http://evil.example/ort.mjs'"),
+        ({"margin": None, "model": 5}, "margin None, model 5"),
+    ],
+)
+def test_an_in_browser_page_whose_config_is_not_export_webs_is_refused_before_the_model_loads_or_not_offered(tmp_path, caplog, change, named):
+    from glcic_tf import web_export  # noqa: PLC0415
+
+    folder = _browser_folder(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(UserError, match=f"^--web_export: .*config.json is not an in-browser page's config: {re.escape(named)}.*; write it again"):
+        web_export.offered_by_the_page(str(folder), None)
+    with caplog.at_level(logging.WARNING):
+        assert web_export.offered_by_the_page("auto", str(tmp_path)) is None  # beside --model: the page still serves, on its server
+    assert "not offering completion in the browser" in caplog.text and named in caplog.text
+
+
+def test_what_app_offers_for_each_web_export_choice(tmp_path):
+    from glcic_tf import web_export  # noqa: PLC0415
+
+    folder = _browser_folder(tmp_path)
+    assert web_export.offered_by_the_page("auto", str(tmp_path)) == folder
+    assert web_export.offered_by_the_page("none", str(tmp_path)) is None
+    assert web_export.offered_by_the_page(str(folder), None) == folder
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"^--web_export: .*config.json is not an in-browser page's config \(JSONDecodeError"):
+        web_export.offered_by_the_page(str(tmp_path), None)
+    for empty in ("", " "):
+        with pytest.raises(UserError, match="^--web_export must be auto, none or an in-browser page's folder"):
+            web_export.offered_by_the_page(empty, None)
+    with pytest.raises(UserError, match=r"^--web_export: None holds no in-browser page: .* \(--web_export=none offers none\)"):
+        web_export.offered_by_the_page("None", None)

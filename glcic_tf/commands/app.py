@@ -60,7 +60,7 @@ def main(argv):
         # First, so a busy port fails before the model loads; listening, so the address printed works at once.
         listening = server.listening_socket(FLAGS.host, FLAGS.port)
         token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
-        browser_folder = _browser_folder(FLAGS.web_export, FLAGS.model)  # before the model loads: a wrong path is said at once
+        browser_folder = web_export.offered_by_the_page(FLAGS.web_export, FLAGS.model)  # before the model loads: a wrong folder is said at once
         completer = commands.completer_from_flags()
         # Without a token the page is on loopback: only requests addressed to this machine's names.
         hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
@@ -75,7 +75,7 @@ def main(argv):
             tiling=FLAGS.tiling,
             max_network_pixels=FLAGS.max_network_pixels,
             description=server.model_description(FLAGS.model, FLAGS.server, FLAGS.protocol, FLAGS.model_name),
-            browser_folder=browser_folder,
+            browser_folder=browser_folder and str(browser_folder),
         )
         # The server keeps half of them for connections; what is past max_connections is room for a flood's young ones.
         _open_files_for(8 * settings.max_connections)
@@ -100,14 +100,6 @@ def main(argv):
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(130)  # as an interrupted process
-
-
-def _browser_folder(web_export_flag: str, model: str):
-    """The in-browser page's folder the page offers (a str), or None (see --web_export)."""
-    if web_export_flag == "none":
-        return None
-    folder = web_export.browser_folder_beside(model) if web_export_flag == "auto" else web_export.browser_folder(web_export_flag)
-    return str(folder) if folder else None
 
 
 def _open_files_for(wanted: int) -> None:

@@ -6,23 +6,30 @@
 
 let sessionPromise = null;
 
+export class LoadError extends Error {}
+
 export function prepare(config) {
-  // Loads the runtime and the model once (the first Complete waits for it).
+  // Loads the runtime and the model once (the first Complete waits for it); a LoadError says
+  // what failed.
   if (!sessionPromise) {
-    sessionPromise = (async () => {
-      const ort = await import(new URL(config.runtime_url, document.baseURI).href);
-      ort.env.wasm.wasmPaths = new URL(config.runtime_url, document.baseURI).href.replace(/[^/]*$/, "");
-      // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (a server
-      // sending COOP/COEP headers); elsewhere one thread.
-      ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-      const session = await ort.InferenceSession.create(new URL(config.model_url, document.baseURI).href, { executionProviders: ["wasm"] });
-      const mask = session.inputNames.find((name) => name.includes("mask"));
-      const image = session.inputNames.find((name) => name !== mask);
-      return { ort, session, names: { image, mask, output: session.outputNames[0] } };
-    })();
-    sessionPromise.catch(() => (sessionPromise = null)); // a failed load is tried again at the next Complete
+    sessionPromise = load(config).catch((error) => {
+      sessionPromise = null; // tried again at the next Complete
+      throw new LoadError(`The in-browser model did not load (${error.message || error})`);
+    });
   }
   return sessionPromise;
+}
+
+async function load(config) {
+  const ort = await import(new URL(config.runtime_url, document.baseURI).href);
+  ort.env.wasm.wasmPaths = new URL(config.runtime_url, document.baseURI).href.replace(/[^/]*$/, "");
+  // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (a server
+  // sending COOP/COEP headers); elsewhere one thread.
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const session = await ort.InferenceSession.create(new URL(config.model_url, document.baseURI).href, { executionProviders: ["wasm"] });
+  const mask = session.inputNames.find((name) => name.includes("mask"));
+  const image = session.inputNames.find((name) => name !== mask);
+  return { ort, session, names: { image, mask, output: session.outputNames[0] } };
 }
 
 export function holeRegions(holes, width, height, margin, multiple) {

@@ -303,7 +303,15 @@ function browserConfig() {
 
 async function completeInBrowser() {
   const completer = await import(BROWSER_COMPLETER);
-  return { blob: await completer.complete({ photoCanvas, holes: holePixels(), config: browserConfig() }), serverSeconds: null };
+  try {
+    return { blob: await completer.complete({ photoCanvas, holes: holePixels(), config: browserConfig() }), serverSeconds: null };
+  } catch (error) {
+    if (!(error instanceof completer.LoadError)) throw error;
+    const advice = EXPORTED
+      ? "reload the page; if it fails again, write this folder anew with export.py --formats=web"
+      : "choose On the server, or restart app.py with a folder written anew by export.py --formats=web";
+    throw new Error(`${error.message}: ${advice}.`);
+  }
 }
 
 function prepareBrowser() {
