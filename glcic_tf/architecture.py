@@ -5,7 +5,7 @@ Nothing here needs TensorFlow: `glcic_tf.models` builds the Keras networks from 
 and the parts that run without TensorFlow (tiling, the LiteRT completer) read them too.
 """
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, Tuple
 
 # Per-channel RGB mean in [0, 1] stored in the authors' completionnet_places2.t7 (as read
 # out of it by public ports of the released model). The hole is filled with it.
@@ -116,6 +116,17 @@ def discriminator_flops(global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_
             channels = out
         total += 2 * channels * size * size * DISCRIMINATOR_FC_UNITS
     return total + 2 * 2 * DISCRIMINATOR_FC_UNITS
+
+
+def discriminator_last_conv_inputs(global_size: int = GLOBAL_SIZE, local_size: int = LOCAL_SIZE) -> Tuple[int, int]:
+    """The side of the input each discriminator's last convolution sees (global, local): 8 and 8
+    at the paper's sizes ("same" padding, stride 2 each)."""
+    sides = []
+    for size, filters in ((global_size, GLOBAL_DISCRIMINATOR_FILTERS), (local_size, LOCAL_DISCRIMINATOR_FILTERS)):
+        for _ in filters[:-1]:
+            size = -(-size // DISCRIMINATOR_STRIDE)
+        sides.append(size)
+    return tuple(sides)
 
 
 def scaled_filters(filters: int, width: float) -> int:

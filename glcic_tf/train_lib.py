@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from glcic_tf import data, losses, models, run_folder
+from glcic_tf import architecture, data, losses, models, run_folder
 from glcic_tf import validation as validation_lib
 from glcic_tf.errors import UserError
 
@@ -96,6 +96,14 @@ class Config:
             raise UserError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.mixed_precision not in MIXED_PRECISION_POLICIES:
             raise UserError(f"unknown mixed precision {self.mixed_precision!r}; choose one of {MIXED_PRECISION_POLICIES}")
+        if self.mixed_precision == "mixed_bfloat16" and min(architecture.discriminator_last_conv_inputs(self.sizes.crop_size, self.sizes.local_size)) < 2:
+            # TensorFlow 2.21's oneDNN bfloat16 filter gradient fills the kernel taps that see only
+            # padding with garbage (1e37 and more: the update diverges at once); float32 gives 0.
+            raise UserError(
+                f"--mixed_precision=mixed_bfloat16 needs --crop_size above 32 and --local_size above 16 (here {self.sizes.crop_size} and "
+                f"{self.sizes.local_size}): smaller, a discriminator's last convolution sees a 1x1 input, whose bfloat16 gradient "
+                "TensorFlow's oneDNN kernels get wrong; use larger sizes or --mixed_precision=none"
+            )
         if not 0 <= self.completion_steps <= self.completion_steps + self.discriminator_steps <= self.total_steps:
             raise UserError("need 0 <= completion_steps <= completion_steps + discriminator_steps <= total_steps")
         if min(self.batch_size, self.checkpoint_every, self.log_every, self.summary_every, self.image_every) < 1:
