@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.app_process import start_app  # noqa: E402
-from benchmarks.page_timing import time_completions  # noqa: E402
+from benchmarks.page_timing import PageFailed, time_completions  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "What app.py serves; unset: an export of the paper-width network with random weights.")
@@ -95,7 +95,10 @@ def main(argv):
         cv2.imwrite(photo_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         process, url = start_app(model)
         try:
-            timed = time_completions(url, photo_path, image.shape[:2], stroke(image.shape[:2]), ("server",), FLAGS.repeats, FLAGS.postprocess, FLAGS.screenshot)
+            try:
+                timed = time_completions(url, photo_path, image.shape[:2], stroke(image.shape[:2]), ("server",), FLAGS.repeats, FLAGS.postprocess, FLAGS.screenshot)
+            except PageFailed as error:
+                sys.exit(str(error))
             page, page_clock, server = (timed["server"][key] for key in ("seconds", "page_seconds", "server_seconds"))
         finally:
             process.terminate()

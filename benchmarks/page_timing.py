@@ -6,12 +6,16 @@ noisy machine falls on all alike. Used by benchmarks/page.py and benchmarks/run.
 """
 
 import shutil
-import sys
 import time
 from typing import Dict, Sequence
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 RADIO = {"server": "#where-server", "browser": "#where-browser"}
+
+
+class PageFailed(Exception):
+    """The page could not be timed: no chromium, no in-browser option, or a completion the page
+    answered with an error (its message)."""
 
 
 def chromium():
@@ -34,7 +38,7 @@ def time_completions(url: str, photo_path: str, shape, stroke, ways: Sequence[st
 
     executable = chromium()
     if not executable:
-        sys.exit("needs Debian's chromium: apt-get install -y chromium")
+        raise PageFailed("needs Debian's chromium: apt-get install -y chromium")
     (x0, y0), (x1, y1), size = stroke
     times = {way: {"seconds": [], "page_seconds": [], "server_seconds": []} for way in ways}
     loaded = {"bytes": 0}
@@ -49,7 +53,7 @@ def time_completions(url: str, photo_path: str, shape, stroke, ways: Sequence[st
         page.wait_for_selector("#stage", state="visible")
         page_bytes = loaded["bytes"]
         if "browser" in ways and not page.locator("#where").is_visible():
-            sys.exit("the page offers no completion in the browser: serve an export written with --formats=savedmodel,web")
+            raise PageFailed("the page offers no completion in the browser: serve an export written with --formats=savedmodel,web")
         page.fill("#brush-size", str(size))
         box = page.locator("#mask-canvas").bounding_box()
         scale = box["width"] / shape[1]
@@ -68,10 +72,10 @@ def time_completions(url: str, photo_path: str, shape, stroke, ways: Sequence[st
                 page.evaluate("document.getElementById('result-section').hidden = true")
                 start = time.perf_counter()
                 page.click("#complete")
-                page.wait_for_selector("#result-section", state="visible")
-                page.wait_for_function("document.getElementById('result').complete")  # decoded and shown
+                page.wait_for_selector("#result-section:not([hidden]), #error:not([hidden])")  # a result, or the page's message
                 if page.locator("#error").is_visible():
-                    sys.exit(f"the page failed to complete ({way}): {page.text_content('#error')}")
+                    raise PageFailed(f"the page failed to complete ({way}): {page.text_content('#error')}")
+                page.wait_for_function("document.getElementById('result').complete")  # decoded and shown
                 if way == "browser" and not repeat:
                     browser_bytes = loaded["bytes"] - before
                 if repeat:

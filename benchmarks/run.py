@@ -192,7 +192,7 @@ def page_rows(side: int):
     """The page's completion of a `side` px photo on its server and in Chromium (see
     page_timing.time_completions), or None where this machine lacks what it needs (said)."""
     missing = [name for name, present in (("chromium", page_timing.chromium()), ("tf2onnx (the web extra)", _importable("tf2onnx")),
-                                           ("playwright", _importable("playwright"))) if not present]
+                                           ("playwright", _importable("playwright")), ("scikit-image", _importable("skimage"))) if not present]
     try:
         web_export.runtime_dir()
     except UserError:
@@ -211,12 +211,17 @@ def page_rows(side: int):
         cv2.imwrite(photo, cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_AREA)[..., ::-1])
         # A diagonal stroke from a quarter to three quarters: its neighbourhood (153 px) is the whole photo.
         stroke = ((side / 4, side / 4), (3 * side / 4, 3 * side / 4), max(4, side // 20))
-        process, url = app_process.start_app(folder)
+        process = None
         try:
-            timed = page_timing.time_completions(url, photo, (side, side), stroke, ("server", "browser"), FLAGS.repeats)
+            process, url = app_process.start_app(folder)  # exits if app.py does
+            timed = page_timing.time_completions(url, photo, (side, side), stroke, ("server", "browser"), max(1, FLAGS.repeats))
+        except (Exception, SystemExit) as error:  # noqa: BLE001 (said; the rows measured before are still printed and written)
+            print(f"(no page rows: {type(error).__name__}: {error})")
+            return None
         finally:
-            process.terminate()
-            process.wait(30)
+            if process is not None:
+                process.terminate()
+                process.wait(30)
     return {"side": side, **timed}
 
 
@@ -231,7 +236,7 @@ def print_page(page, inference_seconds):
         ratio = f"{min(seconds) / reference:.2f}" if reference else "-"
         print(f"{name:<52}{min(seconds):>9.3f}{f'{min(seconds):.2f}-{max(seconds):.2f}':>16}{ratio:>19}")
     loads = page["first_load_bytes"]
-    print(f"first load: the page {loads['page'] / 1e6:.1f} MB, then {loads['browser'] / 1e6:.1f} MB more to complete in the browser (runtime and model)")
+    print(f"first load: the page {loads['page'] / 1e3:.0f} KB, then {loads['browser'] / 1e6:.1f} MB more to complete in the browser (runtime and model)")
 
 
 def _importable(module: str) -> bool:

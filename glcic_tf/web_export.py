@@ -131,16 +131,28 @@ def browser_folder(path: str) -> Path:
 
 def browser_folder_beside(model: Optional[str]) -> Optional[Path]:
     """The in-browser page export.py wrote beside the SavedModel `model` names (its export folder,
-    or one of its versions): `<export_dir>/web/<highest version>`, or None."""
+    or one of its versions), or None: `<export_dir>/web/<version>` of the SavedModel's own
+    version where there is one (the version `model` names, else the highest with a
+    saved_model.pb), else the highest, with a warning that the browser runs another version."""
     if not model or not os.path.isdir(model):
         return None
     model = os.path.abspath(model)
-    for export_dir in (model, os.path.dirname(model)) if _is_version(os.path.basename(model)) else (model,):
-        try:
-            return browser_folder(os.path.join(export_dir, WEB_FOLDER))
-        except UserError:
-            continue
-    return None
+    named = os.path.basename(model)
+    export_dir = os.path.dirname(model) if _is_version(named) else model
+    web = Path(export_dir) / WEB_FOLDER
+    if _is_version(named):
+        version = named
+    else:
+        saved = [v for v in os.listdir(export_dir) if _is_version(v) and os.path.isfile(os.path.join(export_dir, v, "saved_model.pb"))]
+        version = max(saved, key=int) if saved else None
+    if version is not None and _is_browser_folder(web / version):
+        return web / version
+    try:
+        folder = browser_folder(str(web))
+    except UserError:
+        return None
+    logging.warning("the in-browser page offered is %s, another version than the server's model (%s)", folder, version)
+    return folder
 
 
 def offered_by_the_page(choice: str, model: Optional[str]) -> Optional[Path]:

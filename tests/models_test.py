@@ -196,6 +196,8 @@ def test_without_tensorflow_what_needs_it_names_the_extra_to_install():
     last_line = result.stderr.strip().splitlines()[-1]  # uncaught, it ends the program in one line, as the commands' errors
     assert last_line.startswith("error: this part of glcic_tf needs TensorFlow, which is not installed")
     assert "glcic-tf[cpu]" in last_line and "glcic-tf[gpu]" in last_line and "glcic-tf[litert]" in last_line
+    other = subprocess.run([sys.executable, "-c", hide + "import glcic_tf; import no_such_module_here"], capture_output=True, text=True)
+    assert other.returncode == 1 and "Traceback" in other.stderr and "ModuleNotFoundError: No module named 'no_such_module_here'" in other.stderr  # only ours is one line
 
 
 def test_flop_counts_match_table_1_and_2_counted_by_hand():

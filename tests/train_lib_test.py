@@ -315,8 +315,10 @@ def test_bfloat16_is_refused_where_a_discriminators_last_convolution_would_see_1
     # ran before in the process (a flaky test). Refused in the config, where a user would meet it.
     assert architecture.discriminator_last_conv_inputs() == (8, 8)  # the paper's sizes
     assert architecture.discriminator_last_conv_inputs(*tiny_sides) == (1, 1)
-    with pytest.raises(UserError, match="mixed_bfloat16 needs --crop_size above 32 and --local_size above 16 \\(here 32 and 16\\)"):
-        _config("folder:x", mixed_precision="mixed_bfloat16")
+    for crop, local in ((32, 16), (64, 16), (32, 32)):  # either branch alone
+        sizes = dataclasses.replace(SMALL, crop_size=crop, edge_range=(crop, crop + 8), local_size=local)
+        with pytest.raises(UserError, match=f"mixed_bfloat16 needs --crop_size above 32 and --local_size above 16 \\(here {crop} and {local}\\)"):
+            _config("folder:x", mixed_precision="mixed_bfloat16", sizes=sizes)
     _config("folder:x", mixed_precision="mixed_bfloat16", sizes=SMALL)
     _config("folder:x", mixed_precision="mixed_float16")  # float16 computes it right
 

@@ -834,7 +834,7 @@ def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(lo
     assert client.get("/", headers={"Host": "localhost:7860"}).status_code == 200
 
 
-def _browser_folder(root: Path, version: int = 1) -> Path:
+def _browser_folder(root: Path, version=1) -> Path:
     """A folder laid out as export.py --formats=web writes it (files of a few bytes)."""
     from glcic_tf import web_export  # noqa: PLC0415
 
@@ -874,19 +874,23 @@ def test_the_in_browser_page_is_found_beside_the_models_export_or_named(tmp_path
 
     export_dir = tmp_path / "export"
     (export_dir / "3").mkdir(parents=True)  # the SavedModel's version folder
+    (export_dir / "3" / "saved_model.pb").write_bytes(b"")
     assert web_export.browser_folder_beside(str(export_dir)) is None  # no web/ beside it: not offered, no error
     _browser_folder(export_dir, 2)
     newest = _browser_folder(export_dir, 10)
     (export_dir / web_export.WEB_FOLDER / "11").mkdir()  # a version half written: not a page
-    for model in (export_dir, export_dir / "3"):
+    _browser_folder(export_dir, "²")  # a digit to str.isdigit, not to int()
+    for model in (export_dir, export_dir / "3", f"{export_dir}/3/"):  # no page of version 3: the newest (logged)
         assert web_export.browser_folder_beside(str(model)) == newest
     (tmp_path / "model.tflite").write_bytes(b"lite")
-    (export_dir / web_export.WEB_FOLDER / "²").mkdir()  # a digit to str.isdigit, not to int()
     for model in (None, str(tmp_path / "model.tflite"), str(tmp_path)):
         assert web_export.browser_folder_beside(model) is None
     assert web_export.browser_folder(str(export_dir / "web" / "2")) == export_dir / "web" / "2"
     assert web_export.browser_folder(str(export_dir)) == newest
     assert web_export.browser_folder(str(export_dir / "web")) == newest
+    same = _browser_folder(export_dir, 3)
+    for model in (export_dir, export_dir / "3"):  # the server's own version before the newest
+        assert web_export.browser_folder_beside(str(model)) == same
     for path in (export_dir / "3", tmp_path / "nothing"):
         with pytest.raises(UserError, match="holds no in-browser page: write one with export.py --formats=web"):
             web_export.browser_folder(str(path))
