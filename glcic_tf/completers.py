@@ -74,6 +74,17 @@ def load_completion_network(path: str):
     return network, tuple(config.get("mean_pixel", models.PLACES2_MEAN_PIXEL)), int(step.numpy())
 
 
+def saved_model_folder(path: str) -> Optional[str]:
+    """The SavedModel `load_completer` loads for `path`: `path` itself, or the highest version
+    folder of an export folder (its base path, as TF Serving reads it); None where there is none."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [v for v in os.listdir(path) if v.isascii() and v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))]
+    return os.path.join(path, max(versions, key=int)) if versions else None
+
+
 def load_completer(path: str, precision: str = "float32", max_network_pixels: Optional[int] = None):
     """A callable (image, mask) -> completed, float batches as `Inpainter`, from an export or a run.
 
@@ -88,11 +99,8 @@ def load_completer(path: str, precision: str = "float32", max_network_pixels: Op
 
     from glcic_tf import inference  # noqa: PLC0415
 
-    saved_model = path
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = [v for v in os.listdir(path) if v.isdigit() and os.path.exists(os.path.join(path, v, "saved_model.pb"))]
-        saved_model = os.path.join(path, max(versions, key=int)) if versions else None
-    if saved_model and os.path.exists(os.path.join(saved_model, "saved_model.pb")):
+    saved_model = saved_model_folder(path)
+    if saved_model:
         if precision == "bfloat16":
             raise UserError(f"{saved_model} is a SavedModel, which runs as exported (float32); bfloat16 needs a run folder")
         signature = tf.saved_model.load(saved_model).signatures["serving_default"]

@@ -129,41 +129,34 @@ def browser_folder(path: str) -> Path:
     raise UserError(f"{path} holds no in-browser page: write one with export.py --formats=web (into <export_dir>/web/<version>)")
 
 
-def browser_folder_beside(model: Optional[str]) -> Optional[Path]:
-    """The in-browser page export.py wrote beside the SavedModel `model` names (its export folder,
-    or one of its versions), or None: `<export_dir>/web/<version>` of the SavedModel's own
-    version where there is one (the version `model` names, else the highest with a
-    saved_model.pb), else the highest, with a warning that the browser runs another version."""
-    if not model or not os.path.isdir(model):
+def browser_folder_beside(saved_model: Optional[str]) -> Optional[Path]:
+    """The in-browser page export.py wrote beside the SavedModel folder `saved_model`
+    (`<export_dir>/<version>`, completers.saved_model_folder): `<export_dir>/web/<version>`, else
+    the export's newest page, with a warning that the browser runs another version; None if
+    there is none."""
+    if not saved_model:
         return None
-    model = os.path.abspath(model)
-    named = os.path.basename(model)
-    export_dir = os.path.dirname(model) if _is_version(named) else model
-    web = Path(export_dir) / WEB_FOLDER
-    if _is_version(named):
-        version = named
-    else:
-        saved = [v for v in os.listdir(export_dir) if _is_version(v) and os.path.isfile(os.path.join(export_dir, v, "saved_model.pb"))]
-        version = max(saved, key=int) if saved else None
-    if version is not None and _is_browser_folder(web / version):
+    saved_model = os.path.abspath(saved_model)
+    version, web = os.path.basename(saved_model), Path(os.path.dirname(saved_model)) / WEB_FOLDER
+    if _is_browser_folder(web / version):
         return web / version
     try:
         folder = browser_folder(str(web))
     except UserError:
         return None
-    logging.warning("the in-browser page offered is %s, another version than the server's model (%s)", folder, version)
+    logging.warning("the in-browser page offered is %s, another version than the server's model (%s)", folder, saved_model)
     return folder
 
 
-def offered_by_the_page(choice: str, model: Optional[str]) -> Optional[Path]:
+def offered_by_the_page(choice: str, saved_model: Optional[str]) -> Optional[Path]:
     """The in-browser page app.py's page offers (app.py's --web_export): `choice` "none" (None),
-    "auto" (the one beside `model`'s SavedModel export, if any and sound: a broken one is logged
-    and not offered), or a folder `browser_folder` takes (a UserError if it is none). Its
-    config.json is checked (`browser_config`), so a page offered completes."""
+    "auto" (the one beside the page's SavedModel folder `saved_model`, if any and sound: a
+    broken one is logged and not offered), or a folder `browser_folder` takes (a UserError if it
+    is none). Its config.json is checked (`browser_config`), so a page offered completes."""
     if choice == "none":
         return None
     if choice == "auto":
-        folder = browser_folder_beside(model)
+        folder = browser_folder_beside(saved_model)
         if folder is not None:
             try:
                 browser_config(folder, "")

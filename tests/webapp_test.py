@@ -873,24 +873,27 @@ def test_the_in_browser_page_is_found_beside_the_models_export_or_named(tmp_path
     from glcic_tf import web_export  # noqa: PLC0415
 
     export_dir = tmp_path / "export"
-    (export_dir / "3").mkdir(parents=True)  # the SavedModel's version folder
-    (export_dir / "3" / "saved_model.pb").write_bytes(b"")
-    assert web_export.browser_folder_beside(str(export_dir)) is None  # no web/ beside it: not offered, no error
+    for version in ("3", "²"):  # "²": a digit to str.isdigit, not to int()
+        (export_dir / version).mkdir(parents=True)
+        (export_dir / version / "saved_model.pb").write_bytes(b"")
+    saved_model = str(export_dir / "3")
+    for model in (export_dir, saved_model, f"{saved_model}/"):  # what the server loads
+        assert completers.saved_model_folder(str(model)) in (saved_model, f"{saved_model}/")
+    for model in (tmp_path / "model.tflite", tmp_path, tmp_path / "nothing"):
+        assert completers.saved_model_folder(str(model)) is None
+    assert web_export.browser_folder_beside(saved_model) is None  # no web/ beside it: not offered, no error
     _browser_folder(export_dir, 2)
     newest = _browser_folder(export_dir, 10)
     (export_dir / web_export.WEB_FOLDER / "11").mkdir()  # a version half written: not a page
-    _browser_folder(export_dir, "²")  # a digit to str.isdigit, not to int()
-    for model in (export_dir, export_dir / "3", f"{export_dir}/3/"):  # no page of version 3: the newest (logged)
-        assert web_export.browser_folder_beside(str(model)) == newest
-    (tmp_path / "model.tflite").write_bytes(b"lite")
-    for model in (None, str(tmp_path / "model.tflite"), str(tmp_path)):
-        assert web_export.browser_folder_beside(model) is None
+    _browser_folder(export_dir, "²")
+    for model in (saved_model, f"{saved_model}/"):  # no page of version 3: the newest (logged)
+        assert web_export.browser_folder_beside(model) == newest
+    assert web_export.browser_folder_beside(None) is None
     assert web_export.browser_folder(str(export_dir / "web" / "2")) == export_dir / "web" / "2"
     assert web_export.browser_folder(str(export_dir)) == newest
     assert web_export.browser_folder(str(export_dir / "web")) == newest
     same = _browser_folder(export_dir, 3)
-    for model in (export_dir, export_dir / "3"):  # the server's own version before the newest
-        assert web_export.browser_folder_beside(str(model)) == same
+    assert web_export.browser_folder_beside(saved_model) == same  # the server's own version before the newest
     for path in (export_dir / "3", tmp_path / "nothing"):
         with pytest.raises(UserError, match="holds no in-browser page: write one with export.py --formats=web"):
             web_export.browser_folder(str(path))
@@ -916,7 +919,7 @@ def test_an_in_browser_page_whose_config_is_not_export_webs_is_refused_before_th
     with pytest.raises(UserError, match=f"^--web_export: .*config.json is not an in-browser page's config: {re.escape(named)}.*; write it again"):
         web_export.offered_by_the_page(str(folder), None)
     with caplog.at_level(logging.WARNING):
-        assert web_export.offered_by_the_page("auto", str(tmp_path)) is None  # beside --model: the page still serves, on its server
+        assert web_export.offered_by_the_page("auto", str(tmp_path / "1")) is None  # beside --model: the page still serves, on its server
     assert "not offering completion in the browser" in caplog.text and named in caplog.text
 
 
@@ -924,8 +927,8 @@ def test_what_app_offers_for_each_web_export_choice(tmp_path):
     from glcic_tf import web_export  # noqa: PLC0415
 
     folder = _browser_folder(tmp_path)
-    assert web_export.offered_by_the_page("auto", str(tmp_path)) == folder
-    assert web_export.offered_by_the_page("none", str(tmp_path)) is None
+    assert web_export.offered_by_the_page("auto", str(tmp_path / "1")) == folder  # beside the SavedModel <export_dir>/1
+    assert web_export.offered_by_the_page("none", str(tmp_path / "1")) is None
     assert web_export.offered_by_the_page(str(folder), None) == folder
     (folder / "config.json").write_text("{not json")
     with pytest.raises(UserError, match=r"^--web_export: .*config.json is not an in-browser page's config \(JSONDecodeError"):

@@ -21,7 +21,7 @@ import sys
 
 from absl import flags, logging
 
-from glcic_tf import commands, web_export
+from glcic_tf import commands, completers, web_export
 from glcic_tf.errors import UserError, one_line_errors
 from glcic_tf.webapp.settings import PageSettings
 
@@ -60,7 +60,8 @@ def main(argv):
         # First, so a busy port fails before the model loads; listening, so the address printed works at once.
         listening = server.listening_socket(FLAGS.host, FLAGS.port)
         token = FLAGS.token or (None if server.is_loopback(FLAGS.host) else secrets.token_urlsafe(16))
-        browser_folder = web_export.offered_by_the_page(FLAGS.web_export, FLAGS.model)  # before the model loads: a wrong folder is said at once
+        # Before the model loads: a wrong folder is said at once.
+        browser_folder = web_export.offered_by_the_page(FLAGS.web_export, FLAGS.model and completers.saved_model_folder(FLAGS.model))
         completer = commands.completer_from_flags()
         # Without a token the page is on loopback: only requests addressed to this machine's names.
         hosts = None if token else ("127.0.0.1", "localhost", "::1", FLAGS.host)
